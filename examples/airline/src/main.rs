@@ -1,0 +1,4 @@
+//! The airline showcase service.
+fn main() {
+    println!("airline: coming soon");
+}
