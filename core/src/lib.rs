@@ -1,1 +1,46 @@
-//! placeholder
+//! # annals
+//!
+//! CQRS and event sourcing for Rust. Model the domain as aggregates that
+//! decide on commands and emit versioned domain events; keep the events in an
+//! [`EventStore`] with optimistic concurrency; keep read models current with
+//! projections over the global, ordered log.
+//!
+//! This crate holds the model and the contracts: events ([`DomainEvent`]),
+//! aggregates ([`Aggregate`], [`Handle`]), envelopes ([`RecordedEvent`]), the
+//! [`EventStore`] trait, command execution ([`Repository`]), an in-memory
+//! store ([`memory::MemoryStore`]) and the test kit ([`testing`]). Storage
+//! and read-model backends live in their own crates (`annals-postgres`,
+//! `annals-elastic`).
+#![warn(missing_docs)]
+
+// Lets the derive macros' `::annals::...` paths resolve inside this crate too.
+extern crate self as annals;
+
+
+pub mod aggregate;
+pub mod envelope;
+pub mod event;
+pub mod position;
+pub mod repository;
+pub mod store;
+pub mod subscription;
+pub mod memory;
+pub mod testing;
+
+pub use aggregate::{Aggregate, AggregateType, Handle};
+pub use annals_derive::{Aggregate, DomainEvent};
+pub use envelope::{Metadata, NewEvent, RecordedEvent};
+pub use event::{DomainEvent, EventError, EventType, UpcastError, Upcaster};
+pub use position::{ParsePositionError, Position};
+pub use repository::{CommandContext, ExecuteError, Executed, Loaded, Repository};
+pub use store::{
+    AppendLimits, AppendOptions, Appended, EventFilter, EventStore, EventStream, ExpectedVersion,
+    Snapshot, StoreError,
+};
+
+/// Re-exports for the derive macros' generated code. Not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use serde;
+    pub use serde_json;
+}

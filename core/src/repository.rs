@@ -1,0 +1,351 @@
+//! Command execution: load, decide, append, retry on conflict.
+
+use std::fmt::Display;
+use std::marker::PhantomData;
+
+use uuid::Uuid;
+
+use crate::aggregate::{Aggregate, Handle};
+use crate::envelope::{Metadata, NewEvent, RecordedEvent};
+use crate::event::{DomainEvent, EventError};
+use crate::position::Position;
+use crate::store::{AppendOptions, EventStore, ExpectedVersion, Snapshot, StoreError};
+
+/// Events read per call while loading a stream.
+const LOAD_PAGE: usize = 4096;
+
+/// Runs commands against aggregates of type `A` kept in store `S`.
+///
+/// ```
+/// # use annals::{Aggregate, DomainEvent, Handle, Repository, memory::MemoryStore};
+/// # use serde::{Deserialize, Serialize};
+/// #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
+/// enum CounterEvent { Incremented { by: u32 } }
+///
+/// #[derive(Debug, Default, annals::Aggregate)]
+/// struct Counter { total: u64 }
+///
+/// #[derive(Debug, thiserror::Error)]
+/// #[error("too big")]
+/// struct TooBig;
+///
+/// impl Aggregate for Counter {
+///     type Event = CounterEvent;
+///     type Error = TooBig;
+///     fn apply(&mut self, event: &CounterEvent) {
+///         let CounterEvent::Incremented { by } = event;
+///         self.total += u64::from(*by);
+///     }
+/// }
+///
+/// struct Increment(u32);
+/// impl Handle<Increment> for Counter {
+///     fn handle(&self, cmd: &Increment) -> Result<Vec<CounterEvent>, TooBig> {
+///         if cmd.0 > 100 { return Err(TooBig) }
+///         Ok(vec![CounterEvent::Incremented { by: cmd.0 }])
+///     }
+/// }
+///
+/// # tokio_test(async {
+/// let counters = Repository::<Counter, _>::new(MemoryStore::new());
+/// let done = counters.execute("c1", Increment(5)).await.unwrap();
+/// assert_eq!(done.stream_version, 1);
+/// assert_eq!(counters.load("c1").await.unwrap().state.total, 5);
+/// assert!(counters.execute("c1", Increment(500)).await.is_err());
+/// # });
+/// # fn tokio_test(f: impl std::future::Future<Output = ()>) {
+/// #     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+/// # }
+/// ```
+pub struct Repository<A, S> {
+    store: S,
+    max_attempts: u32,
+    snapshot_every: Option<u64>,
+    aggregate: PhantomData<fn() -> A>,
+}
+
+impl<A, S: Clone> Clone for Repository<A, S> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            max_attempts: self.max_attempts,
+            snapshot_every: self.snapshot_every,
+            aggregate: PhantomData,
+        }
+    }
+}
+
+/// An aggregate's state and the stream version it reflects.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded<A> {
+    /// The folded state.
+    pub state: A,
+    /// The version of the last event folded in (0 = no stream).
+    pub version: u64,
+}
+
+/// What a command did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Executed<E> {
+    /// The events the command caused (the first outcome's, on a replay).
+    pub events: Vec<E>,
+    /// The stream version after the command.
+    pub stream_version: u64,
+    /// A read-your-writes token: once a projection has passed it, it has
+    /// seen this command's events.
+    pub position: Position,
+    /// True when the command id had already run and nothing was written.
+    pub replayed: bool,
+}
+
+/// Per-command options: idempotency key and metadata.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CommandContext {
+    /// Runs the command at most once: a second run returns the first outcome.
+    pub command_id: Option<Uuid>,
+    /// Stamped on every event; `causation_id` defaults to the command id.
+    pub metadata: Metadata,
+}
+
+/// Why a command did not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError<E: std::error::Error + 'static> {
+    /// The aggregate refused the command: a business rule.
+    #[error("command rejected: {0}")]
+    Rejected(#[source] E),
+    /// The store failed, or conflicts outlasted the retries.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored event could not be decoded.
+    #[error("event {stream_version} of stream {stream:?} cannot be loaded: {source}")]
+    Decode {
+        /// The stream being loaded.
+        stream: String,
+        /// The version of the event that failed.
+        stream_version: u64,
+        /// Why (unknown type, unsupported version, bad payload).
+        #[source]
+        source: EventError,
+    },
+    /// A new event could not be encoded.
+    #[error(transparent)]
+    Encode(EventError),
+}
+
+impl<A, S> Repository<A, S>
+where
+    A: Aggregate,
+    S: EventStore,
+{
+    /// A repository with 5 attempts on conflict and no snapshots.
+    pub fn new(store: S) -> Self {
+        Self {
+            store,
+            max_attempts: 5,
+            snapshot_every: None,
+            aggregate: PhantomData,
+        }
+    }
+
+    /// How many times a command is tried when concurrent writers conflict (at least 1).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// Saves a snapshot whenever a stream's version crosses a multiple of
+    /// `every` (for aggregates that support snapshots).
+    pub fn snapshot_every(mut self, every: u64) -> Self {
+        self.snapshot_every = (every > 0).then_some(every);
+        self
+    }
+
+    /// The store behind this repository.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Loads an aggregate: its latest snapshot, then the events after it.
+    pub async fn load(&self, id: impl Display) -> Result<Loaded<A>, ExecuteError<A::Error>> {
+        self.load_stream(&A::stream_id(&id)).await
+    }
+
+    /// Runs a command against the aggregate with this id.
+    pub async fn execute<C>(
+        &self,
+        id: impl Display,
+        command: C,
+    ) -> Result<Executed<A::Event>, ExecuteError<A::Error>>
+    where
+        A: Handle<C>,
+        C: Send + Sync,
+    {
+        self.execute_with(id, command, CommandContext::default())
+            .await
+    }
+
+    /// Runs a command with an idempotency key and metadata.
+    ///
+    /// On a concurrency conflict the aggregate is reloaded and the command
+    /// decided again, up to the configured number of attempts.
+    pub async fn execute_with<C>(
+        &self,
+        id: impl Display,
+        command: C,
+        context: CommandContext,
+    ) -> Result<Executed<A::Event>, ExecuteError<A::Error>>
+    where
+        A: Handle<C>,
+        C: Send + Sync,
+    {
+        let stream = A::stream_id(&id);
+        if let Some(command_id) = context.command_id {
+            if let Some(first) = self.store.command_outcome(command_id).await? {
+                return self.replay(&stream, first.first_version, first.stream_version, first.position).await;
+            }
+        }
+        let mut metadata = context.metadata;
+        if metadata.causation_id.is_none() {
+            metadata.causation_id = context.command_id;
+        }
+        let options = AppendOptions {
+            command_id: context.command_id,
+        };
+
+        let mut attempt = 1;
+        loop {
+            let Loaded { mut state, version } = self.load_stream(&stream).await?;
+            let events = state.handle(&command).map_err(ExecuteError::Rejected)?;
+            if events.is_empty() {
+                return Ok(Executed {
+                    events,
+                    stream_version: version,
+                    position: self.store.head().await?,
+                    replayed: false,
+                });
+            }
+            let new = events
+                .iter()
+                .map(|e| NewEvent::from_domain(e, metadata.clone()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(ExecuteError::Encode)?;
+            let expected = ExpectedVersion::Exact(version);
+            match self
+                .store
+                .append_with(&stream, expected, new, options.clone())
+                .await
+            {
+                Ok(done) if done.replayed => {
+                    return self.replay(&stream, done.first_version, done.stream_version, done.position).await;
+                }
+                Ok(done) => {
+                    for event in &events {
+                        state.apply(event);
+                    }
+                    self.maybe_snapshot(&stream, &state, version, done.stream_version)
+                        .await;
+                    return Ok(Executed {
+                        events,
+                        stream_version: done.stream_version,
+                        position: done.position,
+                        replayed: false,
+                    });
+                }
+                Err(StoreError::Conflict { .. }) if attempt < self.max_attempts => {
+                    tracing::debug!(stream, attempt, "conflict, deciding again");
+                    attempt += 1;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    async fn load_stream(&self, stream: &str) -> Result<Loaded<A>, ExecuteError<A::Error>> {
+        let mut loaded = Loaded {
+            state: A::default(),
+            version: 0,
+        };
+        if self.snapshot_every.is_some() {
+            if let Some(snapshot) = self.store.load_snapshot(stream).await? {
+                if snapshot.schema_version == A::SNAPSHOT_VERSION {
+                    if let Some(state) = A::restore(&snapshot.state) {
+                        loaded = Loaded {
+                            state,
+                            version: snapshot.stream_version,
+                        };
+                    }
+                }
+            }
+        }
+        loop {
+            let page = self
+                .store
+                .read_stream(stream, loaded.version + 1, LOAD_PAGE)
+                .await?;
+            let full = page.len() == LOAD_PAGE;
+            for recorded in &page {
+                loaded.state.apply(&decode::<A>(recorded)?);
+                loaded.version = recorded.stream_version;
+            }
+            if !full {
+                return Ok(loaded);
+            }
+        }
+    }
+
+    async fn replay(
+        &self,
+        stream: &str,
+        first_version: u64,
+        stream_version: u64,
+        position: Position,
+    ) -> Result<Executed<A::Event>, ExecuteError<A::Error>> {
+        let count = (stream_version + 1).saturating_sub(first_version) as usize;
+        let recorded = self.store.read_stream(stream, first_version, count).await?;
+        let events = recorded
+            .iter()
+            .map(decode::<A>)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Executed {
+            events,
+            stream_version,
+            position,
+            replayed: true,
+        })
+    }
+
+    async fn maybe_snapshot(&self, stream: &str, state: &A, before: u64, after: u64) {
+        let Some(every) = self.snapshot_every else {
+            return;
+        };
+        if before / every == after / every {
+            return;
+        }
+        let Some(value) = state.snapshot() else {
+            return;
+        };
+        let snapshot = Snapshot {
+            stream_id: stream.to_owned(),
+            stream_version: after,
+            schema_version: A::SNAPSHOT_VERSION,
+            state: value,
+        };
+        // A snapshot is an optimisation: failing to save one must not fail the command.
+        if let Err(error) = self.store.save_snapshot(snapshot).await {
+            tracing::warn!(stream, %error, "snapshot not saved");
+        }
+    }
+}
+
+fn decode<A: Aggregate>(recorded: &RecordedEvent) -> Result<A::Event, ExecuteError<A::Error>> {
+    <A::Event as DomainEvent>::decode(
+        &recorded.event_type,
+        recorded.schema_version,
+        &recorded.payload,
+    )
+    .map_err(|source| ExecuteError::Decode {
+        stream: recorded.stream_id.clone(),
+        stream_version: recorded.stream_version,
+        source,
+    })
+}

@@ -1,0 +1,324 @@
+//! The event store contract every backend implements.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::envelope::{NewEvent, RecordedEvent};
+use crate::position::Position;
+
+/// What the writer believes the stream's version to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ExpectedVersion {
+    /// Append whatever the stream's version.
+    Any,
+    /// The stream must not exist yet.
+    NoStream,
+    /// The stream must be exactly at this version (`Exact(0)` is the same as `NoStream`).
+    Exact(u64),
+}
+
+impl ExpectedVersion {
+    /// Whether a stream currently at `actual` (0 = no stream) satisfies this expectation.
+    pub fn allows(self, actual: u64) -> bool {
+        match self {
+            ExpectedVersion::Any => true,
+            ExpectedVersion::NoStream => actual == 0,
+            ExpectedVersion::Exact(v) => v == actual,
+        }
+    }
+}
+
+impl fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExpectedVersion::Any => f.write_str("any version"),
+            ExpectedVersion::NoStream => f.write_str("no stream"),
+            ExpectedVersion::Exact(v) => write!(f, "version {v}"),
+        }
+    }
+}
+
+/// Options of one append beyond stream, expectation and events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppendOptions {
+    /// The command that produced the events. A command id already recorded
+    /// makes the append a no-op that returns the first outcome.
+    pub command_id: Option<Uuid>,
+}
+
+/// The outcome of an append: a read-your-writes token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Appended {
+    /// The stream version of the first event appended.
+    pub first_version: u64,
+    /// The stream version after the append (of the last event appended).
+    pub stream_version: u64,
+    /// The global position of the last event appended.
+    pub position: Position,
+    /// True when nothing was written because the events (by event id) or
+    /// the command (by command id) were already stored; the fields above
+    /// then describe the first outcome.
+    pub replayed: bool,
+}
+
+/// Which events a global read returns. Filtering happens in the store's
+/// query, not after reading.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct EventFilter {
+    types: Option<Vec<String>>,
+}
+
+impl EventFilter {
+    /// Every event.
+    pub fn all() -> Self {
+        Self { types: None }
+    }
+
+    /// Only events of these types.
+    pub fn types<I, T>(types: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        Self {
+            types: Some(types.into_iter().map(Into::into).collect()),
+        }
+    }
+
+    /// The event types to keep, or `None` for all.
+    pub fn event_types(&self) -> Option<&[String]> {
+        self.types.as_deref()
+    }
+
+    /// Whether an event of this type passes the filter.
+    pub fn matches(&self, event_type: &str) -> bool {
+        self.types
+            .as_ref()
+            .is_none_or(|types| types.iter().any(|t| t == event_type))
+    }
+}
+
+/// A saved aggregate state, so that loading need not replay the whole stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The stream the state was folded from.
+    pub stream_id: String,
+    /// The stream version the state includes.
+    pub stream_version: u64,
+    /// The aggregate's snapshot schema; a snapshot of another schema is ignored.
+    pub schema_version: u32,
+    /// The state as JSON.
+    pub state: Value,
+}
+
+/// A live sequence of events, in global order.
+pub type EventStream = BoxStream<'static, Result<RecordedEvent, StoreError>>;
+
+/// Limits that every store checks before an append reaches its backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendLimits {
+    /// Longest stream id, in bytes.
+    pub max_stream_id_len: usize,
+    /// Largest payload, in bytes of its JSON text.
+    pub max_payload_bytes: usize,
+    /// Most events in one append.
+    pub max_batch: usize,
+}
+
+impl Default for AppendLimits {
+    fn default() -> Self {
+        Self {
+            max_stream_id_len: 200,
+            max_payload_bytes: 1024 * 1024,
+            max_batch: 10_000,
+        }
+    }
+}
+
+impl AppendLimits {
+    /// Refuses malformed input with a clear error: empty or oversized stream
+    /// ids, empty batches, blank event types, version 0, oversized payloads.
+    pub fn check(&self, stream: &str, events: &[NewEvent]) -> Result<(), StoreError> {
+        let invalid = |reason: String| Err(StoreError::InvalidInput(reason));
+        if stream.trim().is_empty() {
+            return invalid("stream id is empty".into());
+        }
+        if stream.len() > self.max_stream_id_len {
+            return invalid(format!(
+                "stream id is {} bytes, more than the limit of {}",
+                stream.len(),
+                self.max_stream_id_len
+            ));
+        }
+        if events.is_empty() {
+            return invalid(format!("append to {stream:?} has no events"));
+        }
+        if events.len() > self.max_batch {
+            return invalid(format!(
+                "append to {stream:?} has {} events, more than the limit of {}",
+                events.len(),
+                self.max_batch
+            ));
+        }
+        for (i, event) in events.iter().enumerate() {
+            if event.event_type.trim().is_empty() {
+                return invalid(format!("event {i} of the append to {stream:?} has no type"));
+            }
+            if event.schema_version == 0 {
+                return invalid(format!(
+                    "event {i} ({}) has schema version 0; versions start at 1",
+                    event.event_type
+                ));
+            }
+            if events[..i].iter().any(|e| e.event_id == event.event_id) {
+                return invalid(format!("event id {} appears twice in one append", event.event_id));
+            }
+            let size = json_len(&event.payload);
+            if size > self.max_payload_bytes {
+                return invalid(format!(
+                    "payload of event {i} ({}) is {size} bytes, more than the limit of {}",
+                    event.event_type, self.max_payload_bytes
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The length of a value's JSON text, without building the text.
+fn json_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing a Value into a counter cannot fail: keys are strings and the writer never errors.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
+/// Errors of every event store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The stream was not at the expected version.
+    #[error("concurrency conflict on stream {stream:?}: expected {expected}, found version {actual}")]
+    Conflict {
+        /// The stream appended to.
+        stream: String,
+        /// What the writer expected.
+        expected: ExpectedVersion,
+        /// The stream's actual version (0 = no stream).
+        actual: u64,
+    },
+    /// An event id is already stored elsewhere (another stream or version).
+    #[error("event id {event_id} is already stored at {stream:?} version {stream_version}")]
+    DuplicateEvent {
+        /// The duplicate id.
+        event_id: Uuid,
+        /// Where it is stored.
+        stream: String,
+        /// At which version.
+        stream_version: u64,
+    },
+    /// Malformed input, refused before it reached the backend.
+    #[error("invalid append: {0}")]
+    InvalidInput(String),
+    /// The backend could not be reached or failed; nothing was written.
+    #[error("event store unavailable: {0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Anything else the backend reported.
+    #[error("event store error: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StoreError {
+    /// Whether retrying later may succeed (the backend was unreachable).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+/// An append-only store of event streams with a global, ordered log.
+///
+/// Implementations must pass [`crate::testing::conformance`].
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends events to a stream in one atomic step, checking `expected`.
+    ///
+    /// Appending events whose ids are all already stored in this stream is a
+    /// no-op that returns the first outcome (`replayed`); so is an append
+    /// whose `command_id` was already recorded. A failed append writes nothing.
+    async fn append_with(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        options: AppendOptions,
+    ) -> Result<Appended, StoreError>;
+
+    /// [`append_with`](Self::append_with) with default options.
+    async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Appended, StoreError> {
+        self.append_with(stream, expected, events, AppendOptions::default())
+            .await
+    }
+
+    /// The outcome recorded for a command id, if that command already ran.
+    async fn command_outcome(&self, command_id: Uuid) -> Result<Option<Appended>, StoreError>;
+
+    /// Reads a stream's events with `stream_version >= from_version`, in order,
+    /// at most `limit` of them. An unknown stream reads as empty.
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// The stream's current version (0 = no stream).
+    async fn stream_version(&self, stream: &str) -> Result<u64, StoreError>;
+
+    /// Reads the global log strictly after `after`, in position order, at most
+    /// `limit` events. Never returns an event while an earlier one may still
+    /// become visible: what it returned once, it will never precede.
+    async fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+        filter: &EventFilter,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// The position of the last event readers can see (`Position::START` when empty).
+    async fn head(&self) -> Result<Position, StoreError>;
+
+    /// Every event after `after`, first those stored (catch-up), then new ones
+    /// as they are committed (live). No gaps, no duplicates.
+    fn subscribe(&self, after: Position, filter: EventFilter) -> EventStream;
+
+    /// Saves (replaces) the stream's snapshot.
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError>;
+
+    /// The stream's latest snapshot, if any.
+    async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, StoreError>;
+
+    /// Records how far the named projection (or subscriber) has processed.
+    async fn save_checkpoint(&self, name: &str, position: Position) -> Result<(), StoreError>;
+
+    /// How far the named projection has processed, if it ever saved.
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<Position>, StoreError>;
+}

@@ -1,0 +1,1 @@
+//! The conformance suite every `EventStore` must pass (being written).
