@@ -21,6 +21,7 @@ pub mod aggregate;
 pub mod envelope;
 pub mod event;
 pub mod position;
+pub mod projection;
 pub mod repository;
 pub mod store;
 pub mod subscription;

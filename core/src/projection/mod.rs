@@ -1,0 +1,83 @@
+//! Projections: read models kept current from the global log.
+//!
+//! A [`Projection`] names itself, says which event types it handles, and
+//! applies batches of events idempotently. The [`ProjectionRunner`] reads
+//! after the projection's checkpoint (catch-up and live are one loop), applies,
+//! and saves the checkpoint only once the batch is applied. Delivery is at
+//! least once; because handlers are idempotent, the effect is exactly once.
+//!
+//! Failures: a transient error retries the batch with exponential backoff and
+//! jitter, the checkpoint held; an event that keeps failing is parked in the
+//! dead-letter store ([`ProjectionStore::park`]) together with every later event
+//! of its stream, so no read model sees a stream's events out of order, while
+//! other streams go on. An operator asks for a retry
+//! ([`ProjectionStore::request_retry`]) once the cause is fixed, and the runner
+//! applies the parked events in order. With [`FailurePolicy::Stop`] the
+//! projection stops at the poison event instead.
+
+mod runner;
+mod store;
+mod wait;
+
+use async_trait::async_trait;
+
+use crate::envelope::RecordedEvent;
+use crate::store::EventFilter;
+
+pub use runner::{
+    Backoff, FailurePolicy, ProjectionRunner, RunnerError, RunnerOptions, RunnerStatus,
+};
+pub use store::{Lease, ParkedEvent, ProjectionStore};
+pub use wait::{WaitError, wait_for_checkpoint};
+
+/// A read model fed by the global log.
+#[async_trait]
+pub trait Projection: Send + Sync + 'static {
+    /// Stable name: the key of its checkpoint, dead letters and lease.
+    fn name(&self) -> String;
+
+    /// The events it handles; the filter goes into the store's query.
+    fn filter(&self) -> EventFilter;
+
+    /// Applies a batch, in log order.
+    ///
+    /// Must be idempotent: applying a batch twice leaves the read model as
+    /// applying it once. An event that cannot be applied is reported in the
+    /// outcome, and the projection must then not apply the later events of
+    /// the same stream in this batch (the runner parks them behind it).
+    async fn apply(&self, batch: &[RecordedEvent]) -> Result<Applied, ProjectionError>;
+}
+
+/// What became of a batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Events that could not be applied, by index into the batch, with why.
+    pub failed: Vec<Failed>,
+}
+
+impl Applied {
+    /// Every event was applied.
+    pub fn all() -> Self {
+        Self::default()
+    }
+}
+
+/// One event the projection could not apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failed {
+    /// Index into the batch.
+    pub index: usize,
+    /// What went wrong, for the dead-letter record.
+    pub error: String,
+}
+
+/// Why a whole batch could not be applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProjectionError {
+    /// The read model is unreachable or overloaded: retry later, with backoff.
+    #[error("transient projection failure: {0}")]
+    Transient(String),
+    /// Retrying cannot help (a bug, a broken index): stop the projection.
+    #[error("projection failure: {0}")]
+    Fatal(String),
+}

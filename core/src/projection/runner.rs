@@ -1,0 +1,557 @@
+//! The projection runner: checkpointed, batched, retried, parked, leased.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{Applied, ParkedEvent, Projection, ProjectionError, ProjectionStore};
+use crate::envelope::RecordedEvent;
+use crate::position::Position;
+use crate::store::StoreError;
+
+/// What happens to an event that keeps failing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailurePolicy {
+    /// After `max_attempts`, park it (and the later events of its stream) and go on.
+    Park {
+        /// Tries before parking (at least 1).
+        max_attempts: u32,
+    },
+    /// After `max_attempts`, stop the projection at it.
+    Stop {
+        /// Tries before stopping (at least 1).
+        max_attempts: u32,
+    },
+}
+
+impl FailurePolicy {
+    fn max_attempts(self) -> u32 {
+        match self {
+            FailurePolicy::Park { max_attempts } | FailurePolicy::Stop { max_attempts } => {
+                max_attempts.max(1)
+            }
+        }
+    }
+}
+
+/// Exponential backoff with jitter between retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// First delay.
+    pub initial: Duration,
+    /// Longest delay.
+    pub max: Duration,
+}
+
+impl Backoff {
+    fn delays(self) -> impl Iterator<Item = Duration> {
+        ExponentialBuilder::default()
+            .with_min_delay(self.initial)
+            .with_max_delay(self.max)
+            .with_jitter()
+            .without_max_times()
+            .build()
+    }
+}
+
+/// How a runner batches, retries and waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunnerOptions {
+    /// Most events per batch.
+    pub batch_size: usize,
+    /// How long a batch waits to fill once its first event arrived.
+    pub batch_delay: Duration,
+    /// Delays between retries of a failing batch.
+    pub backoff: Backoff,
+    /// What to do with an event that keeps failing.
+    pub failure_policy: FailurePolicy,
+    /// How often a standby runner tries to take the lease, and an idle one
+    /// checks for parked events an operator asked to retry.
+    pub idle_interval: Duration,
+}
+
+impl Default for RunnerOptions {
+    fn default() -> Self {
+        Self {
+            batch_size: 500,
+            batch_delay: Duration::from_millis(20),
+            backoff: Backoff {
+                initial: Duration::from_millis(100),
+                max: Duration::from_secs(10),
+            },
+            failure_policy: FailurePolicy::Park { max_attempts: 3 },
+            idle_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Where a runner stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RunnerState {
+    /// Not started.
+    #[default]
+    Idle,
+    /// Waiting for another process's lease (hot standby).
+    Standby,
+    /// Holding the lease and projecting.
+    Running,
+    /// Ended: shut down, or stopped at a failure.
+    Stopped,
+}
+
+/// A runner's progress, for health checks, metrics and lag.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunnerStatus {
+    /// Where the runner stands.
+    pub state: RunnerState,
+    /// The last saved checkpoint.
+    pub checkpoint: Position,
+    /// Events applied since start.
+    pub events_applied: u64,
+    /// When the newest applied event was recorded.
+    pub last_event_at: Option<DateTime<Utc>>,
+    /// True when the last read found nothing more to do.
+    pub caught_up: bool,
+    /// Events waiting in the dead letters.
+    pub parked: usize,
+    /// Batches retried after a failure since start.
+    pub retries: u64,
+    /// The last failure, if the runner is retrying.
+    pub last_error: Option<String>,
+}
+
+impl RunnerStatus {
+    /// Seconds between the newest applied event and now; 0 when caught up.
+    pub fn lag_seconds(&self) -> f64 {
+        match (self.caught_up, self.last_event_at) {
+            (false, Some(at)) => (Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0,
+            _ => 0.0,
+        }
+    }
+}
+
+/// Why a runner ended with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    /// The store failed in a way retrying did not fix.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The projection reported a fatal error.
+    #[error("projection {projection:?} failed: {error}")]
+    Fatal {
+        /// The projection.
+        projection: String,
+        /// What it said.
+        error: String,
+    },
+    /// The stop policy stopped the projection at a poison event.
+    #[error(
+        "projection {projection:?} stopped at event {stream_version} of {stream:?} \
+         ({event_type}, position {position}): {error}"
+    )]
+    Stopped {
+        /// The projection.
+        projection: String,
+        /// The event's stream.
+        stream: String,
+        /// The event's version.
+        stream_version: u64,
+        /// The event's type.
+        event_type: String,
+        /// The event's position.
+        position: Position,
+        /// Why it failed.
+        error: String,
+    },
+}
+
+/// Why a drive loop ended without an error.
+enum Exit {
+    Shutdown,
+    CaughtUp,
+}
+
+/// Keeps one projection current: reads after its checkpoint, applies in
+/// batches, saves the checkpoint after each applied batch.
+///
+/// [`run`](Self::run) holds the projection's lease so that only one process
+/// writes; other processes wait as hot standby and take over when it is
+/// lost. [`catch_up`](Self::catch_up) applies what is stored and returns.
+pub struct ProjectionRunner<S, P> {
+    store: S,
+    projection: Arc<P>,
+    name: String,
+    options: RunnerOptions,
+    status: watch::Sender<RunnerStatus>,
+}
+
+impl<S, P> ProjectionRunner<S, P>
+where
+    S: ProjectionStore,
+    P: Projection,
+{
+    /// A runner with default options.
+    pub fn new(store: S, projection: Arc<P>) -> Self {
+        let name = projection.name();
+        Self {
+            store,
+            projection,
+            name,
+            options: RunnerOptions::default(),
+            status: watch::Sender::new(RunnerStatus::default()),
+        }
+    }
+
+    /// Replaces the options.
+    pub fn with_options(mut self, options: RunnerOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The projection's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Progress updates.
+    pub fn status(&self) -> watch::Receiver<RunnerStatus> {
+        self.status.subscribe()
+    }
+
+    /// Runs until `shutdown` is cancelled or the projection stops: takes the
+    /// lease (waiting as hot standby while another process holds it), then
+    /// projects live. A lost lease sends it back to standby. On shutdown the
+    /// batch in hand is finished and its checkpoint saved.
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<(), RunnerError> {
+        loop {
+            let Some(mut lease) = self.acquire(&shutdown).await else {
+                self.set(|s| s.state = RunnerState::Stopped);
+                return Ok(());
+            };
+            tracing::info!(projection = %self.name, "lease taken, projecting");
+            self.set(|s| s.state = RunnerState::Running);
+            let outcome = tokio::select! {
+                outcome = self.drive(&shutdown, false) => Some(outcome),
+                () = lease.lost() => None,
+            };
+            match outcome {
+                None => {
+                    tracing::warn!(projection = %self.name, "lease lost, back to standby");
+                    self.set(|s| s.state = RunnerState::Standby);
+                }
+                Some(result) => {
+                    lease.release().await;
+                    self.set(|s| s.state = RunnerState::Stopped);
+                    return result.map(|_| ());
+                }
+            }
+        }
+    }
+
+    /// Applies everything stored after the checkpoint, then returns the new
+    /// checkpoint. Holds no lease: for tests, tools and rebuilds.
+    pub async fn catch_up(&self) -> Result<Position, RunnerError> {
+        self.drive(&CancellationToken::new(), true).await?;
+        Ok(self.status.borrow().checkpoint)
+    }
+
+    async fn acquire(&self, shutdown: &CancellationToken) -> Option<Box<dyn super::Lease>> {
+        loop {
+            if shutdown.is_cancelled() {
+                return None;
+            }
+            match self.store.try_lease(&self.name).await {
+                Ok(Some(lease)) => return Some(lease),
+                Ok(None) => self.set(|s| s.state = RunnerState::Standby),
+                Err(error) => {
+                    tracing::warn!(projection = %self.name, %error, "cannot reach the lease");
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return None,
+                () = tokio::time::sleep(self.options.idle_interval) => {}
+            }
+        }
+    }
+
+    async fn drive(&self, shutdown: &CancellationToken, until_caught_up: bool) -> Result<Exit, RunnerError> {
+        let filter = self.projection.filter();
+        let mut checkpoint = self.store.load_checkpoint(&self.name).await?.unwrap_or_default();
+        let mut blocked = self.retry_parked(true).await?;
+        self.set(|s| s.checkpoint = checkpoint);
+        let mut events = self.store.subscribe(checkpoint, filter.clone());
+        let mut delays = self.options.backoff.delays();
+        loop {
+            // The first event of a batch: wait for it, or for an idle tick.
+            let first = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return Ok(Exit::Shutdown),
+                item = events.next() => item,
+                () = tokio::time::sleep(self.idle_wait(until_caught_up)) => {
+                    self.set(|s| s.caught_up = true);
+                    if until_caught_up && self.store.head().await? <= checkpoint {
+                        return Ok(Exit::CaughtUp);
+                    }
+                    blocked = self.retry_parked(false).await?;
+                    continue;
+                }
+            };
+            let mut batch = match first {
+                Some(Ok(event)) => vec![event],
+                Some(Err(error)) => {
+                    self.note_failure(&error.to_string());
+                    self.pause(&mut delays, shutdown).await;
+                    events = self.store.subscribe(checkpoint, filter.clone());
+                    continue;
+                }
+                None => {
+                    events = self.store.subscribe(checkpoint, filter.clone());
+                    continue;
+                }
+            };
+            let deadline = Instant::now() + self.options.batch_delay;
+            let mut broken = false;
+            while batch.len() < self.options.batch_size {
+                match tokio::time::timeout_at(deadline, events.next()).await {
+                    Ok(Some(Ok(event))) => batch.push(event),
+                    Ok(Some(Err(_)) | None) => {
+                        broken = true;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+
+            let Some(done) = self.apply_batch(&batch, &mut blocked, shutdown).await? else {
+                return Ok(Exit::Shutdown);
+            };
+            checkpoint = done;
+            self.save_checkpoint(checkpoint, shutdown).await?;
+            let last_at = batch.last().map(|e| e.recorded_at);
+            self.set(|s| {
+                s.checkpoint = checkpoint;
+                s.events_applied += batch.len() as u64;
+                s.last_event_at = last_at;
+                s.caught_up = false;
+                s.last_error = None;
+            });
+            delays = self.options.backoff.delays();
+            if broken {
+                events = self.store.subscribe(checkpoint, filter.clone());
+            }
+        }
+    }
+
+    fn idle_wait(&self, until_caught_up: bool) -> Duration {
+        if until_caught_up {
+            // Long enough for the subscription's own reads, short enough for tests.
+            self.options.batch_delay.max(Duration::from_millis(50))
+        } else {
+            self.options.idle_interval
+        }
+    }
+
+    /// Applies a batch, retrying and parking as the policy says. Returns the
+    /// checkpoint to save, or `None` when shutdown interrupted a retry.
+    async fn apply_batch(
+        &self,
+        batch: &[RecordedEvent],
+        blocked: &mut HashSet<String>,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<Position>, RunnerError> {
+        let last = batch.last().map(|e| e.position).unwrap_or_default();
+        // Events of streams already parked wait behind them, unapplied.
+        let (runnable, waiting): (Vec<_>, Vec<_>) =
+            batch.iter().cloned().partition(|e| !blocked.contains(&e.stream_id));
+        let mut to_park: Vec<ParkedEvent> = waiting.into_iter().map(|e| waiting_behind(e)).collect();
+
+        let mut delays = self.options.backoff.delays();
+        let mut attempts = 0;
+        while !runnable.is_empty() {
+            attempts += 1;
+            let failed = match self.projection.apply(&runnable).await {
+                Ok(Applied { failed }) if failed.is_empty() => break,
+                Ok(Applied { failed }) => failed,
+                Err(ProjectionError::Transient(error)) => {
+                    self.note_failure(&error);
+                    if !self.pause(&mut delays, shutdown).await {
+                        return Ok(None);
+                    }
+                    attempts -= 1;
+                    continue;
+                }
+                Err(ProjectionError::Fatal(error)) => {
+                    return Err(RunnerError::Fatal {
+                        projection: self.name.clone(),
+                        error,
+                    });
+                }
+            };
+            let first = &failed[0];
+            self.note_failure(&first.error);
+            if attempts < self.options.failure_policy.max_attempts() {
+                if !self.pause(&mut delays, shutdown).await {
+                    return Ok(None);
+                }
+                continue;
+            }
+            let errors: HashMap<usize, String> = failed.into_iter().map(|f| (f.index, f.error)).collect();
+            if let FailurePolicy::Stop { .. } = self.options.failure_policy {
+                let index = errors.keys().copied().min().unwrap_or(0);
+                let Some(poison) = runnable.get(index) else {
+                    break;
+                };
+                // Everything before the poison event is applied: keep it.
+                if let Some(before) = index.checked_sub(1).and_then(|i| runnable.get(i)) {
+                    self.store.save_checkpoint(&self.name, before.position).await?;
+                    self.set(|s| s.checkpoint = before.position);
+                }
+                return Err(RunnerError::Stopped {
+                    projection: self.name.clone(),
+                    stream: poison.stream_id.clone(),
+                    stream_version: poison.stream_version,
+                    event_type: poison.event_type.clone(),
+                    position: poison.position,
+                    error: errors.get(&index).cloned().unwrap_or_default(),
+                });
+            }
+            for (i, event) in runnable.iter().enumerate() {
+                if let Some(error) = errors.get(&i) {
+                    tracing::error!(
+                        projection = %self.name, stream = %event.stream_id,
+                        version = event.stream_version, event_type = %event.event_type,
+                        %error, "parking event"
+                    );
+                    blocked.insert(event.stream_id.clone());
+                    to_park.push(ParkedEvent {
+                        event: event.clone(),
+                        error: Some(error.clone()),
+                        attempts,
+                        retry_requested: false,
+                    });
+                } else if blocked.contains(&event.stream_id) && is_after_failure(&to_park, event) {
+                    to_park.push(waiting_behind(event.clone()));
+                }
+            }
+            break;
+        }
+        if !to_park.is_empty() {
+            to_park.sort_by_key(|p| p.event.position);
+            self.store.park(&self.name, to_park).await?;
+            let parked = self.store.parked(&self.name).await?.len();
+            self.set(|s| s.parked = parked);
+        }
+        Ok(Some(last))
+    }
+
+    /// Applies the parked events an operator asked to retry (or, at start,
+    /// none) and returns the streams still blocked.
+    async fn retry_parked(&self, at_start: bool) -> Result<HashSet<String>, RunnerError> {
+        let parked = self.store.parked(&self.name).await?;
+        let retry = !at_start && parked.iter().any(|p| p.retry_requested);
+        if !retry {
+            self.set(|s| s.parked = parked.len());
+            return Ok(parked.into_iter().map(|p| p.event.stream_id).collect());
+        }
+        tracing::info!(projection = %self.name, events = parked.len(), "retrying parked events");
+        let events: Vec<RecordedEvent> = parked.iter().map(|p| p.event.clone()).collect();
+        let outcome = match self.projection.apply(&events).await {
+            Ok(applied) => applied,
+            Err(ProjectionError::Transient(error)) => {
+                self.note_failure(&error);
+                return Ok(parked.into_iter().map(|p| p.event.stream_id).collect());
+            }
+            Err(ProjectionError::Fatal(error)) => {
+                return Err(RunnerError::Fatal {
+                    projection: self.name.clone(),
+                    error,
+                });
+            }
+        };
+        let errors: HashMap<usize, String> = outcome.failed.into_iter().map(|f| (f.index, f.error)).collect();
+        let mut still_blocked = HashSet::new();
+        let mut keep = Vec::new();
+        let mut done = Vec::new();
+        for (i, mut p) in parked.into_iter().enumerate() {
+            if let Some(error) = errors.get(&i) {
+                still_blocked.insert(p.event.stream_id.clone());
+                p.error = Some(error.clone());
+                p.attempts += 1;
+                p.retry_requested = false;
+                keep.push(p);
+            } else if still_blocked.contains(&p.event.stream_id) {
+                p.error = None;
+                p.retry_requested = false;
+                keep.push(p);
+            } else {
+                done.push(p.event.event_id);
+            }
+        }
+        if !keep.is_empty() {
+            self.store.park(&self.name, keep).await?;
+        }
+        self.store.unpark(&self.name, &done).await?;
+        let left = self.store.parked(&self.name).await?.len();
+        self.set(|s| s.parked = left);
+        tracing::info!(projection = %self.name, applied = done.len(), left, "parked events retried");
+        Ok(still_blocked)
+    }
+
+    async fn save_checkpoint(&self, position: Position, shutdown: &CancellationToken) -> Result<(), RunnerError> {
+        let mut delays = self.options.backoff.delays();
+        loop {
+            match self.store.save_checkpoint(&self.name, position).await {
+                Ok(()) => return Ok(()),
+                Err(error) if error.is_transient() && !shutdown.is_cancelled() => {
+                    self.note_failure(&error.to_string());
+                    self.pause(&mut delays, shutdown).await;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    /// Sleeps the next backoff delay; false when shutdown came first.
+    async fn pause(&self, delays: &mut impl Iterator<Item = Duration>, shutdown: &CancellationToken) -> bool {
+        let delay = delays.next().unwrap_or(self.options.backoff.max);
+        tokio::select! {
+            () = shutdown.cancelled() => false,
+            () = tokio::time::sleep(delay) => true,
+        }
+    }
+
+    fn note_failure(&self, error: &str) {
+        tracing::warn!(projection = %self.name, %error, "projection retrying");
+        self.set(|s| {
+            s.retries += 1;
+            s.last_error = Some(error.to_owned());
+        });
+    }
+
+    fn set(&self, change: impl FnOnce(&mut RunnerStatus)) {
+        self.status.send_modify(change);
+    }
+}
+
+fn waiting_behind(event: RecordedEvent) -> ParkedEvent {
+    ParkedEvent {
+        event,
+        error: None,
+        attempts: 0,
+        retry_requested: false,
+    }
+}
+
+/// Whether `event` comes after a failed event of its stream already set to park.
+fn is_after_failure(to_park: &[ParkedEvent], event: &RecordedEvent) -> bool {
+    to_park
+        .iter()
+        .any(|p| p.error.is_some() && p.event.stream_id == event.stream_id && p.event.position < event.position)
+}

@@ -1,0 +1,7 @@
+//! The airline: the annals showcase. Flights, seats, prices, bookings and flight search,
+//! each a bounded context that meets the others only through events.
+#![warn(missing_docs)]
+
+pub mod airports;
+pub mod scheduling;
+pub mod values;
