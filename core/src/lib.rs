@@ -16,16 +16,16 @@
 // Lets the derive macros' `::annals::...` paths resolve inside this crate too.
 extern crate self as annals;
 
-
 pub mod aggregate;
 pub mod envelope;
 pub mod event;
+pub mod memory;
 pub mod position;
+pub mod process;
 pub mod projection;
 pub mod repository;
 pub mod store;
 pub mod subscription;
-pub mod memory;
 pub mod testing;
 
 pub use aggregate::{Aggregate, AggregateType, Handle};

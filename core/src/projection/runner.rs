@@ -281,9 +281,17 @@ where
         }
     }
 
-    async fn drive(&self, shutdown: &CancellationToken, until_caught_up: bool) -> Result<Exit, RunnerError> {
+    async fn drive(
+        &self,
+        shutdown: &CancellationToken,
+        until_caught_up: bool,
+    ) -> Result<Exit, RunnerError> {
         let filter = self.projection.filter();
-        let mut checkpoint = self.store.load_checkpoint(&self.name).await?.unwrap_or_default();
+        let mut checkpoint = self
+            .store
+            .load_checkpoint(&self.name)
+            .await?
+            .unwrap_or_default();
         let mut blocked = self.retry_parked(true).await?;
         self.set(|s| s.checkpoint = checkpoint);
         let mut events = self.store.subscribe(checkpoint, filter.clone());
@@ -368,9 +376,12 @@ where
     ) -> Result<Option<Position>, RunnerError> {
         let last = batch.last().map(|e| e.position).unwrap_or_default();
         // Events of streams already parked wait behind them, unapplied.
-        let (runnable, waiting): (Vec<_>, Vec<_>) =
-            batch.iter().cloned().partition(|e| !blocked.contains(&e.stream_id));
-        let mut to_park: Vec<ParkedEvent> = waiting.into_iter().map(|e| waiting_behind(e)).collect();
+        let (runnable, waiting): (Vec<_>, Vec<_>) = batch
+            .iter()
+            .cloned()
+            .partition(|e| !blocked.contains(&e.stream_id));
+        let mut to_park: Vec<ParkedEvent> =
+            waiting.into_iter().map(|e| waiting_behind(e)).collect();
 
         let mut delays = self.options.backoff.delays();
         let mut attempts = 0;
@@ -402,7 +413,8 @@ where
                 }
                 continue;
             }
-            let errors: HashMap<usize, String> = failed.into_iter().map(|f| (f.index, f.error)).collect();
+            let errors: HashMap<usize, String> =
+                failed.into_iter().map(|f| (f.index, f.error)).collect();
             if let FailurePolicy::Stop { .. } = self.options.failure_policy {
                 let index = errors.keys().copied().min().unwrap_or(0);
                 let Some(poison) = runnable.get(index) else {
@@ -410,7 +422,9 @@ where
                 };
                 // Everything before the poison event is applied: keep it.
                 if let Some(before) = index.checked_sub(1).and_then(|i| runnable.get(i)) {
-                    self.store.save_checkpoint(&self.name, before.position).await?;
+                    self.store
+                        .save_checkpoint(&self.name, before.position)
+                        .await?;
                     self.set(|s| s.checkpoint = before.position);
                 }
                 return Err(RunnerError::Stopped {
@@ -475,7 +489,11 @@ where
                 });
             }
         };
-        let errors: HashMap<usize, String> = outcome.failed.into_iter().map(|f| (f.index, f.error)).collect();
+        let errors: HashMap<usize, String> = outcome
+            .failed
+            .into_iter()
+            .map(|f| (f.index, f.error))
+            .collect();
         let mut still_blocked = HashSet::new();
         let mut keep = Vec::new();
         let mut done = Vec::new();
@@ -504,7 +522,11 @@ where
         Ok(still_blocked)
     }
 
-    async fn save_checkpoint(&self, position: Position, shutdown: &CancellationToken) -> Result<(), RunnerError> {
+    async fn save_checkpoint(
+        &self,
+        position: Position,
+        shutdown: &CancellationToken,
+    ) -> Result<(), RunnerError> {
         let mut delays = self.options.backoff.delays();
         loop {
             match self.store.save_checkpoint(&self.name, position).await {
@@ -519,7 +541,11 @@ where
     }
 
     /// Sleeps the next backoff delay; false when shutdown came first.
-    async fn pause(&self, delays: &mut impl Iterator<Item = Duration>, shutdown: &CancellationToken) -> bool {
+    async fn pause(
+        &self,
+        delays: &mut impl Iterator<Item = Duration>,
+        shutdown: &CancellationToken,
+    ) -> bool {
         let delay = delays.next().unwrap_or(self.options.backoff.max);
         tokio::select! {
             () = shutdown.cancelled() => false,
@@ -551,7 +577,9 @@ fn waiting_behind(event: RecordedEvent) -> ParkedEvent {
 
 /// Whether `event` comes after a failed event of its stream already set to park.
 fn is_after_failure(to_park: &[ParkedEvent], event: &RecordedEvent) -> bool {
-    to_park
-        .iter()
-        .any(|p| p.error.is_some() && p.event.stream_id == event.stream_id && p.event.position < event.position)
+    to_park.iter().any(|p| {
+        p.error.is_some()
+            && p.event.stream_id == event.stream_id
+            && p.event.position < event.position
+    })
 }

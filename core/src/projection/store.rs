@@ -2,6 +2,7 @@
 //! dead letters and a single-runner lease.
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::envelope::RecordedEvent;
@@ -38,6 +39,36 @@ pub trait ProjectionStore: EventStore {
     /// Tries to become the projection's one active runner. `None` when
     /// another holds the lease.
     async fn try_lease(&self, projection: &str) -> Result<Option<Box<dyn Lease>>, StoreError>;
+
+    /// Stores a process manager's deadline (idempotent by id), so it fires
+    /// even after a restart.
+    async fn schedule_deadline(&self, deadline: Deadline) -> Result<(), StoreError>;
+
+    /// The process's deadlines due at `now`, earliest first, at most `limit`.
+    async fn due_deadlines(
+        &self,
+        process: &str,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Deadline>, StoreError>;
+
+    /// Removes a deadline once it has fired.
+    async fn complete_deadline(&self, process: &str, id: Uuid) -> Result<(), StoreError>;
+}
+
+/// A moment at which a process manager instance wants to be woken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deadline {
+    /// Unique, derived from what scheduled it, so scheduling is idempotent.
+    pub id: Uuid,
+    /// The process manager's name.
+    pub process: String,
+    /// The process instance (its correlation id).
+    pub instance: Uuid,
+    /// What the deadline is for, e.g. `payment-timeout`.
+    pub name: String,
+    /// When it is due.
+    pub due_at: DateTime<Utc>,
 }
 
 /// The right to run a projection, held until released or lost.

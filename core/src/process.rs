@@ -1,0 +1,359 @@
+//! Process managers (sagas): long-running processes that react to events and send commands.
+//!
+//! A process manager is an event-sourced aggregate of its own, one instance
+//! per correlation id (stream `<name>-<correlation id>`). Inputs (events from
+//! the log, deadlines, rejected commands) are decided by the pure
+//! [`ProcessManager::react`] into process events; each process event says what
+//! it asks of the world through [`ProcessManager::effects`]: commands to send
+//! and deadlines to set. Because effects are derived from the *stored*
+//! process events, they survive a crash between recording and sending.
+//!
+//! Idempotency comes from derived ids:
+//! - an input runs as a command whose id is derived from the triggering event
+//!   (or deadline), so re-delivery records nothing twice;
+//! - each command sent has an id derived from the instance, the process event's
+//!   version and its index, so the receiving aggregate runs it at most once
+//!   (see [`CommandContext::command_id`]), and the runtime skips commands the
+//!   store has already recorded;
+//! - deadlines have derived ids and live in the store, so they fire after a restart.
+//!
+//! [`Process`] runs a process manager as a [`Projection`]: the
+//! [`ProjectionRunner`](crate::projection::ProjectionRunner) gives it a
+//! checkpoint, retries, dead letters and a single-runner lease.
+//! [`Process::fire_deadlines`] fires what is due.
+
+use std::collections::VecDeque;
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::aggregate::{Aggregate, Handle};
+use crate::envelope::{Metadata, RecordedEvent};
+use crate::projection::{Applied, Deadline, Projection, ProjectionError, ProjectionStore};
+use crate::repository::{CommandContext, ExecuteError, Repository};
+use crate::store::{EventFilter, StoreError};
+
+/// What a process instance reacts to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input<C> {
+    /// An event from the global log.
+    Event(RecordedEvent),
+    /// One of its deadlines came due.
+    Deadline {
+        /// The deadline's name.
+        name: String,
+        /// When it was due.
+        due_at: DateTime<Utc>,
+    },
+    /// A command it sent was refused.
+    Rejected {
+        /// The command.
+        command: C,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What a process event asks of the world.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Effects<C> {
+    /// Commands to send, in order.
+    pub commands: Vec<C>,
+    /// Deadlines to set: name and due time.
+    pub deadlines: Vec<(String, DateTime<Utc>)>,
+}
+
+impl<C> Default for Effects<C> {
+    fn default() -> Self {
+        Self {
+            commands: Vec::new(),
+            deadlines: Vec::new(),
+        }
+    }
+}
+
+impl<C> Effects<C> {
+    /// No effects.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Sends one command.
+    pub fn command(command: C) -> Self {
+        Self {
+            commands: vec![command],
+            deadlines: Vec::new(),
+        }
+    }
+
+    /// Also sets a deadline.
+    pub fn with_deadline(mut self, name: impl Into<String>, due_at: DateTime<Utc>) -> Self {
+        self.deadlines.push((name.into(), due_at));
+        self
+    }
+}
+
+/// A long-running process: its state is event-sourced (it is an
+/// [`Aggregate`] with [`Infallible`](std::convert::Infallible) errors), and it
+/// decides on inputs instead of commands.
+pub trait ProcessManager: Aggregate<Error = std::convert::Infallible> {
+    /// The commands it sends.
+    type Command: Clone + Debug + Send + Sync + 'static;
+
+    /// The events from the log it reacts to (filtered in the store's query).
+    fn filter() -> EventFilter;
+
+    /// The instance an event belongs to (its correlation id); `None` when the
+    /// event is not for this process.
+    fn correlate(event: &RecordedEvent) -> Option<Uuid>;
+
+    /// The process events an input causes. Pure: same state and input, same events.
+    fn react(&self, input: &Input<Self::Command>) -> Vec<Self::Event>;
+
+    /// What a recorded process event asks of the world.
+    fn effects(event: &Self::Event) -> Effects<Self::Command>;
+}
+
+/// An input, wrapped so it runs through [`Repository::execute_with`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trigger<C>(pub Input<C>);
+
+impl<P: ProcessManager> Handle<Trigger<P::Command>> for P {
+    fn handle(&self, trigger: &Trigger<P::Command>) -> Result<Vec<P::Event>, std::convert::Infallible> {
+        Ok(self.react(&trigger.0))
+    }
+}
+
+/// Why a command could not be delivered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DispatchError {
+    /// The receiver refused it (a business rule): fed back to the process.
+    #[error("rejected: {0}")]
+    Rejected(String),
+    /// The receiver was unreachable: the whole input is retried later.
+    #[error("transient: {0}")]
+    Transient(String),
+}
+
+/// Delivers a process manager's commands to their receivers (repositories,
+/// external services). Each command comes with a derived command id: pass it
+/// on so the receiver runs it at most once.
+#[async_trait]
+pub trait Dispatcher<C>: Send + Sync + 'static {
+    /// Sends one command.
+    async fn dispatch(&self, command: C, context: CommandContext) -> Result<(), DispatchError>;
+}
+
+/// Runs a process manager over a store with a dispatcher.
+pub struct Process<P, S, D> {
+    repository: Repository<P, S>,
+    dispatcher: Arc<D>,
+}
+
+impl<P, S, D> Process<P, S, D>
+where
+    P: ProcessManager,
+    S: ProjectionStore + Clone,
+    D: Dispatcher<P::Command>,
+{
+    /// A process manager instance store and its dispatcher.
+    pub fn new(store: S, dispatcher: Arc<D>) -> Self {
+        Self {
+            repository: Repository::new(store).max_attempts(10),
+            dispatcher,
+        }
+    }
+
+    /// The repository holding process instances, to inspect their state.
+    pub fn repository(&self) -> &Repository<P, S> {
+        &self.repository
+    }
+
+    /// Feeds an event to its instance, then sends what the instance asks for.
+    pub async fn handle_event(&self, event: &RecordedEvent) -> Result<(), ProcessError> {
+        let Some(instance) = P::correlate(event) else {
+            return Ok(());
+        };
+        let id = derive_id(event.event_id, P::NAME);
+        self.run(instance, Input::Event(event.clone()), id, Some(event.event_id))
+            .await
+    }
+
+    /// Fires every deadline due at `now`; returns how many fired.
+    pub async fn fire_deadlines(&self, now: DateTime<Utc>) -> Result<usize, ProcessError> {
+        let store = self.repository.store();
+        let due = store.due_deadlines(P::NAME, now, 100).await?;
+        for deadline in &due {
+            let input = Input::Deadline {
+                name: deadline.name.clone(),
+                due_at: deadline.due_at,
+            };
+            self.run(deadline.instance, input, deadline.id, None).await?;
+            store.complete_deadline(P::NAME, deadline.id).await?;
+        }
+        Ok(due.len())
+    }
+
+    /// Fires due deadlines every `interval` until `shutdown`.
+    pub async fn run_deadlines(&self, interval: Duration, shutdown: CancellationToken) {
+        loop {
+            if let Err(error) = self.fire_deadlines(Utc::now()).await {
+                tracing::warn!(process = P::NAME, %error, "deadlines not fired");
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+
+    /// Decides an input, records it, and works through the effects (and the
+    /// inputs that rejected commands feed back) until none are left.
+    async fn run(
+        &self,
+        instance: Uuid,
+        input: Input<P::Command>,
+        input_id: Uuid,
+        causation: Option<Uuid>,
+    ) -> Result<(), ProcessError> {
+        let store = self.repository.store();
+        let mut queue = VecDeque::from([(input, input_id, causation)]);
+        while let Some((input, input_id, causation)) = queue.pop_front() {
+            let context = CommandContext {
+                command_id: Some(input_id),
+                metadata: Metadata {
+                    correlation_id: Some(instance),
+                    causation_id: causation.or(Some(input_id)),
+                    actor: Some(P::NAME.to_owned()),
+                    ..Metadata::default()
+                },
+            };
+            let executed = self
+                .repository
+                .execute_with(instance, Trigger(input), context)
+                .await
+                .map_err(ProcessError::from_execute)?;
+            let first_version = executed.stream_version + 1 - executed.events.len() as u64;
+            for (offset, event) in executed.events.iter().enumerate() {
+                let version = first_version + offset as u64;
+                let effects = P::effects(event);
+                for (k, (name, due_at)) in effects.deadlines.into_iter().enumerate() {
+                    let deadline = Deadline {
+                        id: derive_id(instance, &format!("{version}/deadline/{k}")),
+                        process: P::NAME.to_owned(),
+                        instance,
+                        name,
+                        due_at,
+                    };
+                    store.schedule_deadline(deadline).await?;
+                }
+                for (k, command) in effects.commands.into_iter().enumerate() {
+                    let command_id = derive_id(instance, &format!("{version}/command/{k}"));
+                    if store.command_outcome(command_id).await?.is_some() {
+                        continue; // already ran before a crash or re-delivery
+                    }
+                    let context = CommandContext {
+                        command_id: Some(command_id),
+                        metadata: Metadata {
+                            correlation_id: Some(instance),
+                            causation_id: Some(input_id),
+                            actor: Some(P::NAME.to_owned()),
+                            ..Metadata::default()
+                        },
+                    };
+                    match self.dispatcher.dispatch(command.clone(), context).await {
+                        Ok(()) => {}
+                        Err(DispatchError::Rejected(reason)) => {
+                            let feedback = Input::Rejected { command, reason };
+                            queue.push_back((feedback, derive_id(command_id, "rejected"), Some(command_id)));
+                        }
+                        Err(DispatchError::Transient(reason)) => {
+                            return Err(ProcessError::Transient(reason));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A deterministic id: the same inputs give the same id, on every node, after every restart.
+pub fn derive_id(base: Uuid, name: &str) -> Uuid {
+    Uuid::new_v5(&base, name.as_bytes())
+}
+
+/// Why a process could not handle an input.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A command receiver was unreachable: retry later.
+    #[error("a command could not be delivered: {0}")]
+    Transient(String),
+    /// The process's own history could not be loaded or written.
+    #[error("process state: {0}")]
+    State(String),
+}
+
+impl ProcessError {
+    fn from_execute(error: ExecuteError<std::convert::Infallible>) -> Self {
+        match error {
+            ExecuteError::Store(store) => ProcessError::Store(store),
+            other => ProcessError::State(other.to_string()),
+        }
+    }
+}
+
+#[async_trait]
+impl<P, S, D> Projection for Process<P, S, D>
+where
+    P: ProcessManager,
+    S: ProjectionStore + Clone,
+    D: Dispatcher<P::Command>,
+{
+    fn name(&self) -> String {
+        P::NAME.to_owned()
+    }
+
+    fn filter(&self) -> EventFilter {
+        P::filter()
+    }
+
+    async fn apply(&self, batch: &[RecordedEvent]) -> Result<Applied, ProjectionError> {
+        let mut applied = Applied::all();
+        let mut failed_streams = std::collections::HashSet::new();
+        for (index, event) in batch.iter().enumerate() {
+            if failed_streams.contains(&event.stream_id) {
+                continue;
+            }
+            match self.handle_event(event).await {
+                Ok(()) => {}
+                Err(ProcessError::Transient(reason)) => return Err(ProjectionError::Transient(reason)),
+                Err(ProcessError::Store(error)) if error.is_transient() => {
+                    return Err(ProjectionError::Transient(error.to_string()));
+                }
+                Err(error) => {
+                    failed_streams.insert(event.stream_id.clone());
+                    applied.failed.push(crate::projection::Failed {
+                        index,
+                        error: format!(
+                            "{} {} of {:?} (version {}): {error}",
+                            P::NAME,
+                            event.event_type,
+                            event.stream_id,
+                            event.stream_version
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(applied)
+    }
+}
