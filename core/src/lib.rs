@@ -45,3 +45,8 @@ pub mod __private {
     pub use serde;
     pub use serde_json;
 }
+
+/// The repository README's examples, compiled and run as doctests.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
