@@ -394,6 +394,45 @@ fn serde_with_is_forwarded() {
     assert_eq!(Counted::decode("Counted", 1, &payload).unwrap(), event);
 }
 
+/// Field names that the generated code also uses, and `Self::` upcaster paths.
+#[derive(Debug, PartialEq, DomainEvent)]
+enum Clashing {
+    #[event(version = 2, upcast(v1 = Self::v1_to_v2))]
+    Clashing {
+        payload: String,
+        source: String,
+        event_type: String,
+        schema_version: u32,
+        chain: u8,
+        inner: bool,
+    },
+}
+
+impl Clashing {
+    fn v1_to_v2(mut payload: Value) -> Result<Value, UpcastError> {
+        payload["chain"] = json!(9);
+        Ok(payload)
+    }
+}
+
+#[test]
+fn generated_code_does_not_clash_with_field_names() {
+    let event = Clashing::Clashing {
+        payload: "p".into(),
+        source: "s".into(),
+        event_type: "e".into(),
+        schema_version: 7,
+        chain: 1,
+        inner: true,
+    };
+    let payload = event.encode().unwrap();
+    assert_eq!(Clashing::decode("Clashing", 2, &payload).unwrap(), event);
+    let mut old = payload.clone();
+    old.as_object_mut().unwrap().remove("chain");
+    let Clashing::Clashing { chain, .. } = Clashing::decode("Clashing", 1, &old).unwrap();
+    assert_eq!(chain, 9);
+}
+
 /// An enum without variants still derives (and knows no types).
 #[derive(Debug, DomainEvent)]
 enum Nothing {}

@@ -1,6 +1,7 @@
 //! `#[derive(DomainEvent)]`.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 
 use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, format_ident, quote};
@@ -201,26 +202,42 @@ fn check_variant<'a>(variant: &'a Variant, errors: &mut Errors) -> Option<EventV
     }
     // Every version below the current one needs its step.
     let mut chain = Vec::new();
+    let mut missing = Vec::new();
     for from in 1..version {
         match attrs.upcast.get(&from) {
             Some((_, path)) => chain.push(path.clone()),
-            None => {
-                ok = false;
-                let span = match (&attrs.upcast_kw, &attrs.version) {
-                    (Some(kw), _) => kw.span(),
-                    (None, Some((_, lit))) => lit.span(),
-                    (None, None) => vident.span(),
-                };
-                errors.push(syn::Error::new(
-                    span,
-                    format!(
-                        "event `{name}` is at version {version} but has no upcaster from \
-                         v{from}; add `upcast(v{from} = path::to::fn_v{from}_to_v{next})`",
-                        next = from + 1
-                    ),
-                ));
-            }
+            None => missing.push(from),
         }
+    }
+    if !missing.is_empty() {
+        ok = false;
+        let span = match (&attrs.upcast_kw, &attrs.version) {
+            (Some(kw), _) => kw.span(),
+            (None, Some((_, lit))) => lit.span(),
+            (None, None) => vident.span(),
+        };
+        let froms: Vec<String> = missing.iter().map(|from| format!("v{from}")).collect();
+        let steps: Vec<String> = missing
+            .iter()
+            .map(|from| format!("v{from} = path::to::fn_v{from}_to_v{}", from + 1))
+            .collect();
+        let (upcasters, froms) = match froms.split_last() {
+            Some((last, rest)) if !rest.is_empty() => {
+                ("upcasters", format!("{} and {last}", rest.join(", ")))
+            }
+            _ => ("upcaster", froms.join("")),
+        };
+        let fix = if attrs.upcast_kw.is_some() {
+            format!("add `{}` to its `upcast(...)`", steps.join(", "))
+        } else {
+            format!("add `upcast({})`", steps.join(", "))
+        };
+        errors.push(syn::Error::new(
+            span,
+            format!(
+                "event `{name}` is at version {version} but has no {upcasters} from {froms}; {fix}"
+            ),
+        ));
     }
 
     ok.then_some(EventVariant {
@@ -287,13 +304,14 @@ fn parse_event_attrs(attrs: &[Attribute], errors: &mut Errors) -> EventAttrs {
                         ));
                     };
                     let path: Path = step.value()?.parse()?;
-                    if out.upcast.contains_key(&from) {
-                        errors.push(syn::Error::new_spanned(
+                    match out.upcast.entry(from) {
+                        Entry::Vacant(slot) => {
+                            slot.insert((key, path));
+                        }
+                        Entry::Occupied(_) => errors.push(syn::Error::new_spanned(
                             &key,
                             format!("duplicate upcaster `v{from}`: there is one step per version"),
-                        ));
-                    } else {
-                        out.upcast.insert(from, (key, path));
+                        )),
                     }
                     Ok(())
                 })?;
@@ -449,13 +467,14 @@ fn generate(ident: &Ident, variants: &[EventVariant<'_>]) -> TokenStream {
         let chain_len = v.chain.len();
         decode_arms.push(quote! {
             #name => {
-                const CHAIN: [#annals::Upcaster; #chain_len] = [#(#chain),*];
                 let decode_current = #decode_current;
                 let decoded = if schema_version == #version {
                     decode_current(payload)
                 } else {
+                    // A local, not a `const`, so that `Self::...` upcaster paths resolve.
+                    let chain: [#annals::Upcaster; #chain_len] = [#(#chain),*];
                     let upcast = #annals::event::upcast(
-                        #name, schema_version, #version, &CHAIN, payload,
+                        #name, schema_version, #version, &chain, payload,
                     )?;
                     decode_current(&upcast)
                 };

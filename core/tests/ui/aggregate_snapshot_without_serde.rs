@@ -1,0 +1,9 @@
+use annals::Aggregate;
+
+#[derive(Default, Aggregate)]
+#[aggregate(snapshot)]
+struct Flight {
+    seats: u32,
+}
+
+fn main() {}

@@ -1,0 +1,8 @@
+use annals::DomainEvent;
+
+#[derive(DomainEvent)]
+struct SeatHeld {
+    seat: String,
+}
+
+fn main() {}

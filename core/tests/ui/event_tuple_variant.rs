@@ -1,0 +1,8 @@
+use annals::DomainEvent;
+
+#[derive(DomainEvent)]
+enum SeatEvent {
+    SeatHeld(String, u32),
+}
+
+fn main() {}
