@@ -381,7 +381,7 @@ where
             .cloned()
             .partition(|e| !blocked.contains(&e.stream_id));
         let mut to_park: Vec<ParkedEvent> =
-            waiting.into_iter().map(|e| waiting_behind(e)).collect();
+            waiting.into_iter().map(waiting_behind).collect();
 
         let mut delays = self.options.backoff.delays();
         let mut attempts = 0;

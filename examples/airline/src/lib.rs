@@ -3,5 +3,6 @@
 #![warn(missing_docs)]
 
 pub mod airports;
+pub mod booking;
 pub mod scheduling;
 pub mod values;

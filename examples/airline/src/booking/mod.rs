@@ -1,0 +1,20 @@
+//! Booking: the Booking aggregate, payments, and the booking saga that ties
+//! seats, payment and confirmation together.
+//!
+//! This context knows flights only by id and through the events the
+//! scheduling context publishes (`SeatsReserved`); it asks for seats with its
+//! own [`SagaCommand`]s, which the application maps onto scheduling's commands.
+
+mod aggregate;
+mod payment;
+mod saga;
+
+pub use aggregate::{
+    Booking, BookingError, BookingEvent, BookingStatus, CancelBooking, ConfirmBooking, Passenger,
+    RequestBooking, Segment,
+};
+pub use payment::{
+    Payment, PaymentError, PaymentEvent, PaymentOutcome, PaymentService, RecordPayment,
+    RecordRefund, ResilientPayments, SimulatedPayments,
+};
+pub use saga::{BookingSaga, SagaCommand, SagaEvent, SagaStage};
