@@ -100,7 +100,9 @@ pub enum EventError {
         source: UpcastError,
     },
     /// The payload did not match the event's fields.
-    #[error("payload of {event_type:?} (schema version {schema_version}) does not decode: {source}")]
+    #[error(
+        "payload of {event_type:?} (schema version {schema_version}) does not decode: {source}"
+    )]
     Decode {
         /// The stored type name.
         event_type: String,
@@ -184,6 +186,12 @@ mod tests {
         assert!(err.to_string().contains("\"Seat\""));
         assert!(err.to_string().contains("version 4"));
         let err = upcast("Seat", 1, 2, &chain, &json!({})).unwrap_err();
-        assert!(matches!(err, EventError::Upcast { from_version: 1, .. }));
+        assert!(matches!(
+            err,
+            EventError::Upcast {
+                from_version: 1,
+                ..
+            }
+        ));
     }
 }

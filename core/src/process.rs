@@ -124,7 +124,10 @@ pub trait ProcessManager: Aggregate<Error = std::convert::Infallible> {
 pub struct Trigger<C>(pub Input<C>);
 
 impl<P: ProcessManager> Handle<Trigger<P::Command>> for P {
-    fn handle(&self, trigger: &Trigger<P::Command>) -> Result<Vec<P::Event>, std::convert::Infallible> {
+    fn handle(
+        &self,
+        trigger: &Trigger<P::Command>,
+    ) -> Result<Vec<P::Event>, std::convert::Infallible> {
         Ok(self.react(&trigger.0))
     }
 }
@@ -180,8 +183,13 @@ where
             return Ok(());
         };
         let id = derive_id(event.event_id, P::NAME);
-        self.run(instance, Input::Event(event.clone()), id, Some(event.event_id))
-            .await
+        self.run(
+            instance,
+            Input::Event(event.clone()),
+            id,
+            Some(event.event_id),
+        )
+        .await
     }
 
     /// Fires every deadline due at `now`; returns how many fired.
@@ -193,7 +201,8 @@ where
                 name: deadline.name.clone(),
                 due_at: deadline.due_at,
             };
-            self.run(deadline.instance, input, deadline.id, None).await?;
+            self.run(deadline.instance, input, deadline.id, None)
+                .await?;
             store.complete_deadline(P::NAME, deadline.id).await?;
         }
         Ok(due.len())
@@ -270,7 +279,11 @@ where
                         Ok(()) => {}
                         Err(DispatchError::Rejected(reason)) => {
                             let feedback = Input::Rejected { command, reason };
-                            queue.push_back((feedback, derive_id(command_id, "rejected"), Some(command_id)));
+                            queue.push_back((
+                                feedback,
+                                derive_id(command_id, "rejected"),
+                                Some(command_id),
+                            ));
                         }
                         Err(DispatchError::Transient(reason)) => {
                             return Err(ProcessError::Transient(reason));
@@ -335,7 +348,9 @@ where
             }
             match self.handle_event(event).await {
                 Ok(()) => {}
-                Err(ProcessError::Transient(reason)) => return Err(ProjectionError::Transient(reason)),
+                Err(ProcessError::Transient(reason)) => {
+                    return Err(ProjectionError::Transient(reason));
+                }
                 Err(ProcessError::Store(error)) if error.is_transient() => {
                     return Err(ProjectionError::Transient(error.to_string()));
                 }

@@ -201,7 +201,14 @@ where
         let stream = A::stream_id(&id);
         if let Some(command_id) = context.command_id {
             if let Some(first) = self.store.command_outcome(command_id).await? {
-                return self.replay(&stream, first.first_version, first.stream_version, first.position).await;
+                return self
+                    .replay(
+                        &stream,
+                        first.first_version,
+                        first.stream_version,
+                        first.position,
+                    )
+                    .await;
             }
         }
         let mut metadata = context.metadata;
@@ -236,7 +243,14 @@ where
                 .await
             {
                 Ok(done) if done.replayed => {
-                    return self.replay(&stream, done.first_version, done.stream_version, done.position).await;
+                    return self
+                        .replay(
+                            &stream,
+                            done.first_version,
+                            done.stream_version,
+                            done.position,
+                        )
+                        .await;
                 }
                 Ok(done) => {
                     for event in &events {

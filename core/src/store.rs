@@ -176,7 +176,10 @@ impl AppendLimits {
                 ));
             }
             if events[..i].iter().any(|e| e.event_id == event.event_id) {
-                return invalid(format!("event id {} appears twice in one append", event.event_id));
+                return invalid(format!(
+                    "event id {} appears twice in one append",
+                    event.event_id
+                ));
             }
             let size = json_len(&event.payload);
             if size > self.max_payload_bytes {
@@ -212,7 +215,9 @@ fn json_len(value: &Value) -> usize {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The stream was not at the expected version.
-    #[error("concurrency conflict on stream {stream:?}: expected {expected}, found version {actual}")]
+    #[error(
+        "concurrency conflict on stream {stream:?}: expected {expected}, found version {actual}"
+    )]
     Conflict {
         /// The stream appended to.
         stream: String,

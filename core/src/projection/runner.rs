@@ -380,8 +380,7 @@ where
             .iter()
             .cloned()
             .partition(|e| !blocked.contains(&e.stream_id));
-        let mut to_park: Vec<ParkedEvent> =
-            waiting.into_iter().map(waiting_behind).collect();
+        let mut to_park: Vec<ParkedEvent> = waiting.into_iter().map(waiting_behind).collect();
 
         let mut delays = self.options.backoff.delays();
         let mut attempts = 0;

@@ -97,7 +97,9 @@ where
                 }
                 state
             }
-            Err(error) => panic!("expected events {expected:?}, but the command was rejected: {error:?}"),
+            Err(error) => {
+                panic!("expected events {expected:?}, but the command was rejected: {error:?}")
+            }
         }
     }
 

@@ -42,9 +42,15 @@ async fn seed(store: &MemoryStore, id: Uuid) {
             0 => v1("PriceChanged", json!({ "price_cents": 40000 + i as i64 })),
             n if n % 2 == 1 => {
                 booking = Uuid::now_v7();
-                current(&FlightEvent::SeatsReserved { booking_id: booking, seats: 2 })
+                current(&FlightEvent::SeatsReserved {
+                    booking_id: booking,
+                    seats: 2,
+                })
             }
-            _ => current(&FlightEvent::SeatsReleased { booking_id: booking, seats: 2 }),
+            _ => current(&FlightEvent::SeatsReleased {
+                booking_id: booking,
+                seats: 2,
+            }),
         });
     }
     let stream = Flight::stream_id(&id);
@@ -57,19 +63,28 @@ async fn seed(store: &MemoryStore, id: Uuid) {
 }
 
 fn rehydrate(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let store = MemoryStore::new();
     let id = Uuid::now_v7();
     rt.block_on(seed(&store, id));
     let flights = Repository::<Flight, _>::new(store);
     let loaded = rt.block_on(flights.load(id)).expect("loads");
     assert_eq!(loaded.version, EVENTS as u64);
-    assert!(loaded.state.price().is_some_and(|p| p.amount > Money::usd(40000).amount));
+    assert!(
+        loaded
+            .state
+            .price()
+            .is_some_and(|p| p.amount > Money::usd(40000).amount)
+    );
 
     let mut group = c.benchmark_group("rehydrate");
     group.throughput(Throughput::Elements(EVENTS as u64));
     group.bench_function("flight_10k_events_memory", |b| {
-        b.to_async(&rt).iter(|| async { flights.load(id).await.expect("loads") })
+        b.to_async(&rt)
+            .iter(|| async { flights.load(id).await.expect("loads") })
     });
     group.finish();
 }

@@ -13,8 +13,18 @@ pub struct Airport {
     pub country: &'static str,
 }
 
-const fn a(code: &'static str, name: &'static str, city: &'static str, country: &'static str) -> Airport {
-    Airport { code, name, city, country }
+const fn a(
+    code: &'static str,
+    name: &'static str,
+    city: &'static str,
+    country: &'static str,
+) -> Airport {
+    Airport {
+        code,
+        name,
+        city,
+        country,
+    }
 }
 
 /// The airports annals' airline flies to, sorted by code.

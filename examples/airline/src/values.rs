@@ -76,7 +76,8 @@ impl FromStr for FlightNumber {
         let (airline, digits) = upper.split_at_checked(2).unwrap_or(("", ""));
         let airline_ok = airline.bytes().all(|b| b.is_ascii_alphanumeric())
             && airline.bytes().any(|b| b.is_ascii_alphabetic());
-        let digits_ok = (1..=4).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit());
+        let digits_ok =
+            (1..=4).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit());
         if airline_ok && digits_ok {
             Ok(FlightNumber(upper))
         } else {
@@ -172,7 +173,13 @@ text_value!(AirportCode, FlightNumber, Currency);
 
 impl fmt::Display for Money {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}.{:02}", self.currency, self.amount / 100, (self.amount % 100).abs())
+        write!(
+            f,
+            "{} {}.{:02}",
+            self.currency,
+            self.amount / 100,
+            (self.amount % 100).abs()
+        )
     }
 }
 

@@ -190,7 +190,9 @@ impl Handle<RequestBooking> for Booking {
             return Err(BookingError::AlreadyRequested);
         }
         if cmd.passenger.name.trim().is_empty() || cmd.passenger.name.len() > 200 {
-            return Err(BookingError::InvalidPassenger("name must be 1 to 200 characters"));
+            return Err(BookingError::InvalidPassenger(
+                "name must be 1 to 200 characters",
+            ));
         }
         let email = cmd.passenger.email.trim();
         let valid_email = email.len() <= 254
@@ -198,7 +200,9 @@ impl Handle<RequestBooking> for Booking {
                 .split_once('@')
                 .is_some_and(|(user, domain)| !user.is_empty() && domain.contains('.'));
         if !valid_email {
-            return Err(BookingError::InvalidPassenger("email is not an e-mail address"));
+            return Err(BookingError::InvalidPassenger(
+                "email is not an e-mail address",
+            ));
         }
         if cmd.card_token.trim().is_empty() {
             return Err(BookingError::MissingCardToken);
@@ -207,7 +211,10 @@ impl Handle<RequestBooking> for Booking {
             if !(1..=MAX_SEATS_PER_SEGMENT).contains(&segment.seats) {
                 return Err(BookingError::InvalidSeats(segment.seats));
             }
-            if cmd.segments[..i].iter().any(|s| s.flight_id == segment.flight_id) {
+            if cmd.segments[..i]
+                .iter()
+                .any(|s| s.flight_id == segment.flight_id)
+            {
                 return Err(BookingError::DuplicateFlight(segment.flight_id));
             }
         }
@@ -238,9 +245,11 @@ impl Handle<CancelBooking> for Booking {
         match self.status {
             BookingStatus::New => Err(BookingError::NotFound),
             BookingStatus::Cancelled => Ok(vec![]),
-            BookingStatus::Pending | BookingStatus::Confirmed => Ok(vec![BookingEvent::BookingCancelled {
-                reason: cmd.reason.clone(),
-            }]),
+            BookingStatus::Pending | BookingStatus::Confirmed => {
+                Ok(vec![BookingEvent::BookingCancelled {
+                    reason: cmd.reason.clone(),
+                }])
+            }
         }
     }
 }

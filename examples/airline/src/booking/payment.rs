@@ -29,7 +29,12 @@ pub enum PaymentError {
 #[async_trait]
 pub trait PaymentService: Send + Sync + 'static {
     /// Charges the card for the booking; returns the provider's payment id.
-    async fn charge(&self, booking_id: Uuid, amount: Money, card_token: &str) -> Result<String, PaymentError>;
+    async fn charge(
+        &self,
+        booking_id: Uuid,
+        amount: Money,
+        card_token: &str,
+    ) -> Result<String, PaymentError>;
 
     /// Refunds whatever was charged for the booking; `None` when nothing was.
     async fn refund(&self, booking_id: Uuid) -> Result<Option<Money>, PaymentError>;
@@ -89,7 +94,10 @@ impl SimulatedPayments {
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Simulation) -> T) -> T {
-        let mut guard = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut guard = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         f(&mut guard)
     }
 
@@ -113,7 +121,12 @@ impl SimulatedPayments {
 
 #[async_trait]
 impl PaymentService for SimulatedPayments {
-    async fn charge(&self, booking_id: Uuid, amount: Money, card_token: &str) -> Result<String, PaymentError> {
+    async fn charge(
+        &self,
+        booking_id: Uuid,
+        amount: Money,
+        card_token: &str,
+    ) -> Result<String, PaymentError> {
         self.enter().await?;
         match card_token {
             "tok_visa" => Ok(self.with(|s| {
@@ -125,7 +138,9 @@ impl PaymentService for SimulatedPayments {
             })),
             "tok_declined" => Err(PaymentError::Declined("card declined".into())),
             "tok_timeout" => std::future::pending().await,
-            other => Err(PaymentError::Declined(format!("unknown card token {other:?}"))),
+            other => Err(PaymentError::Declined(format!(
+                "unknown card token {other:?}"
+            ))),
         }
     }
 
@@ -188,12 +203,17 @@ impl<P: PaymentService> ResilientPayments<P> {
             // Only unavailability counts against the circuit; a decline is an answer.
             match self
                 .breaker
-                .call_with(|e: &PaymentError| matches!(e, PaymentError::Unavailable(_)), timed)
+                .call_with(
+                    |e: &PaymentError| matches!(e, PaymentError::Unavailable(_)),
+                    timed,
+                )
                 .await
             {
                 Ok(value) => Ok(value),
                 Err(failsafe::Error::Inner(error)) => Err(error),
-                Err(failsafe::Error::Rejected) => Err(PaymentError::Unavailable("circuit open".into())),
+                Err(failsafe::Error::Rejected) => {
+                    Err(PaymentError::Unavailable("circuit open".into()))
+                }
             }
         };
         attempt
@@ -211,8 +231,14 @@ impl<P: PaymentService> ResilientPayments<P> {
 
 #[async_trait]
 impl<P: PaymentService> PaymentService for ResilientPayments<P> {
-    async fn charge(&self, booking_id: Uuid, amount: Money, card_token: &str) -> Result<String, PaymentError> {
-        self.guarded(|| self.provider.charge(booking_id, amount, card_token)).await
+    async fn charge(
+        &self,
+        booking_id: Uuid,
+        amount: Money,
+        card_token: &str,
+    ) -> Result<String, PaymentError> {
+        self.guarded(|| self.provider.charge(booking_id, amount, card_token))
+            .await
     }
 
     async fn refund(&self, booking_id: Uuid) -> Result<Option<Money>, PaymentError> {

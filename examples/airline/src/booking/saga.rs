@@ -192,7 +192,9 @@ impl BookingSaga {
         match (event.event_type.as_str(), self.stage) {
             ("BookingRequested", SagaStage::NotStarted) => started(event).into_iter().collect(),
             ("SeatsReserved", SagaStage::Reserving) => {
-                let Some(flight_id) = flight_of(event) else { return vec![] };
+                let Some(flight_id) = flight_of(event) else {
+                    return vec![];
+                };
                 let wanted = self.segments.iter().any(|s| s.flight_id == flight_id);
                 if !wanted || self.held.contains(&flight_id) {
                     return vec![];
@@ -233,8 +235,15 @@ impl BookingSaga {
                 let reason = p["reason"].as_str().unwrap_or_default().to_owned();
                 match stage {
                     SagaStage::Compensating => vec![SagaEvent::SagaCancelled { reason }],
-                    SagaStage::Reserving | SagaStage::Paying | SagaStage::Confirming | SagaStage::Confirmed => vec![
-                        self.compensate(reason.clone(), self.paid || stage == SagaStage::Paying, false),
+                    SagaStage::Reserving
+                    | SagaStage::Paying
+                    | SagaStage::Confirming
+                    | SagaStage::Confirmed => vec![
+                        self.compensate(
+                            reason.clone(),
+                            self.paid || stage == SagaStage::Paying,
+                            false,
+                        ),
                         SagaEvent::SagaCancelled { reason },
                     ],
                     SagaStage::NotStarted | SagaStage::Cancelled => vec![],
@@ -331,13 +340,19 @@ impl ProcessManager for BookingSaga {
     fn react(&self, input: &Input<SagaCommand>) -> Vec<SagaEvent> {
         match input {
             Input::Event(event) => self.on_event(event),
-            Input::Deadline { name, .. } if name == PAYMENT_DEADLINE && self.stage == SagaStage::Paying => {
+            Input::Deadline { name, .. }
+                if name == PAYMENT_DEADLINE && self.stage == SagaStage::Paying =>
+            {
                 // The provider never answered: it may still have charged, so refund too.
                 vec![self.compensate("payment timed out".into(), true, true)]
             }
             Input::Rejected { command, reason } => match (command, self.stage) {
                 (SagaCommand::ReserveSeats { flight_id, .. }, SagaStage::Reserving) => {
-                    vec![self.compensate(format!("no seats on flight {flight_id}: {reason}"), false, true)]
+                    vec![self.compensate(
+                        format!("no seats on flight {flight_id}: {reason}"),
+                        false,
+                        true,
+                    )]
                 }
                 (SagaCommand::ConfirmBooking { .. }, SagaStage::Confirming) => {
                     vec![self.compensate(format!("confirmation refused: {reason}"), true, false)]
@@ -351,7 +366,9 @@ impl ProcessManager for BookingSaga {
     fn effects(event: &SagaEvent) -> Effects<SagaCommand> {
         match event {
             SagaEvent::SagaStarted {
-                booking_id, segments, ..
+                booking_id,
+                segments,
+                ..
             } => Effects {
                 commands: segments
                     .iter()
@@ -375,7 +392,9 @@ impl ProcessManager for BookingSaga {
             })
             .with_deadline(PAYMENT_DEADLINE, *timeout_at),
             SagaEvent::PaymentSucceeded { booking_id, .. } => {
-                Effects::command(SagaCommand::ConfirmBooking { booking_id: *booking_id })
+                Effects::command(SagaCommand::ConfirmBooking {
+                    booking_id: *booking_id,
+                })
             }
             SagaEvent::CompensationStarted {
                 booking_id,
@@ -386,7 +405,9 @@ impl ProcessManager for BookingSaga {
             } => {
                 let mut commands = Vec::new();
                 if *refund {
-                    commands.push(SagaCommand::RefundPayment { booking_id: *booking_id });
+                    commands.push(SagaCommand::RefundPayment {
+                        booking_id: *booking_id,
+                    });
                 }
                 commands.extend(release.iter().map(|flight_id| SagaCommand::ReleaseSeats {
                     flight_id: *flight_id,
@@ -403,16 +424,21 @@ impl ProcessManager for BookingSaga {
                     deadlines: vec![],
                 }
             }
-            SagaEvent::LateSeatsReleased { booking_id, flight_id } => Effects::command(SagaCommand::ReleaseSeats {
+            SagaEvent::LateSeatsReleased {
+                booking_id,
+                flight_id,
+            } => Effects::command(SagaCommand::ReleaseSeats {
                 flight_id: *flight_id,
                 booking_id: *booking_id,
             }),
             SagaEvent::LatePaymentRefunded { booking_id } => {
-                Effects::command(SagaCommand::RefundPayment { booking_id: *booking_id })
+                Effects::command(SagaCommand::RefundPayment {
+                    booking_id: *booking_id,
+                })
             }
-            SagaEvent::SeatsHeld { .. } | SagaEvent::SagaConfirmed | SagaEvent::SagaCancelled { .. } => {
-                Effects::none()
-            }
+            SagaEvent::SeatsHeld { .. }
+            | SagaEvent::SagaConfirmed
+            | SagaEvent::SagaCancelled { .. } => Effects::none(),
         }
     }
 }

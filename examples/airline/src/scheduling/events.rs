@@ -75,6 +75,9 @@ fn price_cents_to_money(mut payload: Value) -> Result<Value, UpcastError> {
         .remove("price_cents")
         .and_then(|v| v.as_i64())
         .ok_or_else(|| UpcastError::new("price_cents is missing or not an integer"))?;
-    object.insert("price".into(), json!({ "amount": cents, "currency": "USD" }));
+    object.insert(
+        "price".into(),
+        json!({ "amount": cents, "currency": "USD" }),
+    );
     Ok(payload)
 }

@@ -7,7 +7,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::commands::{CancelFlight, ChangePrice, ReleaseSeats, RescheduleFlight, ReserveSeats, ScheduleFlight};
+use super::commands::{
+    CancelFlight, ChangePrice, ReleaseSeats, RescheduleFlight, ReserveSeats, ScheduleFlight,
+};
 use super::events::FlightEvent;
 use crate::values::{AirportCode, FlightNumber, Money};
 
@@ -217,10 +219,12 @@ impl Handle<ChangePrice> for Flight {
         check_price(cmd.price)?;
         match self.price {
             Some(current) if current == cmd.price => Ok(vec![]),
-            Some(current) if current.currency != cmd.price.currency => Err(FlightError::CurrencyMismatch {
-                current: current.currency.to_string(),
-                given: cmd.price.currency.to_string(),
-            }),
+            Some(current) if current.currency != cmd.price.currency => {
+                Err(FlightError::CurrencyMismatch {
+                    current: current.currency.to_string(),
+                    given: cmd.price.currency.to_string(),
+                })
+            }
             _ => Ok(vec![FlightEvent::PriceChanged { price: cmd.price }]),
         }
     }

@@ -6,6 +6,8 @@ mod commands;
 mod events;
 mod flight;
 
-pub use commands::{CancelFlight, ChangePrice, ReleaseSeats, RescheduleFlight, ReserveSeats, ScheduleFlight};
+pub use commands::{
+    CancelFlight, ChangePrice, ReleaseSeats, RescheduleFlight, ReserveSeats, ScheduleFlight,
+};
 pub use events::FlightEvent;
 pub use flight::{Flight, FlightError, FlightStatus};
