@@ -200,7 +200,7 @@ impl State {
     }
 
     /// Writes the events; every check has passed.
-    fn write(&mut self, stream: &str, events: Vec<NewEvent>) -> Appended {
+    fn record(&mut self, stream: &str, events: Vec<NewEvent>) -> Appended {
         let slot = match self.stream_slots.get(stream) {
             Some(&slot) => slot,
             None => {
@@ -335,7 +335,7 @@ impl MemoryStore {
                 actual,
             });
         }
-        let done = state.write(stream, events);
+        let done = state.record(stream, events);
         if let Some(command_id) = options.command_id {
             state.commands.insert(command_id, done);
         }
