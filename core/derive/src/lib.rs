@@ -115,12 +115,20 @@ mod domain_event;
 ///
 /// # Compile errors
 ///
-/// The derive refuses, with a message that says what to change: structs,
-/// unions and generic enums; two variants with the same type name; `version = 0`;
-/// a missing upcaster (`event \`X\` is at version 3 but has no upcaster from
-/// v2; add \`upcast(v2 = ...)\``); an upcaster at or above the current version;
-/// duplicate or unknown keys; tuple variants with several fields; `#[serde]`
-/// on a newtype variant's field; `#[event]` on the enum or on a field.
+/// The derive refuses, with a message that says what to change:
+///
+/// * structs, unions and generic enums;
+/// * two variants with the same type name;
+/// * `version = 0`;
+/// * a missing upcaster: "event `X` is at version 3 but has no upcaster from
+///   v2; add `v2 = path::to::fn_v2_to_v3` to its `upcast(...)`";
+/// * an upcaster at or above the current version (it would never run);
+/// * duplicate or unknown keys, and `upcast` keys that are not `vN`;
+/// * tuple variants with several fields;
+/// * `#[serde(...)]` on a newtype variant's field;
+/// * `#[event(...)]` on the enum or on a field.
+///
+/// An upcaster of the wrong type is a type error at its path.
 #[proc_macro_derive(DomainEvent, attributes(event, serde))]
 pub fn derive_domain_event(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
