@@ -53,6 +53,8 @@
 //! # });
 //! ```
 
+mod projection;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -99,6 +101,8 @@ struct Shared {
     state: RwLock<State>,
     /// Bumped after every append, to wake subscriptions.
     wake: watch::Sender<u64>,
+    /// Dead letters, leases and deadlines (see `projection.rs`).
+    projections: std::sync::Mutex<projection::Projections>,
 }
 
 /// Where an event lives: its stream's slot and its index within the stream.
@@ -262,6 +266,7 @@ impl MemoryStore {
                 limits,
                 state: RwLock::new(State::default()),
                 wake,
+                projections: std::sync::Mutex::default(),
             }),
         }
     }
