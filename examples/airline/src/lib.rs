@@ -3,6 +3,8 @@
 #![warn(missing_docs)]
 
 pub mod airports;
+pub mod app;
 pub mod booking;
+pub mod error;
 pub mod scheduling;
 pub mod values;
