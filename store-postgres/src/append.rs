@@ -1,0 +1,320 @@
+//! Appends: one call of the `annals_append` SQL function per batch.
+//!
+//! The function (see `migrations/0002_append.sql`) checks the expected
+//! version by moving the stream row (`UPDATE ... WHERE version = $expected`,
+//! or an upsert for `Any` and `NoStream`), inserts the whole batch from
+//! arrays (`INSERT ... SELECT FROM unnest($ids, $types, ...)`), records the
+//! command id and calls `pg_notify`, all in one statement. Sent on a pooled
+//! connection in autocommit mode, that statement is its own transaction: one
+//! round trip per append however many events it carries.
+
+use annals::{AppendOptions, Appended, ExpectedVersion, Metadata, NewEvent, StoreError};
+use serde_json::Value;
+use sqlx::postgres::PgRow;
+use sqlx::types::Json;
+use sqlx::{PgConnection, Postgres, Row, Transaction};
+use uuid::Uuid;
+
+use crate::error::{is_connection_lost, is_unique_violation, store_error};
+use crate::store::PgEventStore;
+use crate::xid::{self, Xid8};
+
+const APPEND: &str = include_str!("sql/append.sql");
+const COMMAND_OUTCOME: &str = include_str!("sql/command_outcome.sql");
+const STORED_EVENTS: &str = include_str!("sql/stored_events.sql");
+const STREAM_VERSION: &str = "SELECT version FROM annals_streams WHERE stream_id = $1";
+
+/// How often a pooled append runs again after losing a race (a unique
+/// violation) or its connection.
+const MAX_ATTEMPTS: usize = 3;
+
+/// A batch as the arrays the SQL function takes.
+struct Batch {
+    ids: Vec<Uuid>,
+    types: Vec<String>,
+    schema_versions: Vec<i32>,
+    payloads: Vec<Value>,
+    metadata: Vec<Json<Metadata>>,
+}
+
+impl Batch {
+    fn new(events: Vec<NewEvent>) -> Result<Self, StoreError> {
+        let n = events.len();
+        let mut batch = Batch {
+            ids: Vec::with_capacity(n),
+            types: Vec::with_capacity(n),
+            schema_versions: Vec::with_capacity(n),
+            payloads: Vec::with_capacity(n),
+            metadata: Vec::with_capacity(n),
+        };
+        for event in events {
+            let schema_version = i32::try_from(event.schema_version).map_err(|_| {
+                StoreError::InvalidInput(format!(
+                    "schema version {} of {} is beyond what PostgreSQL stores",
+                    event.schema_version, event.event_type
+                ))
+            })?;
+            batch.ids.push(event.event_id);
+            batch.types.push(event.event_type);
+            batch.schema_versions.push(schema_version);
+            batch.payloads.push(event.payload);
+            batch.metadata.push(Json(event.metadata));
+        }
+        Ok(batch)
+    }
+}
+
+/// The `p_expected` parameter: -1 any, 0 no stream, n exactly n.
+fn expected_param(expected: ExpectedVersion) -> Result<i64, StoreError> {
+    match expected {
+        ExpectedVersion::Any => Ok(-1),
+        ExpectedVersion::NoStream => Ok(0),
+        ExpectedVersion::Exact(v) => i64::try_from(v)
+            .map_err(|_| StoreError::InvalidInput(format!("expected version {v} is out of range"))),
+    }
+}
+
+/// One row of `annals_append` (or its helpers), as an append's result.
+fn outcome(row: &PgRow, stream: &str, expected: ExpectedVersion) -> Result<Appended, StoreError> {
+    let decode = |e: sqlx::Error| store_error(e);
+    let kind: String = row.try_get(0).map_err(decode)?;
+    let first_version: Option<i64> = row.try_get(1).map_err(decode)?;
+    let stream_version: Option<i64> = row.try_get(2).map_err(decode)?;
+    let transaction: Option<Xid8> = row.try_get(3).map_err(decode)?;
+    let global_position: Option<i64> = row.try_get(4).map_err(decode)?;
+    let event_id: Option<Uuid> = row.try_get(5).map_err(decode)?;
+    let event_stream: Option<String> = row.try_get(6).map_err(decode)?;
+    let stream_version = xid::version(stream_version.unwrap_or(0));
+    let position = match (transaction, global_position) {
+        (Some(tx), Some(gp)) => xid::position(tx, gp),
+        _ => annals::Position::START,
+    };
+    match kind.as_str() {
+        "appended" | "replayed" => Ok(Appended {
+            first_version: xid::version(first_version.unwrap_or(0)),
+            stream_version,
+            position,
+            replayed: kind == "replayed",
+        }),
+        "conflict" => Err(StoreError::Conflict {
+            stream: stream.to_owned(),
+            expected,
+            actual: stream_version,
+        }),
+        "duplicate" => Err(StoreError::DuplicateEvent {
+            event_id: event_id.unwrap_or_default(),
+            stream: event_stream.unwrap_or_default(),
+            stream_version,
+        }),
+        other => Err(StoreError::Backend(
+            format!("annals_append answered an unknown outcome {other:?}").into(),
+        )),
+    }
+}
+
+impl PgEventStore {
+    /// Runs the append function once on `conn`.
+    #[allow(clippy::too_many_arguments)]
+    async fn call_append(
+        &self,
+        conn: &mut PgConnection,
+        stream: &str,
+        expected: i64,
+        command_id: Option<Uuid>,
+        check_ids: bool,
+        batch: &Batch,
+    ) -> Result<PgRow, sqlx::Error> {
+        sqlx::query(APPEND)
+            .bind(stream)
+            .bind(expected)
+            .bind(command_id)
+            .bind(check_ids)
+            .bind(self.inner.channel.as_deref().unwrap_or(""))
+            .bind(&batch.ids)
+            .bind(&batch.types)
+            .bind(&batch.schema_versions)
+            .bind(&batch.payloads)
+            .bind(&batch.metadata)
+            .fetch_one(conn)
+            .await
+    }
+
+    /// The trait's append: autocommit, retried after a lost race (then
+    /// looking the ids up first, which turns the race into `replayed` or
+    /// `DuplicateEvent`) and once after a lost connection (safe: appends are
+    /// idempotent by event id).
+    pub(crate) async fn append_pooled(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        options: AppendOptions,
+    ) -> Result<Appended, StoreError> {
+        self.inner.limits.check(stream, &events)?;
+        let expected_param = expected_param(expected)?;
+        let batch = Batch::new(events)?;
+        let mut check_ids = false;
+        let mut reconnected = false;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = async {
+                let mut conn = self.inner.pool.acquire().await?;
+                self.call_append(
+                    &mut conn,
+                    stream,
+                    expected_param,
+                    options.command_id,
+                    check_ids,
+                    &batch,
+                )
+                .await
+            }
+            .await;
+            match result {
+                Ok(row) => return outcome(&row, stream, expected),
+                Err(error) if attempt < MAX_ATTEMPTS && is_unique_violation(&error) => {
+                    check_ids = true;
+                }
+                Err(error) if !reconnected && is_connection_lost(&error) => {
+                    tracing::debug!(%error, "append lost its connection; trying once more");
+                    reconnected = true;
+                    check_ids = true;
+                }
+                Err(error) => return Err(store_error(error)),
+            }
+        }
+    }
+
+    /// Appends inside the caller's transaction, atomically with whatever
+    /// else it writes (an outbox, a read model kept in the same database).
+    ///
+    /// The same checks as [`EventStore::append_with`](annals::EventStore::append_with)
+    /// apply, and the notification goes out when the transaction commits.
+    /// The returned position is valid once the transaction has committed;
+    /// until then readers of the global log wait for the transaction (see the
+    /// [crate documentation](crate) on long transactions).
+    ///
+    /// Differences from the pooled append:
+    /// * The event ids are always looked up first (the function cannot retry
+    ///   inside the caller's transaction).
+    /// * A `replayed` outcome wrote nothing; the caller decides whether to
+    ///   commit its own writes.
+    /// * Losing a race with a concurrent append of the same stream, ids or
+    ///   command id aborts the transaction (PostgreSQL rolls it back on the
+    ///   unique violation): the error is then [`StoreError::Conflict`] or
+    ///   [`StoreError::DuplicateEvent`], and the caller must roll back.
+    ///
+    /// ```no_run
+    /// # async fn example(store: annals_postgres::PgEventStore, event: annals::NewEvent)
+    /// # -> Result<(), Box<dyn std::error::Error>> {
+    /// use annals::{AppendOptions, ExpectedVersion};
+    ///
+    /// let mut tx = store.pool().begin().await?;
+    /// sqlx::query("INSERT INTO outbox (topic, body) VALUES ($1, $2)")
+    ///     .bind("flights")
+    ///     .bind("{}")
+    ///     .execute(&mut *tx)
+    ///     .await?;
+    /// let appended = store
+    ///     .append_in_transaction(&mut tx, "flight-1", ExpectedVersion::Any, vec![event], AppendOptions::default())
+    ///     .await?;
+    /// tx.commit().await?;
+    /// println!("appended at {}", appended.position);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn append_in_transaction(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        options: AppendOptions,
+    ) -> Result<Appended, StoreError> {
+        self.inner.limits.check(stream, &events)?;
+        let expected_param = expected_param(expected)?;
+        let batch = Batch::new(events)?;
+        let result = self
+            .call_append(tx, stream, expected_param, options.command_id, true, &batch)
+            .await;
+        match result {
+            Ok(row) => outcome(&row, stream, expected),
+            Err(error) if is_unique_violation(&error) => {
+                // The transaction is aborted; explain the race from outside it.
+                Err(self
+                    .explain_lost_race(stream, expected, &batch.ids)
+                    .await
+                    .unwrap_or_else(|_| store_error(error)))
+            }
+            Err(error) => Err(store_error(error)),
+        }
+    }
+
+    /// After an append inside a transaction lost a race: which error tells
+    /// the caller what happened, as seen by a fresh connection.
+    async fn explain_lost_race(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        ids: &[Uuid],
+    ) -> Result<StoreError, StoreError> {
+        let pool = &self.inner.pool;
+        let stored = sqlx::query(STORED_EVENTS)
+            .bind(stream)
+            .bind(ids)
+            .fetch_optional(pool)
+            .await
+            .map_err(store_error)?;
+        if let Some(row) = stored {
+            if let Err(duplicate @ StoreError::DuplicateEvent { .. }) =
+                outcome(&row, stream, expected)
+            {
+                return Ok(duplicate);
+            }
+        }
+        Ok(StoreError::Conflict {
+            stream: stream.to_owned(),
+            expected,
+            actual: self.current_version(stream).await?,
+        })
+    }
+
+    /// The outcome recorded for a command id.
+    pub(crate) async fn load_command_outcome(
+        &self,
+        command_id: Uuid,
+    ) -> Result<Option<Appended>, StoreError> {
+        let row = sqlx::query(COMMAND_OUTCOME)
+            .bind(command_id)
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(store_error)?;
+        row.map(|row| outcome(&row, "", ExpectedVersion::Any))
+            .transpose()
+    }
+
+    /// The stream's current version (0 = no stream).
+    pub(crate) async fn current_version(&self, stream: &str) -> Result<u64, StoreError> {
+        let version: Option<i64> = sqlx::query_scalar(STREAM_VERSION)
+            .bind(stream)
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(store_error)?;
+        Ok(version.map_or(0, xid::version))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expected_versions_map_to_the_function_parameter() {
+        assert_eq!(expected_param(ExpectedVersion::Any).unwrap(), -1);
+        assert_eq!(expected_param(ExpectedVersion::NoStream).unwrap(), 0);
+        assert_eq!(expected_param(ExpectedVersion::Exact(0)).unwrap(), 0);
+        assert_eq!(expected_param(ExpectedVersion::Exact(7)).unwrap(), 7);
+        assert!(expected_param(ExpectedVersion::Exact(u64::MAX)).is_err());
+    }
+}

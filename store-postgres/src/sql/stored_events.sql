@@ -1,0 +1,3 @@
+SELECT o_outcome, o_first_version, o_stream_version, o_transaction_id,
+       o_global_position, o_event_id, o_event_stream
+  FROM annals_stored_events($1, $2)

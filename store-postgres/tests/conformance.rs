@@ -1,0 +1,37 @@
+//! The core conformance suite against `PgEventStore`, one fresh schema per case.
+
+mod common;
+
+use std::sync::Arc;
+
+use annals::testing::conformance;
+use annals_testkit::PgTest;
+use tokio::sync::Mutex;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_passes_the_conformance_suite() {
+    // Checks the server is there (skips or fails as the testkit decides).
+    let Some((first, _)) = common::store().await else {
+        return;
+    };
+    // Cases run one after the other: each new case's factory call drops the
+    // previous case's schema and closes its pool, so connections stay few.
+    let previous: Arc<Mutex<Option<PgTest>>> = Arc::new(Mutex::new(Some(first)));
+    let factory = || {
+        let previous = Arc::clone(&previous);
+        async move {
+            if let Some(done) = previous.lock().await.take() {
+                done.cleanup().await;
+            }
+            let (pg, store) = common::store()
+                .await
+                .expect("the server answered a moment ago");
+            *previous.lock().await = Some(pg);
+            store
+        }
+    };
+    conformance::run(factory).await;
+    if let Some(last) = previous.lock().await.take() {
+        last.cleanup().await;
+    }
+}
