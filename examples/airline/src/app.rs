@@ -112,7 +112,9 @@ where
     /// The airline over a store, charging through `provider`.
     pub fn new(store: S, provider: Arc<dyn PaymentService>) -> Self {
         Self {
-            flights: Repository::new(store.clone()).max_attempts(20).snapshot_every(100),
+            flights: Repository::new(store.clone())
+                .max_attempts(20)
+                .snapshot_every(100),
             bookings: Repository::new(store.clone()),
             payments: Repository::new(store.clone()),
             store,
@@ -132,41 +134,80 @@ where
 
     /// The booking saga, ready to run as a projection.
     pub fn saga(&self) -> Process<BookingSaga, S, SagaDispatcher<S>> {
-        Process::new(self.store.clone(), Arc::new(SagaDispatcher { airline: self.clone() }))
+        Process::new(
+            self.store.clone(),
+            Arc::new(SagaDispatcher {
+                airline: self.clone(),
+            }),
+        )
     }
 
     /// Schedules a new flight.
-    pub async fn schedule_flight(&self, command: ScheduleFlight, context: CommandContext) -> Result<Done, AppError> {
+    pub async fn schedule_flight(
+        &self,
+        command: ScheduleFlight,
+        context: CommandContext,
+    ) -> Result<Done, AppError> {
         let id = command.flight_id;
         self.run(&self.flights, id, command, context).await
     }
 
     /// Moves a flight.
-    pub async fn reschedule_flight(&self, id: Uuid, command: RescheduleFlight, context: CommandContext) -> Result<Done, AppError> {
+    pub async fn reschedule_flight(
+        &self,
+        id: Uuid,
+        command: RescheduleFlight,
+        context: CommandContext,
+    ) -> Result<Done, AppError> {
         self.run(&self.flights, id, command, context).await
     }
 
     /// Changes a flight's price.
-    pub async fn change_price(&self, id: Uuid, command: ChangePrice, context: CommandContext) -> Result<Done, AppError> {
+    pub async fn change_price(
+        &self,
+        id: Uuid,
+        command: ChangePrice,
+        context: CommandContext,
+    ) -> Result<Done, AppError> {
         self.run(&self.flights, id, command, context).await
     }
 
     /// Cancels a flight.
-    pub async fn cancel_flight(&self, id: Uuid, command: CancelFlight, context: CommandContext) -> Result<Done, AppError> {
+    pub async fn cancel_flight(
+        &self,
+        id: Uuid,
+        command: CancelFlight,
+        context: CommandContext,
+    ) -> Result<Done, AppError> {
         self.run(&self.flights, id, command, context).await
     }
 
     /// Records a booking request at today's prices; the saga takes it from there.
-    pub async fn request_booking(&self, request: BookingRequest, context: CommandContext) -> Result<Done, AppError> {
-        let booking_id = context.command_id.map_or_else(Uuid::now_v7, |id| derive_id(id, "booking"));
+    pub async fn request_booking(
+        &self,
+        request: BookingRequest,
+        context: CommandContext,
+    ) -> Result<Done, AppError> {
+        let booking_id = context
+            .command_id
+            .map_or_else(Uuid::now_v7, |id| derive_id(id, "booking"));
         let mut segments = Vec::with_capacity(request.segments.len());
         for segment in &request.segments {
-            let flight = self.flights.load(segment.flight_id).await.map_err(AppError::from_execute)?;
+            let flight = self
+                .flights
+                .load(segment.flight_id)
+                .await
+                .map_err(AppError::from_execute)?;
             let price = match (flight.state.status(), flight.state.price()) {
                 (FlightStatus::Scheduled, Some(price)) => price,
-                (FlightStatus::Cancelled, _) => return Err(DomainError::from(FlightError::Cancelled).into()),
+                (FlightStatus::Cancelled, _) => {
+                    return Err(DomainError::from(FlightError::Cancelled).into());
+                }
                 _ => {
-                    return Err(AppError::NotFound(format!("flight {} does not exist", segment.flight_id)));
+                    return Err(AppError::NotFound(format!(
+                        "flight {} does not exist",
+                        segment.flight_id
+                    )));
                 }
             };
             segments.push(Segment {
@@ -186,7 +227,11 @@ where
 
     /// A booking as it stands now.
     pub async fn booking(&self, id: Uuid) -> Result<BookingView, AppError> {
-        let loaded = self.bookings.load(id).await.map_err(AppError::from_execute)?;
+        let loaded = self
+            .bookings
+            .load(id)
+            .await
+            .map_err(AppError::from_execute)?;
         let booking = loaded.state;
         match (booking.passenger, booking.total) {
             (Some(passenger), Some(total)) => Ok(BookingView {
@@ -202,14 +247,24 @@ where
     }
 
     /// Cancels a booking; the saga releases its seats and refunds it.
-    pub async fn cancel_booking(&self, id: Uuid, context: CommandContext) -> Result<Done, AppError> {
+    pub async fn cancel_booking(
+        &self,
+        id: Uuid,
+        context: CommandContext,
+    ) -> Result<Done, AppError> {
         let command = CancelBooking {
             reason: "cancelled by the passenger".into(),
         };
         self.run(&self.bookings, id, command, context).await
     }
 
-    async fn run<A, C>(&self, repository: &Repository<A, S>, id: Uuid, command: C, context: CommandContext) -> Result<Done, AppError>
+    async fn run<A, C>(
+        &self,
+        repository: &Repository<A, S>,
+        id: Uuid,
+        command: C,
+        context: CommandContext,
+    ) -> Result<Done, AppError>
     where
         A: Handle<C>,
         A::Error: Into<DomainError>,
@@ -235,7 +290,13 @@ pub struct SagaDispatcher<S> {
 }
 
 impl<S: ProjectionStore + Clone> SagaDispatcher<S> {
-    async fn deliver<A, C>(&self, repository: &Repository<A, S>, id: Uuid, command: C, context: CommandContext) -> Result<(), DispatchError>
+    async fn deliver<A, C>(
+        &self,
+        repository: &Repository<A, S>,
+        id: Uuid,
+        command: C,
+        context: CommandContext,
+    ) -> Result<(), DispatchError>
     where
         A: Handle<C>,
         C: Send + Sync,
@@ -250,22 +311,40 @@ impl<S: ProjectionStore + Clone> SagaDispatcher<S> {
 
 #[async_trait]
 impl<S: ProjectionStore + Clone> Dispatcher<SagaCommand> for SagaDispatcher<S> {
-    async fn dispatch(&self, command: SagaCommand, context: CommandContext) -> Result<(), DispatchError> {
+    async fn dispatch(
+        &self,
+        command: SagaCommand,
+        context: CommandContext,
+    ) -> Result<(), DispatchError> {
         let a = &self.airline;
         match command {
             SagaCommand::ReserveSeats {
                 flight_id,
                 booking_id,
                 seats,
-            } => self.deliver(&a.flights, flight_id, ReserveSeats { booking_id, seats }, context).await,
-            SagaCommand::ReleaseSeats { flight_id, booking_id } => {
-                self.deliver(&a.flights, flight_id, ReleaseSeats { booking_id }, context).await
+            } => {
+                self.deliver(
+                    &a.flights,
+                    flight_id,
+                    ReserveSeats { booking_id, seats },
+                    context,
+                )
+                .await
+            }
+            SagaCommand::ReleaseSeats {
+                flight_id,
+                booking_id,
+            } => {
+                self.deliver(&a.flights, flight_id, ReleaseSeats { booking_id }, context)
+                    .await
             }
             SagaCommand::ConfirmBooking { booking_id } => {
-                self.deliver(&a.bookings, booking_id, ConfirmBooking, context).await
+                self.deliver(&a.bookings, booking_id, ConfirmBooking, context)
+                    .await
             }
             SagaCommand::CancelBooking { booking_id, reason } => {
-                self.deliver(&a.bookings, booking_id, CancelBooking { reason }, context).await
+                self.deliver(&a.bookings, booking_id, CancelBooking { reason }, context)
+                    .await
             }
             SagaCommand::TakePayment {
                 booking_id,
@@ -276,7 +355,11 @@ impl<S: ProjectionStore + Clone> Dispatcher<SagaCommand> for SagaDispatcher<S> {
                 // record its answer; the saga's deadline covers silence.
                 let airline = a.clone();
                 tokio::spawn(async move {
-                    let outcome = match airline.provider.charge(booking_id, amount, &card_token).await {
+                    let outcome = match airline
+                        .provider
+                        .charge(booking_id, amount, &card_token)
+                        .await
+                    {
                         Ok(payment_id) => PaymentOutcome::Taken { payment_id, amount },
                         Err(PaymentError::Declined(reason)) => PaymentOutcome::Declined { reason },
                         Err(PaymentError::Unavailable(reason)) => {
@@ -284,20 +367,35 @@ impl<S: ProjectionStore + Clone> Dispatcher<SagaCommand> for SagaDispatcher<S> {
                             return;
                         }
                     };
-                    let record = RecordPayment { booking_id, outcome };
-                    if let Err(error) = airline.payments.execute_with(booking_id, record, context).await {
+                    let record = RecordPayment {
+                        booking_id,
+                        outcome,
+                    };
+                    if let Err(error) = airline
+                        .payments
+                        .execute_with(booking_id, record, context)
+                        .await
+                    {
                         tracing::error!(%booking_id, %error, "payment answer not recorded");
                     }
                 });
                 Ok(())
             }
-            SagaCommand::RefundPayment { booking_id } => match a.provider.refund(booking_id).await {
-                Ok(Some(amount)) => {
-                    self.deliver(&a.payments, booking_id, RecordRefund { booking_id, amount }, context).await
+            SagaCommand::RefundPayment { booking_id } => {
+                match a.provider.refund(booking_id).await {
+                    Ok(Some(amount)) => {
+                        self.deliver(
+                            &a.payments,
+                            booking_id,
+                            RecordRefund { booking_id, amount },
+                            context,
+                        )
+                        .await
+                    }
+                    Ok(None) => Ok(()),
+                    Err(error) => Err(DispatchError::Transient(error.to_string())),
                 }
-                Ok(None) => Ok(()),
-                Err(error) => Err(DispatchError::Transient(error.to_string())),
-            },
+            }
         }
     }
 }
@@ -314,7 +412,9 @@ impl AppError {
                 AppError::Conflict(format!("{stream} changed concurrently; retry"))
             }
             ExecuteError::Store(StoreError::InvalidInput(reason)) => AppError::Invalid(reason),
-            ExecuteError::Store(error) if error.is_transient() => AppError::Unavailable(error.to_string()),
+            ExecuteError::Store(error) if error.is_transient() => {
+                AppError::Unavailable(error.to_string())
+            }
             other => AppError::Internal(other.to_string()),
         }
     }

@@ -28,7 +28,11 @@ pub struct DomainError {
 impl DomainError {
     /// A domain error.
     pub fn new(kind: Kind, code: &'static str, message: String) -> Self {
-        Self { kind, code, message }
+        Self {
+            kind,
+            code,
+            message,
+        }
     }
 }
 
