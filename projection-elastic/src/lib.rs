@@ -1,1 +1,113 @@
-//! placeholder
+//! # annals-elastic
+//!
+//! Elasticsearch and OpenSearch read models for annals projections.
+//!
+//! A read model author implements [`ElasticProjection`]: a name, a version,
+//! mappings, the event types it reads, which document an event feeds, and a
+//! pure fold from (document, event) to a [`DocChange`]. This crate does the
+//! rest:
+//!
+//! * [`ElasticProjector`] runs the fold as an [`annals::projection::Projection`]:
+//!   one `_mget` per batch, events already in a document skipped by its
+//!   external version, the new states written through `_bulk` with
+//!   `version_type=external` (so re-delivery is harmless: exactly-once
+//!   effect), item errors handled one by one ([`BulkWriter`]).
+//! * [`ReadModel`] keeps the alias `<name>` pointing at the index
+//!   `<name>_v<version>`; a new version is built blue/green from the start of
+//!   the log while the old index serves, then swapped in atomically
+//!   ([`ReadModel::open`], [`ReadModel::rebuild`]).
+//! * [`SearchRequest`] and [`Page`] read it back: typed documents, sorted,
+//!   paged with `search_after` and an opaque cursor.
+//!
+//! Only the API that Elasticsearch 7.10+, 8, 9 and OpenSearch 2+ share is
+//! used: typeless documents, explicit index creation, `_bulk`, `_mget`,
+//! `_aliases`, `search_after`, external versions.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//!
+//! use annals::RecordedEvent;
+//! use annals::memory::MemoryStore;
+//! use annals::projection::ProjectionRunner;
+//! use annals_elastic::{DocChange, ElasticProjection, ReadModel, SearchRequest};
+//! use serde::{Deserialize, Serialize};
+//! use serde_json::{Value, json};
+//!
+//! #[derive(Clone, Serialize, Deserialize)]
+//! struct Account {
+//!     id: String,
+//!     balance: i64,
+//! }
+//!
+//! struct Accounts;
+//!
+//! impl ElasticProjection for Accounts {
+//!     type Doc = Account;
+//!     fn name(&self) -> &str { "accounts" }
+//!     fn version(&self) -> u32 { 1 }
+//!     fn mappings(&self) -> Value {
+//!         json!({ "dynamic": "strict", "properties": {
+//!             "id": { "type": "keyword" }, "balance": { "type": "long" } } })
+//!     }
+//!     fn event_types(&self) -> Vec<String> { vec!["Deposited".into()] }
+//!     fn document_id(&self, event: &RecordedEvent) -> Option<String> {
+//!         event.stream_id.strip_prefix("account-").map(str::to_owned)
+//!     }
+//!     fn apply(&self, doc: Option<Account>, event: &RecordedEvent) -> Result<DocChange<Account>, String> {
+//!         let id = self.document_id(event).ok_or("not an account")?;
+//!         let amount = event.payload["amount"].as_i64().ok_or("no amount")?;
+//!         let mut doc = doc.unwrap_or(Account { id, balance: 0 });
+//!         doc.balance += amount;
+//!         Ok(DocChange::Upsert(doc))
+//!     }
+//! }
+//!
+//! # async fn example(store: impl annals::projection::ProjectionStore + Clone) -> Result<(), Box<dyn std::error::Error>> {
+//! let client = annals_elastic::connect("http://127.0.0.1:9200")?;
+//! let accounts = ReadModel::new(client, Accounts);
+//! let projector = accounts.open(&store).await?; // builds `accounts_v1` behind `accounts`
+//! ProjectionRunner::new(store, Arc::new(projector)).catch_up().await?;
+//!
+//! let richest = accounts
+//!     .search(&SearchRequest::new(
+//!         json!({ "range": { "balance": { "gt": 0 } } }),
+//!         vec![json!({ "balance": "desc" }), json!({ "id": "asc" })],
+//!         10,
+//!     ))
+//!     .await?;
+//! for account in richest.docs {
+//!     println!("{}: {}", account.id, account.balance);
+//! }
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+mod bulk;
+mod error;
+mod index;
+mod projection;
+mod query;
+
+pub use bulk::{BulkLimits, BulkWriter, DocWrite, ItemResult, RefreshPolicy};
+pub use error::ElasticError;
+pub use index::{Built, ReadModel, ReadModelOptions};
+pub use projection::{DocChange, ElasticProjection, ElasticProjector, ProjectorOptions};
+pub use query::{
+    Page, SearchRequest, decode_cursor, encode_cursor, get_document, search_documents,
+};
+
+/// The `elasticsearch` client crate this one is built on.
+pub use elasticsearch;
+
+use elasticsearch::Elasticsearch;
+use elasticsearch::http::transport::Transport;
+
+/// A client for the server at `url` (e.g. `ELASTICSEARCH_URL`), Elasticsearch
+/// or OpenSearch alike. Credentials in the URL become basic auth.
+pub fn connect(url: &str) -> Result<Elasticsearch, ElasticError> {
+    let transport = Transport::single_node(url).map_err(|e| ElasticError::InvalidUrl {
+        url: url.to_owned(),
+        reason: e.to_string(),
+    })?;
+    Ok(Elasticsearch::new(transport))
+}

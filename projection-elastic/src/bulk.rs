@@ -1,0 +1,385 @@
+//! Document writes through `_bulk`, with external versions, split by count
+//! and size, and per-item results.
+
+use std::ops::Range;
+use std::time::Duration;
+
+use elasticsearch::params::Refresh;
+use elasticsearch::{BulkParts, Elasticsearch};
+use serde_json::{Value, json};
+
+use crate::error::{ElasticError, describe_error, is_transient_status, json_body};
+
+/// Limits on one `_bulk` request; larger batches are split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BulkLimits {
+    /// Most operations in one request.
+    pub max_operations: usize,
+    /// Largest request body, in bytes. An operation larger than this on its
+    /// own is sent alone.
+    pub max_bytes: usize,
+}
+
+impl Default for BulkLimits {
+    /// 1000 operations, 5 MiB.
+    fn default() -> Self {
+        Self {
+            max_operations: 1000,
+            max_bytes: 5 * 1024 * 1024,
+        }
+    }
+}
+
+/// When written documents become visible to searches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RefreshPolicy {
+    /// Let the index's refresh interval decide (the choice for rebuilds,
+    /// where refresh is switched off).
+    None,
+    /// Each `_bulk` returns once its documents are searchable
+    /// (`refresh=wait_for`): a checkpoint saved after it promises that
+    /// searches see the documents, which read-your-writes relies on. Never
+    /// use it on an index whose `refresh_interval` is `-1`: it would wait
+    /// for a refresh that never comes.
+    #[default]
+    WaitFor,
+    /// Refresh right after each `_bulk` (`refresh=true`): costly, for tests.
+    Immediate,
+}
+
+impl RefreshPolicy {
+    fn param(self) -> Option<Refresh> {
+        match self {
+            RefreshPolicy::None => None,
+            RefreshPolicy::WaitFor => Some(Refresh::WaitFor),
+            RefreshPolicy::Immediate => Some(Refresh::True),
+        }
+    }
+}
+
+/// One document write, versioned externally.
+///
+/// The version is the stream version of the last event the document state
+/// includes. Elasticsearch keeps a write only when its version is higher than
+/// the stored one, so a re-delivered write is refused (409) instead of
+/// rolling the document back.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DocWrite {
+    /// Index (create or replace) the document.
+    Index {
+        /// Document id.
+        id: String,
+        /// External version.
+        version: u64,
+        /// The whole document.
+        source: Value,
+    },
+    /// Delete the document.
+    ///
+    /// Elasticsearch remembers a deleted document's version only for
+    /// `index.gc_deletes` (60 s by default); a replay of older events after
+    /// that brings the document back. Prefer a soft delete (a status field).
+    Delete {
+        /// Document id.
+        id: String,
+        /// External version.
+        version: u64,
+    },
+}
+
+impl DocWrite {
+    /// The document id.
+    pub fn id(&self) -> &str {
+        match self {
+            DocWrite::Index { id, .. } | DocWrite::Delete { id, .. } => id,
+        }
+    }
+
+    /// The external version.
+    pub fn version(&self) -> u64 {
+        match self {
+            DocWrite::Index { version, .. } | DocWrite::Delete { version, .. } => *version,
+        }
+    }
+
+    /// The two NDJSON lines of this operation (the source line only for index).
+    fn lines(&self) -> Result<Vec<String>, serde_json::Error> {
+        Ok(match self {
+            DocWrite::Index {
+                id,
+                version,
+                source,
+            } => vec![
+                serde_json::to_string(&json!({
+                    "index": { "_id": id, "version": version, "version_type": "external" }
+                }))?,
+                serde_json::to_string(source)?,
+            ],
+            DocWrite::Delete { id, version } => vec![serde_json::to_string(&json!({
+                "delete": { "_id": id, "version": version, "version_type": "external" }
+            }))?],
+        })
+    }
+}
+
+/// What became of one [`DocWrite`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ItemResult {
+    /// Written (200 or 201), or a delete of a document that was not there.
+    Written,
+    /// Refused with 409: the stored document already has this version or a
+    /// newer one. Under external versioning this means already applied.
+    AlreadyApplied,
+    /// Refused for good (a 4xx other than 409 and 429): a mapping or parsing
+    /// error, a missing index. Retrying the same write fails the same way.
+    Rejected {
+        /// The item's status.
+        status: u16,
+        /// The server's error type, e.g. `mapper_parsing_exception`.
+        error_type: Option<String>,
+        /// The server's reason.
+        reason: String,
+    },
+    /// Refused for now (429 or 5xx): retry later.
+    Retryable {
+        /// The item's status.
+        status: u16,
+        /// The server's reason.
+        reason: String,
+    },
+}
+
+/// Sends [`DocWrite`]s to one index through `_bulk`.
+///
+/// ```no_run
+/// # async fn example(client: elasticsearch::Elasticsearch) -> Result<(), annals_elastic::ElasticError> {
+/// use annals_elastic::{BulkWriter, DocWrite, ItemResult};
+/// use serde_json::json;
+///
+/// let writer = BulkWriter::new(client);
+/// let results = writer
+///     .write("flights_v1", &[DocWrite::Index { id: "1".into(), version: 3, source: json!({"seats": 10}) }])
+///     .await?;
+/// assert!(matches!(results[0], ItemResult::Written | ItemResult::AlreadyApplied));
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct BulkWriter {
+    client: Elasticsearch,
+    limits: BulkLimits,
+    refresh: RefreshPolicy,
+    timeout: Duration,
+}
+
+impl BulkWriter {
+    /// A writer with default limits, [`RefreshPolicy::WaitFor`] and a 60 s
+    /// request timeout.
+    pub fn new(client: Elasticsearch) -> Self {
+        Self {
+            client,
+            limits: BulkLimits::default(),
+            refresh: RefreshPolicy::default(),
+            timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// Replaces the limits.
+    pub fn with_limits(mut self, limits: BulkLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Replaces the refresh policy.
+    pub fn with_refresh(mut self, refresh: RefreshPolicy) -> Self {
+        self.refresh = refresh;
+        self
+    }
+
+    /// Replaces the timeout of each request.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> BulkLimits {
+        self.limits
+    }
+
+    /// Writes, in as many `_bulk` requests as the limits ask, one after the
+    /// other. Returns one result per write, in order.
+    ///
+    /// An error means a request failed as a whole (unreachable server, an
+    /// error status): writes of earlier requests may have been applied, which
+    /// external versions make harmless to repeat.
+    pub async fn write(
+        &self,
+        index: &str,
+        writes: &[DocWrite],
+    ) -> Result<Vec<ItemResult>, ElasticError> {
+        let mut ops = Vec::with_capacity(writes.len());
+        for write in writes {
+            let lines = write.lines().map_err(|e| ElasticError::Unexpected {
+                operation: format!("encoding document {:?}", write.id()),
+                reason: e.to_string(),
+            })?;
+            ops.push(lines);
+        }
+        let sizes: Vec<usize> = ops
+            .iter()
+            .map(|lines| lines.iter().map(|l| l.len() + 1).sum())
+            .collect();
+        let mut results = Vec::with_capacity(writes.len());
+        for range in split(&sizes, self.limits) {
+            let body: Vec<String> = ops[range.clone()].iter().flatten().cloned().collect();
+            let operation = format!("_bulk of {} documents to {index:?}", range.len());
+            let mut request = self
+                .client
+                .bulk(BulkParts::Index(index))
+                .request_timeout(self.timeout)
+                .body(body);
+            if let Some(refresh) = self.refresh.param() {
+                request = request.refresh(refresh);
+            }
+            let response = json_body(&operation, request.send().await).await?;
+            results.extend(item_results(&operation, &response, &writes[range])?);
+        }
+        Ok(results)
+    }
+}
+
+/// Splits operations (given their sizes in bytes) into consecutive ranges
+/// that respect the limits; every range holds at least one operation.
+fn split(sizes: &[usize], limits: BulkLimits) -> Vec<Range<usize>> {
+    let max_operations = limits.max_operations.max(1);
+    let mut ranges = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, &size) in sizes.iter().enumerate() {
+        let count = i - start;
+        if count > 0 && (count >= max_operations || bytes + size > limits.max_bytes) {
+            ranges.push(start..i);
+            start = i;
+            bytes = 0;
+        }
+        bytes += size;
+    }
+    if start < sizes.len() {
+        ranges.push(start..sizes.len());
+    }
+    ranges
+}
+
+/// Reads the per-item results of a `_bulk` answer.
+fn item_results(
+    operation: &str,
+    response: &Value,
+    writes: &[DocWrite],
+) -> Result<Vec<ItemResult>, ElasticError> {
+    let unexpected = |reason: String| ElasticError::Unexpected {
+        operation: operation.to_owned(),
+        reason,
+    };
+    let items = response["items"]
+        .as_array()
+        .ok_or_else(|| unexpected(format!("no items in {response}")))?;
+    if items.len() != writes.len() {
+        return Err(unexpected(format!(
+            "{} items answer {} operations",
+            items.len(),
+            writes.len()
+        )));
+    }
+    Ok(items
+        .iter()
+        .zip(writes)
+        .map(|(item, write)| {
+            let (action, result) = match write {
+                DocWrite::Index { .. } => ("index", &item["index"]),
+                DocWrite::Delete { .. } => ("delete", &item["delete"]),
+            };
+            classify(action, result)
+        })
+        .collect())
+}
+
+fn classify(action: &str, item: &Value) -> ItemResult {
+    let status = item["status"]
+        .as_u64()
+        .and_then(|s| u16::try_from(s).ok())
+        .unwrap_or(0);
+    match status {
+        200 | 201 => ItemResult::Written,
+        404 if action == "delete" && item["result"] == "not_found" => ItemResult::Written,
+        409 => ItemResult::AlreadyApplied,
+        s if s == 0 || is_transient_status(s) => ItemResult::Retryable {
+            status,
+            reason: describe_error(&item["error"]).1,
+        },
+        _ => {
+            let (error_type, reason) = describe_error(&item["error"]);
+            ItemResult::Rejected {
+                status,
+                error_type,
+                reason,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max_operations: usize, max_bytes: usize) -> BulkLimits {
+        BulkLimits {
+            max_operations,
+            max_bytes,
+        }
+    }
+
+    #[test]
+    fn splits_by_count() {
+        assert_eq!(split(&[1; 5], limits(2, 1000)), vec![0..2, 2..4, 4..5]);
+        assert_eq!(split(&[], limits(2, 1000)), Vec::<Range<usize>>::new());
+        assert_eq!(split(&[1; 3], limits(0, 1000)), vec![0..1, 1..2, 2..3]);
+    }
+
+    #[test]
+    fn splits_by_bytes_and_sends_oversized_alone() {
+        assert_eq!(
+            split(&[40, 40, 40, 200, 10, 10], limits(100, 100)),
+            vec![0..2, 2..3, 3..4, 4..6]
+        );
+    }
+
+    #[test]
+    fn classifies_items() {
+        let ok = json!({"status": 201});
+        assert_eq!(classify("index", &ok), ItemResult::Written);
+        let conflict = json!({"status": 409, "error": {"type": "version_conflict_engine_exception", "reason": "x"}});
+        assert_eq!(classify("index", &conflict), ItemResult::AlreadyApplied);
+        let gone = json!({"status": 404, "result": "not_found"});
+        assert_eq!(classify("delete", &gone), ItemResult::Written);
+        let busy = json!({"status": 429, "error": {"type": "es_rejected_execution_exception", "reason": "queue full"}});
+        assert!(matches!(
+            classify("index", &busy),
+            ItemResult::Retryable { status: 429, .. }
+        ));
+        let bad = json!({"status": 400, "error": {"type": "mapper_parsing_exception", "reason": "failed to parse field [n]",
+            "caused_by": {"type": "number_format_exception", "reason": "For input string: \"x\""}}});
+        match classify("index", &bad) {
+            ItemResult::Rejected {
+                status,
+                error_type,
+                reason,
+            } => {
+                assert_eq!(status, 400);
+                assert_eq!(error_type.as_deref(), Some("mapper_parsing_exception"));
+                assert!(reason.contains("failed to parse field [n]"), "{reason}");
+                assert!(reason.contains("number_format_exception"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! Shared by the integration tests: a small read model ("tallies"), event
+//! helpers, and document dumps to compare indexes.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use annals::memory::MemoryStore;
+use annals::projection::{Backoff, FailurePolicy, RunnerOptions};
+use annals::{
+    EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent,
+};
+use annals_elastic::elasticsearch::indices::{IndicesCreateParts, IndicesRefreshParts};
+use annals_elastic::elasticsearch::{Elasticsearch, SearchParts};
+use annals_elastic::{DocChange, ElasticProjection};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// A tally per stream `item-<id>`: `Created {name}`, `Added {n}`,
+/// `Renamed {name}`, `Removed` (a hard delete), `Poison` (the fold fails
+/// unless healed), `Bad` (a document the mapping refuses).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Tally {
+    pub id: String,
+    pub name: String,
+    pub total: i64,
+    /// How many events were folded in: counts re-applications.
+    pub events: u64,
+    /// The projection version that wrote the document.
+    pub built_by: u32,
+    /// Set by `Bad` to a string, which the `long` mapping refuses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<Value>,
+}
+
+pub struct Tallies {
+    pub version: u32,
+    /// When set, `Poison` folds like `Added {n: 0}`.
+    pub healed: Arc<AtomicBool>,
+}
+
+impl Tallies {
+    pub fn v(version: u32) -> Self {
+        Self {
+            version,
+            healed: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+pub const TYPES: [&str; 6] = ["Created", "Added", "Renamed", "Removed", "Poison", "Bad"];
+
+impl ElasticProjection for Tallies {
+    type Doc = Tally;
+
+    fn name(&self) -> &str {
+        "tallies"
+    }
+
+    fn version(&self) -> u32 {
+        self.version
+    }
+
+    fn mappings(&self) -> Value {
+        json!({
+            "dynamic": "strict",
+            "properties": {
+                "id": { "type": "keyword" },
+                "name": { "type": "text", "fields": { "raw": { "type": "keyword" } } },
+                "total": { "type": "long" },
+                "events": { "type": "long" },
+                "built_by": { "type": "integer" },
+                "note": { "type": "long" }
+            }
+        })
+    }
+
+    fn settings(&self) -> Value {
+        json!({ "number_of_shards": 1, "number_of_replicas": 0 })
+    }
+
+    fn event_types(&self) -> Vec<String> {
+        TYPES.iter().map(|t| t.to_string()).collect()
+    }
+
+    fn document_id(&self, event: &RecordedEvent) -> Option<String> {
+        event.stream_id.strip_prefix("item-").map(str::to_owned)
+    }
+
+    fn apply(&self, doc: Option<Tally>, event: &RecordedEvent) -> Result<DocChange<Tally>, String> {
+        let p = &event.payload;
+        let change = |mut doc: Tally, f: &dyn Fn(&mut Tally)| {
+            f(&mut doc);
+            doc.events += 1;
+            doc.built_by = self.version;
+            DocChange::Upsert(doc)
+        };
+        match (event.event_type.as_str(), doc) {
+            ("Created", None) => Ok(DocChange::Upsert(Tally {
+                id: self.document_id(event).ok_or("not an item stream")?,
+                name: p["name"].as_str().unwrap_or_default().to_owned(),
+                total: 0,
+                events: 1,
+                built_by: self.version,
+                note: None,
+            })),
+            ("Created", Some(_)) => Err("created twice".into()),
+            (_, None) => Err("no Created before it".into()),
+            ("Added", Some(doc)) => {
+                let n = p["n"].as_i64().ok_or("n is missing")?;
+                Ok(change(doc, &|d| d.total += n))
+            }
+            ("Renamed", Some(doc)) => {
+                let name = p["name"].as_str().ok_or("name is missing")?.to_owned();
+                Ok(change(doc, &move |d| d.name = name.clone()))
+            }
+            ("Removed", Some(_)) => Ok(DocChange::Delete),
+            ("Poison", Some(doc)) if self.healed.load(Ordering::SeqCst) => Ok(change(doc, &|_| {})),
+            ("Poison", Some(_)) => Err("poisoned on purpose".into()),
+            ("Bad", Some(doc)) => Ok(change(doc, &|d| d.note = Some(json!("not a number")))),
+            (other, Some(_)) => Err(format!("unknown event type {other}")),
+        }
+    }
+}
+
+pub fn event(event_type: &str, payload: Value) -> NewEvent {
+    NewEvent {
+        event_id: Uuid::now_v7(),
+        event_type: event_type.to_owned(),
+        schema_version: 1,
+        payload,
+        metadata: Metadata::default(),
+    }
+}
+
+pub async fn append(store: &MemoryStore, item: &str, events: Vec<NewEvent>) -> Position {
+    store
+        .append(&format!("item-{item}"), ExpectedVersion::Any, events)
+        .await
+        .expect("append")
+        .position
+}
+
+/// `items` streams with a deterministic mix of events; returns the expected
+/// (name, total) of each item.
+pub async fn seed(
+    store: &MemoryStore,
+    items: usize,
+    adds: usize,
+) -> BTreeMap<String, (String, i64)> {
+    let mut expected = BTreeMap::new();
+    for i in 0..items {
+        let id = format!("{i:04}");
+        let mut events = vec![event("Created", json!({ "name": format!("item {i}") }))];
+        let mut total = 0;
+        for k in 0..adds {
+            let n = ((i * 7 + k * 3) % 11) as i64 - 3;
+            total += n;
+            events.push(event("Added", json!({ "n": n })));
+        }
+        let mut name = format!("item {i}");
+        if i % 3 == 0 {
+            name = format!("renamed {i}");
+            events.push(event("Renamed", json!({ "name": name })));
+        }
+        append(store, &id, events).await;
+        expected.insert(id, (name, total));
+    }
+    expected
+}
+
+/// Every event of the store the tallies read, in log order.
+pub async fn all_events(store: &MemoryStore) -> Vec<RecordedEvent> {
+    store
+        .read_all(Position::START, 100_000, &EventFilter::types(TYPES))
+        .await
+        .expect("read_all")
+}
+
+pub fn fast_runner(policy: FailurePolicy) -> RunnerOptions {
+    RunnerOptions {
+        batch_size: 50,
+        batch_delay: Duration::from_millis(5),
+        backoff: Backoff {
+            initial: Duration::from_millis(10),
+            max: Duration::from_millis(100),
+        },
+        failure_policy: policy,
+        idle_interval: Duration::from_millis(50),
+    }
+}
+
+/// Creates an index with the tallies' mappings (refresh as usual).
+pub async fn create_index(client: &Elasticsearch, index: &str) {
+    let tallies = Tallies::v(1);
+    let response = client
+        .indices()
+        .create(IndicesCreateParts::Index(index))
+        .body(json!({ "settings": tallies.settings(), "mappings": tallies.mappings() }))
+        .send()
+        .await
+        .expect("create index");
+    let status = response.status_code();
+    let body: Value = response.json().await.expect("json");
+    assert!(status.is_success(), "{body}");
+}
+
+pub async fn refresh(client: &Elasticsearch, index: &str) {
+    let response = client
+        .indices()
+        .refresh(IndicesRefreshParts::Index(&[index]))
+        .send()
+        .await
+        .expect("refresh");
+    assert!(response.status_code().is_success());
+}
+
+/// Every document of an index: id → (_version, _source).
+pub async fn dump(client: &Elasticsearch, index: &str) -> BTreeMap<String, (u64, Value)> {
+    refresh(client, index).await;
+    let response = client
+        .search(SearchParts::Index(&[index]))
+        .body(json!({ "size": 10000, "version": true, "query": { "match_all": {} }, "sort": [{ "id": "asc" }] }))
+        .send()
+        .await
+        .expect("search");
+    let body: Value = response.json().await.expect("json");
+    body["hits"]["hits"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no hits: {body}"))
+        .iter()
+        .map(|hit| {
+            (
+                hit["_id"].as_str().unwrap().to_owned(),
+                (hit["_version"].as_u64().unwrap(), hit["_source"].clone()),
+            )
+        })
+        .collect()
+}
+
+/// Asserts the documents match the expected (name, total), each folded from
+/// exactly its events (`events` = number of events of the stream).
+pub fn assert_tallies(
+    docs: &BTreeMap<String, (u64, Value)>,
+    expected: &BTreeMap<String, (String, i64)>,
+    adds: usize,
+) {
+    assert_eq!(docs.len(), expected.len(), "document count");
+    for (id, (name, total)) in expected {
+        let (version, source) = docs.get(id).unwrap_or_else(|| panic!("no document {id}"));
+        let tally: Tally = serde_json::from_value(source.clone()).unwrap();
+        assert_eq!(&tally.name, name, "{id}");
+        assert_eq!(tally.total, *total, "{id}");
+        let events = 1 + adds as u64 + u64::from(name.starts_with("renamed"));
+        assert_eq!(
+            tally.events, events,
+            "{id}: every event folded exactly once"
+        );
+        assert_eq!(
+            *version, events,
+            "{id}: external version = last stream version"
+        );
+    }
+}
