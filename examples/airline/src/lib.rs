@@ -6,5 +6,6 @@ pub mod airports;
 pub mod app;
 pub mod booking;
 pub mod error;
+pub mod reads;
 pub mod scheduling;
 pub mod values;
