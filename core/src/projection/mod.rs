@@ -25,7 +25,7 @@ use crate::envelope::RecordedEvent;
 use crate::store::EventFilter;
 
 pub use runner::{
-    Backoff, FailurePolicy, ProjectionRunner, RunnerError, RunnerOptions, RunnerStatus,
+    Backoff, FailurePolicy, ProjectionRunner, RunnerError, RunnerOptions, RunnerState, RunnerStatus,
 };
 pub use store::{Deadline, Lease, ParkedEvent, ProjectionStore};
 pub use wait::{WaitError, wait_for_checkpoint};

@@ -304,7 +304,11 @@ where
                 item = events.next() => item,
                 () = tokio::time::sleep(self.idle_wait(until_caught_up)) => {
                     self.set(|s| s.caught_up = true);
-                    if until_caught_up && self.store.head().await? <= checkpoint {
+                    // Caught up when no event it handles lies after the
+                    // checkpoint (the head may be an event it does not handle).
+                    if until_caught_up
+                        && self.store.read_all(checkpoint, 1, &filter).await?.is_empty()
+                    {
                         return Ok(Exit::CaughtUp);
                     }
                     blocked = self.retry_parked(false).await?;

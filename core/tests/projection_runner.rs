@@ -1,0 +1,939 @@
+//! The projection runner over the in-memory store: checkpoints, filters,
+//! retries, dead letters, the stop policy, live projection, shutdown, the
+//! single-runner lease and read-your-writes waits.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use annals::memory::MemoryStore;
+use annals::projection::{
+    Applied, Backoff, Failed, FailurePolicy, Projection, ProjectionError, ProjectionRunner,
+    ProjectionStore, RunnerError, RunnerOptions, RunnerState, WaitError, wait_for_checkpoint,
+};
+use annals::{
+    Appended, EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent,
+};
+use async_trait::async_trait;
+use serde_json::json;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+// ---------------------------------------------------------------------------
+// Helpers
+
+const PATIENCE: Duration = Duration::from_secs(5);
+
+/// Polls `cond` until it holds, failing the test after [`PATIENCE`].
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// [`eventually`] for conditions that need the store.
+async fn eventually_async<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Appends one event of `kind` to `stream`; `poison` marks it as one a broken
+/// projection cannot apply.
+async fn add(store: &MemoryStore, stream: &str, kind: &str, poison: bool) -> Appended {
+    let event = NewEvent {
+        event_id: Uuid::now_v7(),
+        event_type: kind.into(),
+        schema_version: 1,
+        payload: json!({ "stream": stream, "poison": poison }),
+        metadata: Metadata::default(),
+    };
+    store
+        .append(stream, ExpectedVersion::Any, vec![event])
+        .await
+        .unwrap()
+}
+
+async fn handled(store: &MemoryStore, stream: &str) -> Appended {
+    add(store, stream, "Added", false).await
+}
+
+fn fast(policy: FailurePolicy) -> RunnerOptions {
+    RunnerOptions {
+        batch_size: 500,
+        batch_delay: Duration::from_millis(5),
+        backoff: Backoff {
+            initial: Duration::from_millis(5),
+            max: Duration::from_millis(20),
+        },
+        failure_policy: policy,
+        idle_interval: Duration::from_millis(30),
+    }
+}
+
+async fn checkpoint(store: &MemoryStore, name: &str) -> Option<Position> {
+    store.load_checkpoint(name).await.unwrap()
+}
+
+// ---------------------------------------------------------------------------
+// The test projection
+
+/// Per stream, the versions applied, in the order they were applied.
+type Rows = BTreeMap<String, Vec<u64>>;
+
+#[derive(Debug, Default)]
+struct Model {
+    /// Per stream, the last version applied (the idempotency guard).
+    last: HashMap<String, u64>,
+    /// The read model.
+    rows: Rows,
+    /// Positions of the events that changed the model, in order.
+    applied: Vec<Position>,
+    /// Every event handed to `apply`, with its type.
+    delivered: Vec<(Position, String)>,
+    /// Calls of `apply`.
+    calls: u32,
+}
+
+/// An idempotent read model that can be told to fail.
+struct TestProjection {
+    name: String,
+    filter: EventFilter,
+    model: Mutex<Model>,
+    /// Fails the next N calls transiently.
+    transient: AtomicU32,
+    /// Fails every call transiently while set.
+    hold: AtomicBool,
+    /// Fails permanently on events with `"poison": true` while set.
+    broken: AtomicBool,
+    /// Each call takes this long (milliseconds).
+    delay_ms: AtomicU64,
+    /// Set when a call has started.
+    entered: AtomicBool,
+}
+
+impl TestProjection {
+    fn new(name: &str) -> Arc<Self> {
+        Arc::new(Self {
+            name: name.into(),
+            filter: EventFilter::types(["Added"]),
+            model: Mutex::default(),
+            transient: AtomicU32::new(0),
+            hold: AtomicBool::new(false),
+            broken: AtomicBool::new(false),
+            delay_ms: AtomicU64::new(0),
+            entered: AtomicBool::new(false),
+        })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Model) -> T) -> T {
+        f(&self.model.lock().unwrap())
+    }
+
+    fn rows(&self) -> Rows {
+        self.with(|m| m.rows.clone())
+    }
+
+    fn applied(&self) -> Vec<Position> {
+        self.with(|m| m.applied.clone())
+    }
+
+    fn calls(&self) -> u32 {
+        self.with(|m| m.calls)
+    }
+
+    fn has_applied(&self, position: Position) -> bool {
+        self.with(|m| m.applied.contains(&position))
+    }
+}
+
+#[async_trait]
+impl Projection for TestProjection {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn filter(&self) -> EventFilter {
+        self.filter.clone()
+    }
+
+    async fn apply(&self, batch: &[RecordedEvent]) -> Result<Applied, ProjectionError> {
+        self.entered.store(true, Ordering::SeqCst);
+        self.model.lock().unwrap().calls += 1;
+        let delay = self.delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        if self.hold.load(Ordering::SeqCst) {
+            return Err(ProjectionError::Transient("held".into()));
+        }
+        if self
+            .transient
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(ProjectionError::Transient("index overloaded".into()));
+        }
+        let broken = self.broken.load(Ordering::SeqCst);
+        let mut model = self.model.lock().unwrap();
+        let mut failed = Vec::new();
+        let mut failed_streams = HashSet::new();
+        for (index, event) in batch.iter().enumerate() {
+            model
+                .delivered
+                .push((event.position, event.event_type.clone()));
+            if failed_streams.contains(&event.stream_id) {
+                continue; // the contract: nothing after a failed event of its stream
+            }
+            if broken && event.payload["poison"] == json!(true) {
+                failed_streams.insert(event.stream_id.clone());
+                failed.push(Failed {
+                    index,
+                    error: format!(
+                        "poison at {} version {}",
+                        event.stream_id, event.stream_version
+                    ),
+                });
+                continue;
+            }
+            let last = model.last.entry(event.stream_id.clone()).or_default();
+            if event.stream_version <= *last {
+                continue; // already applied: re-delivery is harmless
+            }
+            *last = event.stream_version;
+            model
+                .rows
+                .entry(event.stream_id.clone())
+                .or_default()
+                .push(event.stream_version);
+            model.applied.push(event.position);
+        }
+        Ok(Applied { failed })
+    }
+}
+
+/// The model a fresh, never-failing projection builds from the whole log.
+async fn clean_build(store: &MemoryStore) -> Rows {
+    let projection = TestProjection::new(&format!("clean-{}", Uuid::now_v7()));
+    ProjectionRunner::new(store.clone(), Arc::clone(&projection))
+        .with_options(fast(FailurePolicy::Stop { max_attempts: 1 }))
+        .catch_up()
+        .await
+        .unwrap();
+    projection.rows()
+}
+
+/// The positions of the handled events in the store, in log order.
+async fn handled_positions(store: &MemoryStore) -> Vec<Position> {
+    store
+        .read_all(Position::START, usize::MAX, &EventFilter::types(["Added"]))
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.position)
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Catch-up
+
+#[tokio::test]
+async fn catch_up_applies_each_handled_event_once_in_log_order() {
+    let store = MemoryStore::new();
+    for i in 0..30 {
+        let stream = format!("s-{}", i % 3);
+        if i % 4 == 1 {
+            add(&store, &stream, "Ignored", false).await;
+        } else {
+            handled(&store, &stream).await;
+        }
+    }
+    let last = handled(&store, "s-0").await;
+
+    let projection = TestProjection::new("catch-up");
+    let mut options = fast(FailurePolicy::Stop { max_attempts: 1 });
+    options.batch_size = 4; // several batches
+    let runner =
+        ProjectionRunner::new(store.clone(), Arc::clone(&projection)).with_options(options);
+    let done = runner.catch_up().await.unwrap();
+
+    assert_eq!(done, last.position, "catch_up returns the checkpoint");
+    assert_eq!(checkpoint(&store, "catch-up").await, Some(last.position));
+    assert_eq!(runner.status().borrow().checkpoint, last.position);
+    let expected = handled_positions(&store).await;
+    assert_eq!(
+        projection.applied(),
+        expected,
+        "each handled event once, in log order"
+    );
+    let delivered = projection.with(|m| m.delivered.clone());
+    assert!(
+        delivered.iter().all(|(_, kind)| kind == "Added"),
+        "the filter is honoured: {delivered:?}"
+    );
+    assert_eq!(
+        delivered.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+        expected,
+        "nothing delivered twice"
+    );
+    assert!(projection.calls() >= 6, "batches of at most 4");
+
+    // A second catch-up finds nothing new.
+    let calls = projection.calls();
+    let again = runner.catch_up().await.unwrap();
+    assert_eq!(again, last.position);
+    assert_eq!(projection.calls(), calls, "nothing re-applied");
+    assert_eq!(projection.applied(), expected);
+
+    // New events: only those are applied.
+    let more = handled(&store, "s-9").await;
+    assert_eq!(runner.catch_up().await.unwrap(), more.position);
+    assert_eq!(projection.applied().last(), Some(&more.position));
+    assert_eq!(projection.applied().len(), expected.len() + 1);
+    assert_eq!(projection.rows(), clean_build(&store).await);
+}
+
+#[tokio::test]
+async fn catch_up_returns_when_the_log_ends_with_unhandled_events() {
+    let store = MemoryStore::new();
+    let last_handled = handled(&store, "s-1").await;
+    add(&store, "s-1", "Ignored", false).await;
+    add(&store, "s-2", "Ignored", false).await;
+
+    let projection = TestProjection::new("unhandled-tail");
+    let runner = ProjectionRunner::new(store.clone(), Arc::clone(&projection))
+        .with_options(fast(FailurePolicy::Stop { max_attempts: 1 }));
+    let done = tokio::time::timeout(PATIENCE, runner.catch_up())
+        .await
+        .expect("catch_up must return although the last events are not handled")
+        .unwrap();
+    assert!(
+        done >= last_handled.position,
+        "{done} < {}",
+        last_handled.position
+    );
+    assert_eq!(projection.applied(), [last_handled.position]);
+    // The next one starts where this one ended and also returns.
+    tokio::time::timeout(PATIENCE, runner.catch_up())
+        .await
+        .expect("second catch_up")
+        .unwrap();
+    assert_eq!(projection.applied(), [last_handled.position]);
+}
+
+// ---------------------------------------------------------------------------
+// Transient failures
+
+#[tokio::test]
+async fn transient_failures_retry_with_backoff_and_hold_the_checkpoint() {
+    let store = MemoryStore::new();
+    for i in 0..8 {
+        handled(&store, &format!("s-{}", i % 2)).await;
+    }
+    let last = handled(&store, "s-0").await;
+
+    // Counted failures: the batch is retried with growing delays.
+    let projection = TestProjection::new("transient");
+    projection.transient.store(3, Ordering::SeqCst);
+    let mut options = fast(FailurePolicy::Park { max_attempts: 1 });
+    options.backoff = Backoff {
+        initial: Duration::from_millis(20),
+        max: Duration::from_secs(1),
+    };
+    let runner =
+        ProjectionRunner::new(store.clone(), Arc::clone(&projection)).with_options(options);
+    let start = Instant::now();
+    assert_eq!(runner.catch_up().await.unwrap(), last.position);
+    let took = start.elapsed();
+    assert_eq!(projection.calls(), 4, "three failures, then success");
+    assert!(
+        took >= Duration::from_millis(20 + 40 + 80),
+        "exponential backoff: 3 retries took only {took:?}"
+    );
+    let status = runner.status().borrow().clone();
+    assert_eq!(status.retries, 3);
+    assert_eq!(status.last_error, None, "cleared after success");
+    assert!(
+        store.parked("transient").await.unwrap().is_empty(),
+        "transient errors never park"
+    );
+    assert_eq!(projection.rows(), clean_build(&store).await);
+
+    // Failing until released: the checkpoint does not move meanwhile.
+    let held = TestProjection::new("held");
+    held.hold.store(true, Ordering::SeqCst);
+    let runner = Arc::new(
+        ProjectionRunner::new(store.clone(), Arc::clone(&held))
+            .with_options(fast(FailurePolicy::Park { max_attempts: 1 })),
+    );
+    let status = runner.status();
+    let task = tokio::spawn({
+        let runner = Arc::clone(&runner);
+        async move { runner.catch_up().await }
+    });
+    eventually("several failed attempts", || held.calls() >= 4).await;
+    assert_eq!(
+        checkpoint(&store, "held").await,
+        None,
+        "no checkpoint while failing"
+    );
+    assert!(held.applied().is_empty());
+    {
+        let s = status.borrow();
+        assert!(s.retries >= 3, "{s:?}");
+        assert_eq!(s.last_error.as_deref(), Some("held"));
+        assert_eq!(s.checkpoint, Position::START);
+    }
+    assert!(!task.is_finished());
+    held.hold.store(false, Ordering::SeqCst);
+    let done = tokio::time::timeout(PATIENCE, task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(done, last.position);
+    assert_eq!(checkpoint(&store, "held").await, Some(last.position));
+    assert!(store.parked("held").await.unwrap().is_empty());
+    assert_eq!(held.rows(), clean_build(&store).await);
+}
+
+// ---------------------------------------------------------------------------
+// Dead letters
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_events_park_their_stream_and_are_retried_on_request() {
+    let store = MemoryStore::new();
+    let a1 = handled(&store, "a").await;
+    let b1 = handled(&store, "b").await;
+    let a2 = add(&store, "a", "Added", true).await; // poison
+    let b2 = handled(&store, "b").await;
+    let a3 = handled(&store, "a").await;
+    add(&store, "a", "Ignored", false).await;
+    let b3 = handled(&store, "b").await;
+
+    let projection = TestProjection::new("parking");
+    projection.broken.store(true, Ordering::SeqCst);
+    let mut options = fast(FailurePolicy::Park { max_attempts: 3 });
+    options.batch_size = 3; // the poison's followers arrive in later batches too
+    let runner = Arc::new(
+        ProjectionRunner::new(store.clone(), Arc::clone(&projection)).with_options(options),
+    );
+    let status = runner.status();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn({
+        let runner = Arc::clone(&runner);
+        let shutdown = shutdown.clone();
+        async move { runner.run(shutdown).await }
+    });
+
+    eventually_async("the log projected", || async {
+        checkpoint(&store, "parking").await == Some(b3.position)
+    })
+    .await;
+    let parked = store.parked("parking").await.unwrap();
+    let summary: Vec<_> = parked
+        .iter()
+        .map(|p| (p.event.position, p.error.is_some()))
+        .collect();
+    assert_eq!(
+        summary,
+        [(a2.position, true), (a3.position, false)],
+        "the poison event and its stream's follower: {parked:#?}"
+    );
+    let error = parked[0].error.as_deref().unwrap();
+    assert!(error.contains("poison at a version 2"), "{error}");
+    assert_eq!(parked[0].attempts, 3, "tried max_attempts times");
+    assert!(!parked[0].retry_requested);
+    assert_eq!(projection.with(|m| m.rows.get("a").cloned()), Some(vec![1]));
+    assert_eq!(
+        projection.with(|m| m.rows.get("b").cloned()),
+        Some(vec![1, 2, 3])
+    );
+    assert!(!projection.has_applied(a3.position));
+    assert_eq!(status.borrow().parked, 2);
+    assert_eq!(status.borrow().state, RunnerState::Running);
+
+    // Live: stream a stays parked behind its poison event, b goes on.
+    let a4 = handled(&store, "a").await;
+    let b4 = handled(&store, "b").await;
+    eventually("b4 applied live", || projection.has_applied(b4.position)).await;
+    eventually_async("a4 parked live", || async {
+        store
+            .parked("parking")
+            .await
+            .unwrap()
+            .iter()
+            .any(|p| p.event.position == a4.position && p.error.is_none())
+    })
+    .await;
+    assert!(!projection.has_applied(a4.position));
+    assert_eq!(store.parked("parking").await.unwrap().len(), 3);
+
+    // A retry while still broken keeps them parked, in order.
+    assert_eq!(store.request_retry("parking").await.unwrap(), 3);
+    eventually_async("the failed retry recorded", || async {
+        let parked = store.parked("parking").await.unwrap();
+        parked.iter().all(|p| !p.retry_requested) && parked[0].attempts > 3
+    })
+    .await;
+    let parked = store.parked("parking").await.unwrap();
+    assert_eq!(
+        parked.iter().map(|p| p.event.position).collect::<Vec<_>>(),
+        [a2.position, a3.position, a4.position]
+    );
+    assert!(parked[0].error.is_some() && parked[1].error.is_none() && parked[2].error.is_none());
+    assert_eq!(projection.with(|m| m.rows.get("a").cloned()), Some(vec![1]));
+
+    // A restart remembers which streams are parked.
+    shutdown.cancel();
+    tokio::time::timeout(PATIENCE, task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let runner = Arc::new(
+        ProjectionRunner::new(store.clone(), Arc::clone(&projection)).with_options(options),
+    );
+    let status = runner.status();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn({
+        let runner = Arc::clone(&runner);
+        let shutdown = shutdown.clone();
+        async move { runner.run(shutdown).await }
+    });
+    let a5 = handled(&store, "a").await;
+    let b5 = handled(&store, "b").await;
+    eventually("b5 applied after the restart", || {
+        projection.has_applied(b5.position)
+    })
+    .await;
+    eventually_async("a5 parked after the restart", || async {
+        store
+            .parked("parking")
+            .await
+            .unwrap()
+            .iter()
+            .any(|p| p.event.position == a5.position && p.error.is_none())
+    })
+    .await;
+    assert!(!projection.has_applied(a5.position));
+    eventually("status counts the parked", || status.borrow().parked == 4).await;
+
+    // Fixed: the operator asks again, the runner applies them in order.
+    projection.broken.store(false, Ordering::SeqCst);
+    assert_eq!(store.request_retry("parking").await.unwrap(), 4);
+    eventually_async("dead letters drained", || async {
+        store.parked("parking").await.unwrap().is_empty()
+    })
+    .await;
+    eventually("status shows none parked", || status.borrow().parked == 0).await;
+    assert_eq!(
+        projection.with(|m| m.rows.get("a").cloned()),
+        Some(vec![1, 2, 3, 5, 6]),
+        "applied in stream order (v4 is an Ignored event)"
+    );
+
+    // The stream is unblocked: its next event is applied, not parked.
+    let a6 = handled(&store, "a").await;
+    eventually("a6 applied", || projection.has_applied(a6.position)).await;
+    assert!(store.parked("parking").await.unwrap().is_empty());
+
+    shutdown.cancel();
+    tokio::time::timeout(PATIENCE, task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(checkpoint(&store, "parking").await, Some(a6.position));
+    assert_eq!(projection.rows(), clean_build(&store).await);
+    let _ = (a1, b1, b2);
+}
+
+#[tokio::test]
+async fn stop_policy_stops_at_the_poison_event() {
+    let store = MemoryStore::new();
+    handled(&store, "a").await;
+    let b1 = handled(&store, "b").await;
+    let poison = add(&store, "a", "Added", true).await;
+    handled(&store, "b").await;
+
+    let projection = TestProjection::new("stopping");
+    projection.broken.store(true, Ordering::SeqCst);
+    let runner = ProjectionRunner::new(store.clone(), Arc::clone(&projection))
+        .with_options(fast(FailurePolicy::Stop { max_attempts: 2 }));
+    let error = runner.catch_up().await.unwrap_err();
+    match &error {
+        RunnerError::Stopped {
+            projection: name,
+            stream,
+            stream_version,
+            event_type,
+            position,
+            error,
+        } => {
+            assert_eq!(name, "stopping");
+            assert_eq!(stream, "a");
+            assert_eq!(*stream_version, 2);
+            assert_eq!(event_type, "Added");
+            assert_eq!(*position, poison.position);
+            assert!(error.contains("poison"), "{error}");
+        }
+        other => panic!("expected Stopped, got {other:?}"),
+    }
+    let text = error.to_string();
+    assert!(text.contains("\"a\"") && text.contains("Added"), "{text}");
+    assert_eq!(projection.calls(), 2, "max_attempts tries");
+    let saved = checkpoint(&store, "stopping").await.unwrap();
+    assert_eq!(
+        saved, b1.position,
+        "the checkpoint stops just before the poison event"
+    );
+    assert!(saved < poison.position);
+    assert!(
+        store.parked("stopping").await.unwrap().is_empty(),
+        "stop parks nothing"
+    );
+
+    // `run` stops the same way, from the saved checkpoint.
+    let shutdown = CancellationToken::new();
+    let status = runner.status();
+    let error = tokio::time::timeout(PATIENCE, runner.run(shutdown))
+        .await
+        .expect("run must stop at the poison event")
+        .unwrap_err();
+    assert!(
+        matches!(&error, RunnerError::Stopped { position, .. } if *position == poison.position),
+        "{error:?}"
+    );
+    assert_eq!(status.borrow().state, RunnerState::Stopped);
+    assert_eq!(checkpoint(&store, "stopping").await, Some(b1.position));
+
+    // Fixed, it goes on from there.
+    projection.broken.store(false, Ordering::SeqCst);
+    let last = store.head().await.unwrap();
+    assert_eq!(runner.catch_up().await.unwrap(), last);
+    assert_eq!(projection.rows(), clean_build(&store).await);
+}
+
+// ---------------------------------------------------------------------------
+// Live projection and shutdown
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_events_are_applied_and_shutdown_finishes_the_batch() {
+    let store = MemoryStore::new();
+    let before = handled(&store, "s-1").await;
+    let projection = TestProjection::new("live");
+    let runner = Arc::new(
+        ProjectionRunner::new(store.clone(), Arc::clone(&projection))
+            .with_options(fast(FailurePolicy::Stop { max_attempts: 1 })),
+    );
+    let status = runner.status();
+    assert_eq!(status.borrow().state, RunnerState::Idle);
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn({
+        let runner = Arc::clone(&runner);
+        let shutdown = shutdown.clone();
+        async move { runner.run(shutdown).await }
+    });
+    eventually("stored event applied", || {
+        projection.has_applied(before.position)
+    })
+    .await;
+    assert_eq!(status.borrow().state, RunnerState::Running);
+
+    let mut last = before;
+    for i in 0..20 {
+        last = handled(&store, &format!("s-{}", i % 4)).await;
+        add(&store, "other", "Ignored", false).await;
+    }
+    eventually("live events applied", || {
+        projection.has_applied(last.position)
+    })
+    .await;
+    assert_eq!(projection.applied(), handled_positions(&store).await);
+    eventually("status caught up", || {
+        status.borrow().checkpoint == last.position
+    })
+    .await;
+    assert_eq!(status.borrow().events_applied, 21);
+
+    // Shutdown while a batch is being applied: it is finished and saved.
+    projection.delay_ms.store(200, Ordering::SeqCst);
+    projection.entered.store(false, Ordering::SeqCst);
+    let in_flight = handled(&store, "s-1").await;
+    eventually("the batch in hand", || {
+        projection.entered.load(Ordering::SeqCst)
+    })
+    .await;
+    shutdown.cancel();
+    tokio::time::timeout(PATIENCE, task)
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("graceful shutdown is Ok");
+    assert!(projection.has_applied(in_flight.position));
+    assert_eq!(checkpoint(&store, "live").await, Some(in_flight.position));
+    assert_eq!(status.borrow().state, RunnerState::Stopped);
+    assert_eq!(status.borrow().checkpoint, in_flight.position);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_interrupts_a_failing_batch_and_keeps_the_checkpoint() {
+    let store = MemoryStore::new();
+    let first = handled(&store, "s-1").await;
+    let projection = TestProjection::new("interrupted");
+    let runner = Arc::new(
+        ProjectionRunner::new(store.clone(), Arc::clone(&projection))
+            .with_options(fast(FailurePolicy::Park { max_attempts: 1 })),
+    );
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn({
+        let runner = Arc::clone(&runner);
+        let shutdown = shutdown.clone();
+        async move { runner.run(shutdown).await }
+    });
+    eventually("first applied", || projection.has_applied(first.position)).await;
+    eventually_async("first saved", || async {
+        checkpoint(&store, "interrupted").await == Some(first.position)
+    })
+    .await;
+    projection.hold.store(true, Ordering::SeqCst);
+    let calls = projection.calls();
+    let stuck = handled(&store, "s-1").await;
+    eventually("retrying", || projection.calls() >= calls + 2).await;
+    shutdown.cancel();
+    tokio::time::timeout(PATIENCE, task)
+        .await
+        .expect("shutdown does not wait for a failing batch")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        checkpoint(&store, "interrupted").await,
+        Some(first.position)
+    );
+    assert!(store.parked("interrupted").await.unwrap().is_empty());
+
+    // The next start delivers the batch again.
+    projection.hold.store(false, Ordering::SeqCst);
+    assert_eq!(runner.catch_up().await.unwrap(), stuck.position);
+    assert_eq!(projection.applied(), [first.position, stuck.position]);
+}
+
+// ---------------------------------------------------------------------------
+// Lease
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_runner_holds_the_lease_and_a_standby_takes_over() {
+    let store = MemoryStore::new();
+    for i in 0..5 {
+        handled(&store, &format!("s-{}", i % 2)).await;
+    }
+    let first = TestProjection::new("leased");
+    let second = TestProjection::new("leased");
+    let options = fast(FailurePolicy::Park { max_attempts: 1 });
+    let runner_a = ProjectionRunner::new(store.clone(), Arc::clone(&first)).with_options(options);
+    let runner_b = ProjectionRunner::new(store.clone(), Arc::clone(&second)).with_options(options);
+    let status_a = runner_a.status();
+    let status_b = runner_b.status();
+    let shutdown = CancellationToken::new();
+    let task_a = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { runner_a.run(shutdown).await }
+    });
+    eventually("A running", || {
+        status_a.borrow().state == RunnerState::Running
+    })
+    .await;
+    let task_b = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { runner_b.run(shutdown).await }
+    });
+    eventually("B on standby", || {
+        status_b.borrow().state == RunnerState::Standby
+    })
+    .await;
+
+    let mut last = store.head().await.unwrap();
+    for i in 0..5 {
+        last = handled(&store, &format!("s-{}", i % 3)).await.position;
+    }
+    eventually("A applied everything", || first.has_applied(last)).await;
+    eventually_async("A saved", || async {
+        checkpoint(&store, "leased").await == Some(last)
+    })
+    .await;
+    assert_eq!(status_a.borrow().state, RunnerState::Running);
+    assert_eq!(status_b.borrow().state, RunnerState::Standby);
+    assert_eq!(second.calls(), 0, "the standby projects nothing");
+
+    // A stops making progress, then dies (its lease is dropped with it).
+    first.hold.store(true, Ordering::SeqCst);
+    let mut later = Vec::new();
+    for i in 0..4 {
+        later.push(handled(&store, &format!("s-{}", i % 2)).await.position);
+    }
+    eventually("A stuck on the batch", || first.calls() >= 2 + 1).await;
+    task_a.abort();
+    assert!(task_a.await.unwrap_err().is_cancelled());
+
+    eventually("B takes over", || {
+        status_b.borrow().state == RunnerState::Running
+    })
+    .await;
+    let end = *later.last().unwrap();
+    eventually("B applied the rest", || second.has_applied(end)).await;
+    assert_eq!(second.applied(), later, "B resumes at A's checkpoint");
+    let both: HashSet<Position> = first.applied().into_iter().collect();
+    assert!(
+        second.applied().iter().all(|p| !both.contains(p)),
+        "nothing applied by both"
+    );
+    let mut union: Rows = first.rows();
+    for (stream, versions) in second.rows() {
+        union.entry(stream).or_default().extend(versions);
+    }
+    assert_eq!(union, clean_build(&store).await);
+
+    shutdown.cancel();
+    tokio::time::timeout(PATIENCE, task_b)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(checkpoint(&store, "leased").await, Some(end));
+    // The lease is free again: a new runner gets it at once.
+    assert!(store.try_lease("leased").await.unwrap().is_some());
+}
+
+// ---------------------------------------------------------------------------
+// Read your own writes
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_for_checkpoint_returns_once_the_runner_passes() {
+    let store = MemoryStore::new();
+    handled(&store, "s-1").await;
+    let wanted = handled(&store, "s-2").await.position;
+    let filter = EventFilter::types(["Added"]);
+
+    let waiter = tokio::spawn({
+        let store = store.clone();
+        let filter = filter.clone();
+        async move { wait_for_checkpoint(&store, "ryw", &filter, wanted, PATIENCE).await }
+    });
+    let projection = TestProjection::new("ryw");
+    projection.delay_ms.store(50, Ordering::SeqCst);
+    let runner = ProjectionRunner::new(store.clone(), Arc::clone(&projection))
+        .with_options(fast(FailurePolicy::Stop { max_attempts: 1 }));
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { runner.run(shutdown).await }
+    });
+    let reached = waiter.await.unwrap().unwrap();
+    assert!(reached >= wanted);
+    assert!(projection.has_applied(wanted), "the projection has seen it");
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn wait_for_checkpoint_times_out_when_nothing_projects() {
+    let store = MemoryStore::new();
+    let filter = EventFilter::types(["Added"]);
+    let wanted = handled(&store, "s-1").await.position;
+    let start = Instant::now();
+    let error = wait_for_checkpoint(
+        &store,
+        "nobody",
+        &filter,
+        wanted,
+        Duration::from_millis(150),
+    )
+    .await
+    .unwrap_err();
+    assert!(start.elapsed() >= Duration::from_millis(150));
+    match error {
+        WaitError::Timeout {
+            projection,
+            checkpoint,
+            wanted: w,
+            waited,
+        } => {
+            assert_eq!(projection, "nobody");
+            assert_eq!(checkpoint, Position::START);
+            assert_eq!(w, wanted);
+            assert!(waited >= Duration::from_millis(150));
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+
+    // An unhandled event behind an unapplied handled one still waits.
+    let unhandled = add(&store, "s-1", "Ignored", false).await.position;
+    assert!(matches!(
+        wait_for_checkpoint(
+            &store,
+            "nobody",
+            &filter,
+            unhandled,
+            Duration::from_millis(50)
+        )
+        .await,
+        Err(WaitError::Timeout { .. })
+    ));
+}
+
+#[tokio::test]
+async fn wait_for_checkpoint_does_not_wait_for_events_the_projection_ignores() {
+    let store = MemoryStore::new();
+    let filter = EventFilter::types(["Added"]);
+    let seen = handled(&store, "s-1").await;
+    let projection = TestProjection::new("ignoring");
+    let runner = ProjectionRunner::new(store.clone(), Arc::clone(&projection))
+        .with_options(fast(FailurePolicy::Stop { max_attempts: 1 }));
+    assert_eq!(runner.catch_up().await.unwrap(), seen.position);
+
+    // A token from an event the projection does not handle: nothing to wait for.
+    let unhandled = add(&store, "s-2", "Ignored", false).await.position;
+    let start = Instant::now();
+    let at = wait_for_checkpoint(&store, "ignoring", &filter, unhandled, PATIENCE)
+        .await
+        .unwrap();
+    assert_eq!(at, seen.position);
+    assert!(start.elapsed() < Duration::from_secs(1), "returned at once");
+
+    // Still true when a handled event, not yet applied, comes after it.
+    let pending = handled(&store, "s-1").await.position;
+    let start = Instant::now();
+    wait_for_checkpoint(&store, "ignoring", &filter, unhandled, PATIENCE)
+        .await
+        .unwrap();
+    assert!(start.elapsed() < Duration::from_secs(1), "returned at once");
+    // But the handled one itself is waited for.
+    assert!(matches!(
+        wait_for_checkpoint(
+            &store,
+            "ignoring",
+            &filter,
+            pending,
+            Duration::from_millis(50)
+        )
+        .await,
+        Err(WaitError::Timeout { .. })
+    ));
+    // Own writes of an unknown projection with no handled events: at once.
+    let other = EventFilter::types(["Nothing"]);
+    wait_for_checkpoint(&store, "fresh", &other, pending, Duration::from_millis(50))
+        .await
+        .unwrap();
+}
