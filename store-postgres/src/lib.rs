@@ -127,6 +127,7 @@
 mod append;
 mod checkpoint;
 mod error;
+mod projection;
 mod read;
 mod snapshot;
 mod store;

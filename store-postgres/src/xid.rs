@@ -21,6 +21,13 @@ impl Type<Postgres> for Xid8 {
     }
 }
 
+impl sqlx::postgres::PgHasArrayType for Xid8 {
+    fn array_type_info() -> PgTypeInfo {
+        // `_xid8`, the built-in array type of `xid8`.
+        PgTypeInfo::with_oid(Oid(271))
+    }
+}
+
 impl Encode<'_, Postgres> for Xid8 {
     fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
         buf.extend_from_slice(&self.0.to_be_bytes());
