@@ -64,33 +64,28 @@ CREATE TABLE annals_checkpoints (
     updated_at      timestamptz NOT NULL DEFAULT now()
 );
 
--- Events a projection gave up on, parked with the error for an operator.
--- One row per (projection, event); a retried letter that fails again
--- updates its row (attempts, error) instead of adding one.
+-- Events a projection set aside (dead letters), per projection and event.
+-- Parking again updates error and attempts; applying the event later
+-- removes the row. The event itself stays in annals_events; the row copies
+-- what an operator needs to see without a join.
 CREATE TABLE annals_dead_letters (
-    id              bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     projection      text        NOT NULL,
+    event_id        uuid        NOT NULL,
     transaction_id  xid8        NOT NULL,
     global_position bigint      NOT NULL,
-    event_id        uuid        NOT NULL,
     stream_id       text        NOT NULL,
     stream_version  bigint      NOT NULL,
     event_type      text        NOT NULL,
-    error           text        NOT NULL,
-    attempts        integer     NOT NULL CHECK (attempts > 0),
+    -- NULL when the event did not fail itself but waits behind an earlier
+    -- parked event of its stream.
+    error           text,
+    attempts        integer     NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    -- An operator asked for the event to be tried again.
+    retry_requested boolean     NOT NULL DEFAULT false,
     parked_at       timestamptz NOT NULL DEFAULT now(),
-    -- parked: waiting for an operator; retried: handed back to the
-    -- projection; skipped: an operator decided to drop it.
-    status          text        NOT NULL DEFAULT 'parked'
-                                CHECK (status IN ('parked', 'retried', 'skipped')),
-    resolved_at     timestamptz,
-    CONSTRAINT annals_dead_letters_event_key UNIQUE (projection, event_id)
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT annals_dead_letters_pkey PRIMARY KEY (projection, event_id)
 );
-
--- An operator's view: a projection's parked letters in log order.
-CREATE INDEX annals_dead_letters_parked_idx
-    ON annals_dead_letters (projection, transaction_id, global_position)
-    WHERE status = 'parked';
 
 -- Commands that already ran, with their first outcome, so that a retried
 -- command returns that outcome and writes nothing.
