@@ -181,6 +181,12 @@ impl AppendLimits {
                     event.event_id
                 ));
             }
+            if contains_nul(&event.payload) {
+                return invalid(format!(
+                    "payload of event {i} ({}) contains a NUL character (\\u0000), which stores cannot keep",
+                    event.event_type
+                ));
+            }
             let size = json_len(&event.payload);
             if size > self.max_payload_bytes {
                 return invalid(format!(
@@ -190,6 +196,17 @@ impl AppendLimits {
             }
         }
         Ok(())
+    }
+}
+
+/// Whether any string (or key) in the value holds a NUL character, which
+/// PostgreSQL's `jsonb` refuses: refused for every store alike.
+fn contains_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(contains_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
     }
 }
 

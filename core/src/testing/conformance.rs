@@ -767,6 +767,8 @@ pub async fn invalid_input_is_refused<S: EventStore + Clone>(store: &S) {
     let twice = event(TICK, 1);
     let mut huge = event(TICK, 1);
     huge.payload = json!({ "blob": "x".repeat(limits.max_payload_bytes + 1) });
+    let mut nul = event(TICK, 1);
+    nul.payload = json!({ "note": "a\u{0}b" });
     let too_many = (0..=limits.max_batch as u64)
         .map(|n| event(TICK, n))
         .collect();
@@ -786,6 +788,7 @@ pub async fn invalid_input_is_refused<S: EventStore + Clone>(store: &S) {
         ("schema version 0", &stream, vec![version_zero]),
         ("id twice in one batch", &stream, vec![twice.clone(), twice]),
         ("oversized payload", &stream, vec![event(TICK, 0), huge]),
+        ("NUL in a payload", &stream, vec![event(TICK, 0), nul]),
     ];
     for (what, stream_id, events) in cases {
         let command_id = Uuid::new_v4();
