@@ -252,8 +252,12 @@ where
                 let version = first_version + offset as u64;
                 let effects = P::effects(event);
                 for (k, (name, due_at)) in effects.deadlines.into_iter().enumerate() {
+                    let id = derive_id(instance, &format!("{version}/deadline/{k}"));
+                    if store.command_outcome(id).await?.is_some() {
+                        continue; // it already fired: a re-delivery must not set it again
+                    }
                     let deadline = Deadline {
-                        id: derive_id(instance, &format!("{version}/deadline/{k}")),
+                        id,
                         process: P::NAME.to_owned(),
                         instance,
                         name,
@@ -265,6 +269,18 @@ where
                     let command_id = derive_id(instance, &format!("{version}/command/{k}"));
                     if store.command_outcome(command_id).await?.is_some() {
                         continue; // already ran before a crash or re-delivery
+                    }
+                    let refusal = derive_id(command_id, "rejected");
+                    if store.command_outcome(refusal).await?.is_some() {
+                        // Refused before, and the refusal is recorded: replay it
+                        // (its effects may not all have gone out) rather than
+                        // sending the command again.
+                        let replay = Input::Rejected {
+                            command,
+                            reason: String::new(),
+                        };
+                        queue.push_back((replay, refusal, Some(command_id)));
+                        continue;
                     }
                     let context = CommandContext {
                         command_id: Some(command_id),
@@ -279,11 +295,7 @@ where
                         Ok(()) => {}
                         Err(DispatchError::Rejected(reason)) => {
                             let feedback = Input::Rejected { command, reason };
-                            queue.push_back((
-                                feedback,
-                                derive_id(command_id, "rejected"),
-                                Some(command_id),
-                            ));
+                            queue.push_back((feedback, refusal, Some(command_id)));
                         }
                         Err(DispatchError::Transient(reason)) => {
                             return Err(ProcessError::Transient(reason));
