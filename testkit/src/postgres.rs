@@ -54,7 +54,7 @@ pub struct PgTest {
 /// (the role needs the `CREATE` privilege on the database), or as described above.
 pub async fn postgres() -> Option<PgTest> {
     let Some(url) = env_nonempty(DATABASE_URL_ENV) else {
-        return unavailable("PostgreSQL", "no DATABASE_URL");
+        return unavailable("PostgreSQL", "DATABASE_URL is not set");
     };
     let base = PgConnectOptions::from_str(&url)
         .unwrap_or_else(|e| panic!("DATABASE_URL is not a valid PostgreSQL URL: {e}"))
@@ -269,7 +269,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn url_gets_search_path_option() {
+    fn url_gets_the_options_parameter() {
         assert_eq!(
             url_with_search_path("postgres://a:b@127.0.0.1:5432/db", "t_1"),
             "postgres://a:b@127.0.0.1:5432/db?options=-c%20search_path%3Dt_1"
@@ -281,7 +281,7 @@ mod tests {
     }
 
     #[test]
-    fn url_with_search_path_parses_back() {
+    fn url_options_parse_back() {
         let url = url_with_search_path("postgres://a:b@127.0.0.1:5432/db", "t_abc");
         let options = PgConnectOptions::from_str(&url).unwrap();
         assert_eq!(options.get_options(), Some("-c search_path=t_abc"));

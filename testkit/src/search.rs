@@ -103,7 +103,7 @@ pub struct SearchTest {
 /// When `ELASTICSEARCH_URL` is not a valid URL, or as described above.
 pub async fn search() -> Option<SearchTest> {
     let Some(url) = env_nonempty(ELASTICSEARCH_URL_ENV) else {
-        return unavailable("Elasticsearch", "no ELASTICSEARCH_URL");
+        return unavailable("Elasticsearch", "ELASTICSEARCH_URL is not set");
     };
     let client =
         client_for(&url).unwrap_or_else(|e| panic!("ELASTICSEARCH_URL ({url}) is not usable: {e}"));
