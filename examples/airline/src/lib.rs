@@ -8,4 +8,5 @@ pub mod booking;
 pub mod error;
 pub mod reads;
 pub mod scheduling;
+pub mod search;
 pub mod values;
