@@ -29,6 +29,8 @@ use uuid::Uuid;
 // ---------------------------------------------------------------------------
 // The receivers: orders, stock, payments
 
+// The variant names are the event type names other streams see.
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug, Clone, PartialEq, annals::DomainEvent)]
 enum OrderEvent {
     OrderPlaced { order_id: Uuid, skus: Vec<String> },
@@ -326,12 +328,13 @@ impl ProcessManager for Shipping {
             (Input::Deadline { name, .. }, Stage::Charging) if name == CHARGE_TIMEOUT => {
                 vec![self.compensate("charge timed out".into())]
             }
-            (Input::Rejected { command, reason }, Stage::Reserving) => match command {
-                ShippingCommand::Reserve { sku, .. } => {
-                    vec![self.compensate(format!("cannot reserve {sku}: {reason}"))]
-                }
-                _ => vec![],
-            },
+            (
+                Input::Rejected {
+                    command: ShippingCommand::Reserve { sku, .. },
+                    reason,
+                },
+                Stage::Reserving,
+            ) => vec![self.compensate(format!("cannot reserve {sku}: {reason}"))],
             _ => vec![],
         }
     }
@@ -678,7 +681,7 @@ fn given_events_the_process_asks_for_the_right_commands() {
         .then([started.clone()]);
     assert_eq!(state.stage, Stage::Reserving);
     assert_eq!(
-        commands(&[started.clone()]),
+        commands(std::slice::from_ref(&started)),
         [reserve("apple"), reserve("pear")]
     );
     // A second OrderPlaced for a running process changes nothing.
@@ -731,7 +734,7 @@ fn given_events_the_process_asks_for_the_right_commands() {
         .when(on(charged.clone()))
         .then([paid.clone()]);
     assert_eq!(
-        commands(&[paid.clone()]),
+        commands(std::slice::from_ref(&paid)),
         [ShippingCommand::Ship { order_id }]
     );
 

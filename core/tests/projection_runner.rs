@@ -779,11 +779,13 @@ async fn one_runner_holds_the_lease_and_a_standby_takes_over() {
 
     // A stops making progress, then dies (its lease is dropped with it).
     first.hold.store(true, Ordering::SeqCst);
+    let calls = first.calls();
     let mut later = Vec::new();
     for i in 0..4 {
         later.push(handled(&store, &format!("s-{}", i % 2)).await.position);
     }
-    eventually("A stuck on the batch", || first.calls() >= 2 + 1).await;
+    eventually("A stuck on the batch", || first.calls() >= calls + 2).await;
+    assert_eq!(checkpoint(&store, "leased").await, Some(last));
     task_a.abort();
     assert!(task_a.await.unwrap_err().is_cancelled());
 
