@@ -85,10 +85,10 @@ async fn search_open_builds_the_first_index_behind_the_alias() {
         Some(built.checkpoint)
     );
     assert_tallies(&dump(es.client(), &v1).await, &expected, adds);
-    // Serving settings are back: the projection's replicas, the default refresh.
+    // Serving settings are back: the projection's replicas and refresh interval.
     let settings = index_settings(&es, &v1).await;
     assert_eq!(settings["number_of_replicas"], "0", "{settings}");
-    assert!(settings.get("refresh_interval").is_none(), "{settings}");
+    assert_eq!(settings["refresh_interval"], "100ms", "{settings}");
 
     // Open again: nothing to build, a projector for the live index.
     assert_eq!(tallies.prepare(&store).await.unwrap(), None);

@@ -79,7 +79,7 @@ impl ElasticProjection for Tallies {
     }
 
     fn settings(&self) -> Value {
-        json!({ "number_of_shards": 1, "number_of_replicas": 0 })
+        json!({ "number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "100ms" })
     }
 
     fn event_types(&self) -> Vec<String> {
