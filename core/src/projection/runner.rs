@@ -238,7 +238,7 @@ where
             tracing::info!(projection = %self.name, "lease taken, projecting");
             self.set(|s| s.state = RunnerState::Running);
             let outcome = tokio::select! {
-                outcome = self.drive(&shutdown, false) => Some(outcome),
+                outcome = self.drive_live(&shutdown) => Some(outcome),
                 () = lease.lost() => None,
             };
             match outcome {
@@ -281,6 +281,28 @@ where
         }
     }
 
+    /// Drives live; a store that is unreachable for a while (a transient
+    /// error) makes it start over from the saved checkpoint after a backoff
+    /// delay, rather than end the runner.
+    async fn drive_live(&self, shutdown: &CancellationToken) -> Result<Exit, RunnerError> {
+        let mut delays = self.options.backoff.delays();
+        loop {
+            let started = Instant::now();
+            match self.drive(shutdown, false).await {
+                Err(RunnerError::Store(error)) if error.is_transient() => {
+                    self.note_failure(&error.to_string());
+                    if started.elapsed() > self.options.backoff.max {
+                        delays = self.options.backoff.delays(); // a new outage
+                    }
+                    if !self.pause(&mut delays, shutdown).await {
+                        return Ok(Exit::Shutdown);
+                    }
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
     async fn drive(
         &self,
         shutdown: &CancellationToken,
@@ -296,6 +318,9 @@ where
         self.set(|s| s.checkpoint = checkpoint);
         let mut events = self.store.subscribe(checkpoint, filter.clone());
         let mut delays = self.options.backoff.delays();
+        // Parked events an operator asked to retry are looked at every idle
+        // interval, also when traffic never lets the runner go idle.
+        let mut next_retry_check = Instant::now() + self.options.idle_interval;
         loop {
             // The first event of a batch: wait for it, or for an idle tick.
             let first = tokio::select! {
@@ -312,6 +337,7 @@ where
                         return Ok(Exit::CaughtUp);
                     }
                     blocked = self.retry_parked(false).await?;
+                    next_retry_check = Instant::now() + self.options.idle_interval;
                     continue;
                 }
             };
@@ -357,6 +383,10 @@ where
             delays = self.options.backoff.delays();
             if broken {
                 events = self.store.subscribe(checkpoint, filter.clone());
+            }
+            if Instant::now() >= next_retry_check {
+                blocked = self.retry_parked(false).await?;
+                next_retry_check = Instant::now() + self.options.idle_interval;
             }
         }
     }
