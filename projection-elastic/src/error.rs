@@ -75,6 +75,15 @@ pub enum ElasticError {
         #[source]
         source: Box<RunnerError>,
     },
+    /// The live projection stopped (a fatal error, or the stop policy).
+    #[error("projection {projection:?} stopped: {source}")]
+    Projection {
+        /// The projection.
+        projection: String,
+        /// The runner's error.
+        #[source]
+        source: Box<RunnerError>,
+    },
     /// The event store failed (checkpoints and dead letters of a build).
     #[error(transparent)]
     Store(#[from] StoreError),

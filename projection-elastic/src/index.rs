@@ -17,7 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use annals::Position;
-use annals::projection::{ProjectionRunner, ProjectionStore, RunnerOptions};
+use annals::projection::{
+    Projection, ProjectionRunner, ProjectionStore, RunnerError, RunnerOptions,
+};
 use elasticsearch::Elasticsearch;
 use elasticsearch::indices::{
     IndicesCreateParts, IndicesDeleteParts, IndicesGetAliasParts, IndicesPutSettingsParts,
@@ -25,6 +27,7 @@ use elasticsearch::indices::{
 };
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::bulk::RefreshPolicy;
 use crate::error::{ElasticError, json_body, refusal, status_and_body};
@@ -288,6 +291,51 @@ impl<P: ElasticProjection> ReadModel<P> {
         match self.live_index().await? {
             Some(live) => Ok(self.projector_for(&live)),
             None => Err(ElasticError::MissingIndex(self.alias())),
+        }
+    }
+
+    /// Keeps the read model current until `shutdown`: [`open`](Self::open),
+    /// then a [`ProjectionRunner::run`] of the live projector (lease, hot
+    /// standby, retries and parking as `options` say). When a rebuild in
+    /// another process (`rebuild`, or a newer version's start) replaced the
+    /// live index, the runner stops at its next batch; this opens the read
+    /// model again and goes on with the new index and its checkpoint.
+    ///
+    /// `observe` sees each runner before it starts, e.g. to publish its
+    /// [`name`](ProjectionRunner::name) (for
+    /// [`wait_for_checkpoint`](annals::projection::wait_for_checkpoint)) and its
+    /// [`status`](ProjectionRunner::status) (for health and lag).
+    pub async fn run<S, F>(
+        &self,
+        store: S,
+        options: RunnerOptions,
+        shutdown: CancellationToken,
+        mut observe: F,
+    ) -> Result<(), ElasticError>
+    where
+        S: ProjectionStore + Clone,
+        F: FnMut(&ProjectionRunner<S, ElasticProjector<P>>) + Send,
+    {
+        loop {
+            let projector = self.open(&store).await?;
+            let index = projector.index().to_owned();
+            let name = projector.name();
+            let runner =
+                ProjectionRunner::new(store.clone(), Arc::new(projector)).with_options(options);
+            observe(&runner);
+            let error = match runner.run(shutdown.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(error) => error,
+            };
+            let replaced = matches!(error, RunnerError::Fatal { .. })
+                && matches!(self.live_index().await, Ok(Some(live)) if live != index);
+            if !replaced || shutdown.is_cancelled() {
+                return Err(ElasticError::Projection {
+                    projection: name,
+                    source: Box::new(error),
+                });
+            }
+            tracing::info!(%index, "the live index was replaced; following the alias");
         }
     }
 

@@ -480,3 +480,74 @@ async fn search_standby_runner_takes_over_when_the_active_one_dies() {
 
     es.cleanup().await;
 }
+
+#[tokio::test]
+async fn search_live_runner_follows_the_alias_after_a_rebuild_elsewhere() {
+    let Some(es) = annals_testkit::search().await else {
+        return;
+    };
+    let store = MemoryStore::new();
+    let adds = 2;
+    let mut expected = seed(&store, 10, adds).await;
+    let tallies = read_model(&es, es.client().clone());
+    let runners = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn({
+        let tallies = tallies.clone();
+        let store = store.clone();
+        let runners = runners.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            let options = fast_runner(FailurePolicy::Stop { max_attempts: 1 });
+            tallies
+                .run(store, options, shutdown, |runner| {
+                    runners
+                        .lock()
+                        .unwrap()
+                        .push((runner.name().to_owned(), runner.status()));
+                })
+                .await
+        }
+    });
+    let observed = |i: usize| {
+        let runners = runners.clone();
+        async move {
+            loop {
+                if let Some(found) = runners.lock().unwrap().get(i).cloned() {
+                    return found;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    let (name, mut status) = observed(0).await;
+    assert_eq!(name, "tallies_v1");
+    let head1 = head(&store).await;
+    wait_for(&mut status, "the first index to be current", |s| {
+        s.checkpoint == head1
+    })
+    .await;
+
+    // Another process (the CLI) rebuilds; then new events arrive.
+    let built = read_model(&es, es.client().clone())
+        .rebuild(&store)
+        .await
+        .unwrap();
+    assert_eq!(built.index, es.index("tallies_v1_2"));
+    let more = seed_more(&store, &mut expected, adds).await;
+    let (name, mut status) = tokio::time::timeout(Duration::from_secs(30), observed(1))
+        .await
+        .expect("the runner did not follow the alias");
+    assert_eq!(name, "tallies_v1_2");
+    let head2 = head(&store).await;
+    wait_for(&mut status, "the new index to be current", |s| {
+        s.checkpoint == head2
+    })
+    .await;
+    assert!(tallies.get(&more).await.unwrap().is_some());
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    assert_tallies(&dump(es.client(), &built.index).await, &expected, adds);
+
+    es.cleanup().await;
+}

@@ -18,10 +18,11 @@ pub use query::search_request;
 
 use std::sync::{PoisonError, RwLock};
 
-use annals::projection::ProjectionStore;
+use annals::projection::{ProjectionRunner, ProjectionStore, RunnerOptions};
 use annals_elastic::elasticsearch::Elasticsearch;
 use annals_elastic::{Built, ElasticError, ElasticProjector, ReadModel};
 use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::reads::{FlightPage, FlightReads, FlightSearch, ReadError};
@@ -94,6 +95,30 @@ impl ElasticFlights {
         let projector = self.read_model.open(store).await?;
         self.set_projection(annals::projection::Projection::name(&projector));
         Ok(projector)
+    }
+
+    /// Keeps the index current until `shutdown` ([`ReadModel::run`]): opens
+    /// it, runs its projector, and follows the alias when a rebuild elsewhere
+    /// replaced the index. `observe` sees each runner before it starts (its
+    /// name and status, for health and metrics); [`FlightReads::projection_name`]
+    /// follows too.
+    pub async fn run<S, F>(
+        &self,
+        store: S,
+        options: RunnerOptions,
+        shutdown: CancellationToken,
+        mut observe: F,
+    ) -> Result<(), ElasticError>
+    where
+        S: ProjectionStore + Clone,
+        F: FnMut(&ProjectionRunner<S, ElasticProjector<FlightIndex>>) + Send,
+    {
+        self.read_model
+            .run(store, options, shutdown, |runner| {
+                self.set_projection(runner.name().to_owned());
+                observe(runner);
+            })
+            .await
     }
 
     /// Rebuilds into a fresh index and swaps it in (`airline rebuild flights`).
