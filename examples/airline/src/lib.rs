@@ -5,7 +5,9 @@
 pub mod airports;
 pub mod app;
 pub mod booking;
+pub mod config;
 pub mod error;
+pub mod http;
 pub mod reads;
 pub mod scheduling;
 pub mod search;

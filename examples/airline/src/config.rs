@@ -1,0 +1,229 @@
+//! Configuration from flags and the environment.
+//!
+//! | variable | flag | default |
+//! |---|---|---|
+//! | `AIRLINE_LISTEN` | `--listen` | `127.0.0.1:8080` |
+//! | `AIRLINE_TOKENS` | (environment only) | none: embedded mode generates an admin token |
+//! | `AIRLINE_RATE_LIMIT_BURST` | `--rate-limit-burst` | 100 |
+//! | `AIRLINE_RATE_LIMIT_PER_SECOND` | `--rate-limit-per-second` | 50 (0 turns limiting off) |
+//! | `AIRLINE_BODY_LIMIT` | `--body-limit` | 65536 bytes |
+//! | `AIRLINE_REQUEST_TIMEOUT_SECS` | `--request-timeout-secs` | 10 |
+//! | `AIRLINE_READ_WAIT_SECS` | `--read-wait-secs` | 5 |
+//! | `AIRLINE_MAX_PROJECTION_LAG_SECS` | `--max-projection-lag-secs` | 60 |
+//! | `AIRLINE_SEED_FLIGHTS` | `--seed-flights` | 200 (embedded mode) |
+//! | `AIRLINE_STORE` | `--store memory\|postgres` | postgres with `DATABASE_URL`, else memory |
+//! | `AIRLINE_READ_MODEL` | `--read-model memory\|elastic` | elastic with `ELASTICSEARCH_URL`, else memory |
+//! | `DATABASE_URL` | `--database-url` | none |
+//! | `ELASTICSEARCH_URL` | `--elasticsearch-url` | none |
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use crate::http::{HttpSettings, RateLimit, Tokens, TokensError};
+
+/// Where events are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    /// The in-memory store: nothing survives a restart.
+    Memory,
+    /// PostgreSQL at `DATABASE_URL`.
+    Postgres,
+}
+
+/// Where the flight read model lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReadModelKind {
+    /// In process memory, rebuilt from the log at start.
+    Memory,
+    /// Elasticsearch (or OpenSearch) at `ELASTICSEARCH_URL`.
+    Elastic,
+}
+
+/// The service's configuration. Its `Debug` hides tokens and URLs' secrets.
+#[derive(Clone, Args)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "AIRLINE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Bearer tokens and roles, "token:role,token:role" (roles: reader,
+    /// agent, admin). Read from the environment only, never a flag.
+    #[arg(skip)]
+    pub tokens: Option<String>,
+
+    /// Requests a client may send back to back (token bucket size).
+    #[arg(long, env = "AIRLINE_RATE_LIMIT_BURST", default_value_t = 100)]
+    pub rate_limit_burst: u32,
+
+    /// Requests per second a client's bucket refills; 0 turns rate limiting off.
+    #[arg(long, env = "AIRLINE_RATE_LIMIT_PER_SECOND", default_value_t = 50.0)]
+    pub rate_limit_per_second: f64,
+
+    /// Largest request body in bytes.
+    #[arg(long, env = "AIRLINE_BODY_LIMIT", default_value_t = 64 * 1024)]
+    pub body_limit: usize,
+
+    /// Longest a request may take, seconds.
+    #[arg(long, env = "AIRLINE_REQUEST_TIMEOUT_SECS", default_value_t = 10.0)]
+    pub request_timeout_secs: f64,
+
+    /// Longest a query with `min_position` waits for the read side, seconds.
+    #[arg(long, env = "AIRLINE_READ_WAIT_SECS", default_value_t = 5.0)]
+    pub read_wait_secs: f64,
+
+    /// A projection further behind than this (seconds) makes /health answer 503.
+    #[arg(long, env = "AIRLINE_MAX_PROJECTION_LAG_SECS", default_value_t = 60.0)]
+    pub max_projection_lag_secs: f64,
+
+    /// Flights to seed in embedded in-memory mode.
+    #[arg(long, env = "AIRLINE_SEED_FLIGHTS", default_value_t = 200)]
+    pub seed_flights: usize,
+
+    /// Event store: postgres when DATABASE_URL is set, else memory.
+    #[arg(long, env = "AIRLINE_STORE", value_enum)]
+    pub store: Option<StoreKind>,
+
+    /// Flight read model: elastic when ELASTICSEARCH_URL is set, else memory.
+    #[arg(long, env = "AIRLINE_READ_MODEL", value_enum)]
+    pub read_model: Option<ReadModelKind>,
+
+    /// PostgreSQL connection URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Elasticsearch or OpenSearch URL.
+    #[arg(long, env = "ELASTICSEARCH_URL", hide_env_values = true)]
+    pub elasticsearch_url: Option<String>,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("tokens", &self.tokens.as_ref().map(|_| "<hidden>"))
+            .field("rate_limit_burst", &self.rate_limit_burst)
+            .field("rate_limit_per_second", &self.rate_limit_per_second)
+            .field("body_limit", &self.body_limit)
+            .field("request_timeout_secs", &self.request_timeout_secs)
+            .field("read_wait_secs", &self.read_wait_secs)
+            .field("store", &self.store_kind())
+            .field("read_model", &self.read_model_kind())
+            .field("database_url", &self.database_url.as_ref().map(|_| "<set>"))
+            .field(
+                "elasticsearch_url",
+                &self.elasticsearch_url.as_ref().map(|_| "<set>"),
+            )
+            .finish()
+    }
+}
+
+/// A configuration value out of range.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    /// `AIRLINE_TOKENS` did not parse.
+    #[error("AIRLINE_TOKENS: {0}")]
+    Tokens(#[from] TokensError),
+    /// A duration that is not a positive number of seconds.
+    #[error("{0} must be a positive number of seconds")]
+    Duration(&'static str),
+    /// A backend chosen without its URL.
+    #[error("{0}")]
+    Missing(&'static str),
+}
+
+fn seconds(name: &'static str, value: f64) -> Result<Duration, ConfigError> {
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or(ConfigError::Duration(name))
+}
+
+fn non_empty(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.trim().is_empty())
+}
+
+impl Config {
+    /// Fills what only the environment may give (the tokens) and drops
+    /// empty values. Call once after parsing flags.
+    pub fn with_environment(mut self) -> Self {
+        self.tokens = non_empty(std::env::var("AIRLINE_TOKENS").ok());
+        self.database_url = non_empty(self.database_url);
+        self.elasticsearch_url = non_empty(self.elasticsearch_url);
+        self
+    }
+
+    /// The configured tokens, `None` when `AIRLINE_TOKENS` is not set.
+    pub fn tokens(&self) -> Result<Option<Tokens>, ConfigError> {
+        match &self.tokens {
+            None => Ok(None),
+            Some(spec) => Ok(Some(Tokens::parse(spec)?)),
+        }
+    }
+
+    /// The store to use.
+    pub fn store_kind(&self) -> StoreKind {
+        self.store.unwrap_or(if self.database_url.is_some() {
+            StoreKind::Postgres
+        } else {
+            StoreKind::Memory
+        })
+    }
+
+    /// The read model to use.
+    pub fn read_model_kind(&self) -> ReadModelKind {
+        self.read_model
+            .unwrap_or(if self.elasticsearch_url.is_some() {
+                ReadModelKind::Elastic
+            } else {
+                ReadModelKind::Memory
+            })
+    }
+
+    /// `DATABASE_URL`, required for the postgres store.
+    pub fn database_url(&self) -> Result<&str, ConfigError> {
+        self.database_url
+            .as_deref()
+            .ok_or(ConfigError::Missing("--store postgres needs DATABASE_URL"))
+    }
+
+    /// `ELASTICSEARCH_URL`, required for the elastic read model.
+    pub fn elasticsearch_url(&self) -> Result<&str, ConfigError> {
+        self.elasticsearch_url
+            .as_deref()
+            .ok_or(ConfigError::Missing(
+                "--read-model elastic needs ELASTICSEARCH_URL",
+            ))
+    }
+
+    /// True when neither store nor read model is external.
+    pub fn is_embedded(&self) -> bool {
+        self.store_kind() == StoreKind::Memory && self.read_model_kind() == ReadModelKind::Memory
+    }
+
+    /// The HTTP layer's limits.
+    pub fn http_settings(&self) -> Result<HttpSettings, ConfigError> {
+        let rate_limit =
+            (self.rate_limit_per_second > 0.0 && self.rate_limit_burst > 0).then_some(RateLimit {
+                burst: self.rate_limit_burst,
+                per_second: self.rate_limit_per_second,
+            });
+        if let Some(limit) = rate_limit
+            && !limit.per_second.is_finite()
+        {
+            return Err(ConfigError::Duration("AIRLINE_RATE_LIMIT_PER_SECOND"));
+        }
+        Ok(HttpSettings {
+            body_limit: self.body_limit,
+            request_timeout: seconds("AIRLINE_REQUEST_TIMEOUT_SECS", self.request_timeout_secs)?,
+            read_wait: seconds("AIRLINE_READ_WAIT_SECS", self.read_wait_secs)?,
+            rate_limit,
+            max_projection_lag: seconds(
+                "AIRLINE_MAX_PROJECTION_LAG_SECS",
+                self.max_projection_lag_secs,
+            )?,
+        })
+    }
+}

@@ -1,0 +1,133 @@
+//! Booking commands (agent, admin) and reads (any role).
+
+use annals::Position;
+use annals::projection::ProjectionStore;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::AppState;
+use super::auth::{Authorized, BookingCommands, BookingReads};
+use super::error::ApiError;
+use super::extract::{Id, Json, JsonOrEmpty};
+use super::flights::{accepted, command_context, run};
+use crate::app::BookingRequest;
+
+/// The answer to a booking command.
+#[derive(Debug, Serialize)]
+struct Accepted {
+    id: Uuid,
+    position: Position,
+}
+
+/// The body of `POST /bookings/{id}/cancel`: `{}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CancelBookingBody {}
+
+/// Request a booking; the saga holds seats, takes payment and confirms (or
+/// compensates) after the answer.
+#[utoipa::path(
+    post, path = "/bookings", tag = "bookings",
+    request_body = super::openapi::BookingRequestBody,
+    params(super::openapi::CommandHeaders),
+    responses(
+        (status = 202, description = "Requested; poll GET /bookings/{id}", body = super::openapi::AcceptedBody,
+            headers(("X-Annals-Position" = String, description = "Read-your-writes token"))),
+        (status = 400, description = "Malformed or invalid input", body = super::ErrorBody),
+        (status = 401, description = "No or unknown bearer token", body = super::ErrorBody),
+        (status = 403, description = "Role may not book", body = super::ErrorBody),
+        (status = 404, description = "flight_not_found", body = super::ErrorBody),
+        (status = 409, description = "booking_exists", body = super::ErrorBody),
+        (status = 422, description = "Rule broken (flight_cancelled, ...)", body = super::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(super) async fn request<S: ProjectionStore + Clone>(
+    State(state): State<AppState<S>>,
+    Authorized(role, ..): Authorized<BookingCommands>,
+    headers: HeaderMap,
+    Json(request): Json<BookingRequest>,
+) -> Result<Response, ApiError> {
+    let context = command_context(role, &headers)?;
+    let done = run(
+        "request_booking",
+        state.airline().request_booking(request, context),
+    )
+    .await
+    .map_err(|e| ApiError::from_app(e, "flight_not_found"))?;
+    Ok(accepted(
+        StatusCode::ACCEPTED,
+        done.position,
+        Accepted {
+            id: done.id,
+            position: done.position,
+        },
+    ))
+}
+
+/// A booking as it stands.
+#[utoipa::path(
+    get, path = "/bookings/{id}", tag = "bookings",
+    params(("id" = Uuid, Path, description = "Booking id")),
+    responses(
+        (status = 200, description = "The booking", body = super::openapi::BookingBody),
+        (status = 400, description = "Invalid id", body = super::ErrorBody),
+        (status = 401, description = "No or unknown bearer token", body = super::ErrorBody),
+        (status = 404, description = "booking_not_found", body = super::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(super) async fn booking<S: ProjectionStore + Clone>(
+    State(state): State<AppState<S>>,
+    Authorized(..): Authorized<BookingReads>,
+    Id(id): Id,
+) -> Result<Response, ApiError> {
+    let view = state
+        .airline()
+        .booking(id)
+        .await
+        .map_err(|e| ApiError::from_app(e, "booking_not_found"))?;
+    Ok(axum::Json(view).into_response())
+}
+
+/// Cancel a booking; the saga releases its seats and refunds it.
+#[utoipa::path(
+    post, path = "/bookings/{id}/cancel", tag = "bookings",
+    request_body(content = super::openapi::EmptyBody, description = "`{}`; may be empty"),
+    params(("id" = Uuid, Path, description = "Booking id"), super::openapi::CommandHeaders),
+    responses(
+        (status = 200, description = "Cancelled (or already cancelled)", body = super::openapi::AcceptedBody,
+            headers(("X-Annals-Position" = String, description = "Read-your-writes token"))),
+        (status = 400, description = "Invalid id or body", body = super::ErrorBody),
+        (status = 401, description = "No or unknown bearer token", body = super::ErrorBody),
+        (status = 403, description = "Role may not cancel bookings", body = super::ErrorBody),
+        (status = 404, description = "booking_not_found", body = super::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(super) async fn cancel<S: ProjectionStore + Clone>(
+    State(state): State<AppState<S>>,
+    Authorized(role, ..): Authorized<BookingCommands>,
+    Id(id): Id,
+    headers: HeaderMap,
+    JsonOrEmpty(CancelBookingBody {}): JsonOrEmpty<CancelBookingBody>,
+) -> Result<Response, ApiError> {
+    let context = command_context(role, &headers)?;
+    let done = run(
+        "cancel_booking",
+        state.airline().cancel_booking(id, context),
+    )
+    .await
+    .map_err(|e| ApiError::from_app(e, "booking_not_found"))?;
+    Ok(accepted(
+        StatusCode::OK,
+        done.position,
+        Accepted {
+            id: done.id,
+            position: done.position,
+        },
+    ))
+}
