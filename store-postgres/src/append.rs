@@ -16,6 +16,7 @@ use sqlx::{PgConnection, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use crate::error::{is_connection_lost, is_unique_violation, store_error};
+use crate::notify::NotifyMode;
 use crate::store::PgEventStore;
 use crate::xid::{self, Xid8};
 
@@ -122,14 +123,20 @@ impl PgEventStore {
         expected: i64,
         command_id: Option<Uuid>,
         check_ids: bool,
+        notify: bool,
         batch: &Batch,
     ) -> Result<PgRow, sqlx::Error> {
+        let channel = if notify {
+            self.inner.channel.as_str()
+        } else {
+            ""
+        };
         sqlx::query(APPEND)
             .bind(stream)
             .bind(expected)
             .bind(command_id)
             .bind(check_ids)
-            .bind(self.inner.channel.as_deref().unwrap_or(""))
+            .bind(channel)
             .bind(&batch.ids)
             .bind(&batch.types)
             .bind(&batch.schema_versions)
@@ -166,13 +173,22 @@ impl PgEventStore {
                     expected_param,
                     options.command_id,
                     check_ids,
+                    self.inner.notify == NotifyMode::InTransaction,
                     &batch,
                 )
                 .await
             }
             .await;
             match result {
-                Ok(row) => return outcome(&row, stream, expected),
+                Ok(row) => {
+                    let appended = outcome(&row, stream, expected)?;
+                    if self.inner.notify == NotifyMode::AfterCommit && !appended.replayed {
+                        self.inner
+                            .notifier
+                            .poke(&self.inner.pool, &self.inner.channel);
+                    }
+                    return Ok(appended);
+                }
                 Err(error) if attempt < MAX_ATTEMPTS && is_unique_violation(&error) => {
                     check_ids = true;
                 }
@@ -236,7 +252,15 @@ impl PgEventStore {
         let expected_param = expected_param(expected)?;
         let batch = Batch::new(events)?;
         let result = self
-            .call_append(tx, stream, expected_param, options.command_id, true, &batch)
+            .call_append(
+                tx,
+                stream,
+                expected_param,
+                options.command_id,
+                true,
+                self.inner.notify != NotifyMode::Off,
+                &batch,
+            )
             .await;
         match result {
             Ok(row) => outcome(&row, stream, expected),

@@ -83,9 +83,20 @@ where
     }
 }
 
+/// No connection could be had in time: the server is down or unreachable,
+/// or every connection of the pool is busy.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "no PostgreSQL connection within the acquire timeout: the server is down or unreachable, \
+     or every pooled connection is busy"
+)]
+struct NoConnection(#[source] sqlx::Error);
+
 /// Maps a database error onto the store's error type.
 pub(crate) fn store_error(error: sqlx::Error) -> StoreError {
-    if is_unavailable(&error) {
+    if matches!(error, sqlx::Error::PoolTimedOut) {
+        StoreError::Unavailable(Box::new(NoConnection(error)))
+    } else if is_unavailable(&error) {
         StoreError::Unavailable(Box::new(error))
     } else {
         StoreError::Backend(Box::new(error))

@@ -127,6 +127,7 @@
 mod append;
 mod checkpoint;
 mod error;
+pub mod notify;
 mod projection;
 mod read;
 mod snapshot;
@@ -135,6 +136,7 @@ mod subscribe;
 mod xid;
 
 pub use error::PgError;
+pub use notify::NotifyMode;
 pub use read::{LogLag, RunningTransaction};
 pub use store::{
     DEFAULT_APPLICATION_NAME, DEFAULT_CHANNEL, DEFAULT_LISTENER_APPLICATION_NAME, MIGRATOR,

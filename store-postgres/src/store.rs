@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::error::PgError;
+use crate::notify::{Notifier, NotifyMode};
 
 /// The migrations of the annals schema (`migrations/` at the repository
 /// root), embedded at build time. [`PgEventStore::migrate`] runs them; tools
@@ -43,8 +44,9 @@ pub struct PgEventStore {
 pub(crate) struct Inner {
     pub(crate) pool: PgPool,
     pub(crate) limits: AppendLimits,
-    /// `None`: appends do not notify and subscriptions only poll.
-    pub(crate) channel: Option<String>,
+    pub(crate) channel: String,
+    pub(crate) notify: NotifyMode,
+    pub(crate) notifier: Notifier,
     pub(crate) subscription: SubscriptionOptions,
     pub(crate) listener_application_name: String,
     /// The wake-up signal of the shared listener task, while it runs.
@@ -56,6 +58,7 @@ impl std::fmt::Debug for PgEventStore {
         f.debug_struct("PgEventStore")
             .field("limits", &self.inner.limits)
             .field("channel", &self.inner.channel)
+            .field("notify", &self.inner.notify)
             .field("subscription", &self.inner.subscription)
             .finish_non_exhaustive()
     }
@@ -79,7 +82,8 @@ impl std::fmt::Debug for PgEventStore {
 #[derive(Debug, Clone)]
 pub struct PgStoreOptions {
     limits: AppendLimits,
-    channel: Option<String>,
+    channel: String,
+    notify: NotifyMode,
     subscription: SubscriptionOptions,
     max_connections: u32,
     min_connections: u32,
@@ -93,7 +97,8 @@ impl Default for PgStoreOptions {
     fn default() -> Self {
         Self {
             limits: AppendLimits::default(),
-            channel: Some(DEFAULT_CHANNEL.to_owned()),
+            channel: DEFAULT_CHANNEL.to_owned(),
+            notify: NotifyMode::default(),
             subscription: SubscriptionOptions::default(),
             max_connections: 10,
             min_connections: 0,
@@ -106,7 +111,8 @@ impl Default for PgStoreOptions {
 }
 
 impl PgStoreOptions {
-    /// The defaults: [`AppendLimits::default`], channel [`DEFAULT_CHANNEL`],
+    /// The defaults: [`AppendLimits::default`], channel [`DEFAULT_CHANNEL`]
+    /// notified in each append's transaction ([`NotifyMode::InTransaction`]),
     /// [`SubscriptionOptions::default`] (pages of 512, polling every 500 ms),
     /// up to 10 connections, 10 s to acquire one, each tested before use.
     pub fn new() -> Self {
@@ -123,14 +129,22 @@ impl PgStoreOptions {
     /// on (at most 63 bytes). Stores sharing a database and a schema must
     /// share the channel; stores in different schemas should not.
     pub fn notify_channel(mut self, channel: impl Into<String>) -> Self {
-        self.channel = Some(channel.into());
+        self.channel = channel.into();
         self
     }
 
-    /// Appends send no notification and subscriptions only poll.
-    pub fn without_notifications(mut self) -> Self {
-        self.channel = None;
+    /// When appends notify: in their transaction (the default), right after
+    /// their commit (faster under concurrent appends), or not at all. See
+    /// [`NotifyMode`].
+    pub fn notify_mode(mut self, mode: NotifyMode) -> Self {
+        self.notify = mode;
         self
+    }
+
+    /// Appends send no notification and subscriptions only poll
+    /// (`notify_mode(NotifyMode::Off)`).
+    pub fn without_notifications(self) -> Self {
+        self.notify_mode(NotifyMode::Off)
     }
 
     /// How often a subscription reads when no notification arrives: the
@@ -189,12 +203,11 @@ impl PgStoreOptions {
     }
 
     fn validate(&self) -> Result<(), PgError> {
-        if let Some(channel) = &self.channel {
-            if channel.is_empty() || channel.len() > 63 || channel.contains('\0') {
-                return Err(PgError::InvalidOption(format!(
-                    "notify channel {channel:?} must be 1 to 63 bytes without NUL"
-                )));
-            }
+        let channel = &self.channel;
+        if channel.is_empty() || channel.len() > 63 || channel.contains('\0') {
+            return Err(PgError::InvalidOption(format!(
+                "notify channel {channel:?} must be 1 to 63 bytes without NUL"
+            )));
         }
         if self.max_connections == 0 {
             return Err(PgError::InvalidOption(
@@ -230,6 +243,18 @@ impl PgStoreOptions {
         Ok(self.build(pool))
     }
 
+    /// Like [`connect`](Self::connect), with connect options built in code
+    /// (the `application_name` set here applies).
+    pub async fn connect_with(self, options: PgConnectOptions) -> Result<PgEventStore, PgError> {
+        self.validate()?;
+        let pool = self
+            .pool_options()
+            .connect_with(options.application_name(&self.application_name))
+            .await
+            .map_err(PgError::Connect)?;
+        Ok(self.build(pool))
+    }
+
     /// Like [`connect`](Self::connect), but connects on first use: the store
     /// can be built while the server is still starting.
     pub fn connect_lazy(self, url: &str) -> Result<PgEventStore, PgError> {
@@ -253,6 +278,8 @@ impl PgStoreOptions {
                 pool,
                 limits: self.limits,
                 channel: self.channel,
+                notify: self.notify,
+                notifier: Notifier::default(),
                 subscription: self.subscription,
                 listener_application_name: self.listener_application_name,
                 wake: Mutex::new(None),
@@ -299,9 +326,14 @@ impl PgEventStore {
         &self.inner.limits
     }
 
-    /// The notification channel, or `None` when notifications are off.
-    pub fn notify_channel(&self) -> Option<&str> {
-        self.inner.channel.as_deref()
+    /// The notification channel.
+    pub fn notify_channel(&self) -> &str {
+        &self.inner.channel
+    }
+
+    /// When appends notify.
+    pub fn notify_mode(&self) -> NotifyMode {
+        self.inner.notify
     }
 
     /// Closes the pool: waits for checked-out connections to come back and

@@ -1,7 +1,7 @@
 //! Subscriptions: catch up, then follow the log, woken by `LISTEN/NOTIFY`.
 //!
-//! Every append calls `pg_notify(channel, '')` in its transaction, so the
-//! notification arrives when (and only if) the events are committed. One
+//! Every append notifies the store's channel once its events are committed
+//! (see [`NotifyMode`](crate::NotifyMode) for when exactly). One
 //! background task per store holds a `PgListener` on its own connection and
 //! bumps a [`watch`] counter on every notification; each subscription (built
 //! by [`catch_up_then_live`]) reads the log after its last position whenever
@@ -19,6 +19,7 @@ use annals::{EventFilter, EventStream, Position};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use tokio::sync::watch;
 
+use crate::notify::NotifyMode;
 use crate::store::PgEventStore;
 
 /// How long the listener waits before reconnecting after a failure.
@@ -39,9 +40,10 @@ impl PgEventStore {
     /// task when none runs. Without a channel or a Tokio runtime the
     /// receiver never changes and subscriptions poll.
     fn wake_receiver(&self) -> watch::Receiver<u64> {
-        let Some(channel) = self.inner.channel.clone() else {
+        if self.inner.notify == NotifyMode::Off {
             return watch::channel(0).1;
-        };
+        }
+        let channel = self.inner.channel.clone();
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return watch::channel(0).1;
         };

@@ -5,13 +5,25 @@ mod common;
 use std::sync::Arc;
 
 use annals::testing::conformance;
+use annals_postgres::NotifyMode;
 use annals_testkit::PgTest;
 use tokio::sync::Mutex;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_passes_the_conformance_suite() {
+    run_suite(NotifyMode::InTransaction).await;
+}
+
+/// The same with notifications sent after commit: subscriptions must still
+/// see everything, woken by the store's notifier.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_passes_the_conformance_suite_with_notify_after_commit() {
+    run_suite(NotifyMode::AfterCommit).await;
+}
+
+async fn run_suite(mode: NotifyMode) {
     // Checks the server is there (skips or fails as the testkit decides).
-    let Some((first, _)) = common::store().await else {
+    let Some((first, _)) = common::store_with(|o| o.notify_mode(mode)).await else {
         return;
     };
     // Cases run one after the other: each new case's factory call drops the
@@ -23,7 +35,7 @@ async fn postgres_passes_the_conformance_suite() {
             if let Some(done) = previous.lock().await.take() {
                 done.cleanup().await;
             }
-            let (pg, store) = common::store()
+            let (pg, store) = common::store_with(|o| o.notify_mode(mode))
                 .await
                 .expect("the server answered a moment ago");
             *previous.lock().await = Some(pg);
