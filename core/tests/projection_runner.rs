@@ -1152,11 +1152,7 @@ async fn a_live_runner_rides_out_store_outages() {
 
     // Every kind of store call fails a few times while events keep coming.
     let mut last = first;
-    for (operation, times) in [
-        ("read_all", 3),
-        ("save_checkpoint", 3),
-        ("parked", 2),
-    ] {
+    for (operation, times) in [("read_all", 3), ("save_checkpoint", 3), ("parked", 2)] {
         store.fail(operation, times);
         for _ in 0..3 {
             last = handled(&memory, "a").await;
