@@ -281,7 +281,7 @@ fn happy_path_reserves_both_flights_takes_payment_and_confirms() {
     given::<BookingSaga>([trip.started()])
         .when(on(trip.seats_reserved(trip.first, 2, 1)))
         .then([held_first.clone()]);
-    assert!(commands(&[held_first.clone()]).is_empty());
+    assert!(commands(std::slice::from_ref(&held_first)).is_empty());
 
     // The second one too: charge the card, and give up 3 s after the last hold.
     let held_second = SagaEvent::SeatsHeld {
@@ -314,7 +314,7 @@ fn happy_path_reserves_both_flights_takes_payment_and_confirms() {
         .then([succeeded.clone()]);
     assert_eq!(state.stage, SagaStage::Confirming);
     assert_eq!(
-        commands(&[succeeded.clone()]),
+        commands(std::slice::from_ref(&succeeded)),
         [SagaCommand::ConfirmBooking {
             booking_id: trip.booking
         }]
@@ -671,7 +671,10 @@ fn seats_reserved_after_compensation_are_released() {
     given::<BookingSaga>(history.clone())
         .when(on(trip.seats_reserved(trip.first, 2, 2)))
         .then([late.clone()]);
-    assert_eq!(commands(&[late.clone()]), [trip.release(trip.first)]);
+    assert_eq!(
+        commands(std::slice::from_ref(&late)),
+        [trip.release(trip.first)]
+    );
 
     // Also once the saga is over.
     history.push(SagaEvent::SagaCancelled {
