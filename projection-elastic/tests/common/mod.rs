@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use annals::memory::MemoryStore;
 use annals::projection::{Backoff, FailurePolicy, RunnerOptions};
 use annals::{
     EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent,
@@ -136,7 +135,7 @@ pub fn event(event_type: &str, payload: Value) -> NewEvent {
     }
 }
 
-pub async fn append(store: &MemoryStore, item: &str, events: Vec<NewEvent>) -> Position {
+pub async fn append<S: EventStore>(store: &S, item: &str, events: Vec<NewEvent>) -> Position {
     store
         .append(&format!("item-{item}"), ExpectedVersion::Any, events)
         .await
@@ -146,8 +145,8 @@ pub async fn append(store: &MemoryStore, item: &str, events: Vec<NewEvent>) -> P
 
 /// `items` streams with a deterministic mix of events; returns the expected
 /// (name, total) of each item.
-pub async fn seed(
-    store: &MemoryStore,
+pub async fn seed<S: EventStore>(
+    store: &S,
     items: usize,
     adds: usize,
 ) -> BTreeMap<String, (String, i64)> {
@@ -173,7 +172,7 @@ pub async fn seed(
 }
 
 /// Every event of the store the tallies read, in log order.
-pub async fn all_events(store: &MemoryStore) -> Vec<RecordedEvent> {
+pub async fn all_events<S: EventStore>(store: &S) -> Vec<RecordedEvent> {
     store
         .read_all(Position::START, 100_000, &EventFilter::types(TYPES))
         .await
@@ -263,5 +262,30 @@ pub fn assert_tallies(
             *version, events,
             "{id}: external version = last stream version"
         );
+    }
+}
+
+/// Asserts every document is exactly the fold of its stream as stored:
+/// each event counted once (`events`), the external version the stream's
+/// last version, the total the sum of its `Added`.
+pub async fn assert_match_store<S: EventStore>(store: &S, docs: &BTreeMap<String, (u64, Value)>) {
+    for (id, (version, doc)) in docs {
+        let stream = store
+            .read_stream(&format!("item-{id}"), 1, 100_000)
+            .await
+            .expect("read_stream");
+        let total: i64 = stream
+            .iter()
+            .filter(|e| e.event_type == "Added")
+            .map(|e| e.payload["n"].as_i64().unwrap())
+            .sum();
+        let last = stream.last().map_or(0, |e| e.stream_version);
+        assert_eq!(
+            doc["events"],
+            json!(stream.len()),
+            "{id}: every event folded once"
+        );
+        assert_eq!(*version, last, "{id}: external version");
+        assert_eq!(doc["total"], json!(total), "{id}: total");
     }
 }
