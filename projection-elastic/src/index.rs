@@ -273,9 +273,19 @@ impl<P: ElasticProjection> ReadModel<P> {
                 tokio::time::sleep(self.options.build_poll).await;
                 continue;
             };
-            let built = self.build(store, &target, false).await;
+            // Another process may have finished the build meanwhile.
+            let done = match self.live_index().await {
+                Ok(Some(live)) => self.is_current(&live),
+                Ok(None) => Ok(false),
+                Err(e) => Err(e),
+            };
+            let built = match done {
+                Ok(false) => self.build(store, &target, false).await.map(Some),
+                Ok(true) => Ok(None),
+                Err(e) => Err(e),
+            };
             lease.release().await;
-            return built.map(Some);
+            return built;
         }
     }
 

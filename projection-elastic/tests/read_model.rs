@@ -338,3 +338,40 @@ async fn search_build_ends_when_the_log_ends_with_other_events() {
     );
     es.cleanup().await;
 }
+
+#[tokio::test]
+async fn search_concurrent_starts_build_once() {
+    let Some(es) = annals_testkit::search().await else {
+        return;
+    };
+    let store = MemoryStore::new();
+    let adds = 3;
+    let expected = seed(&store, 60, adds).await;
+    let options = ReadModelOptions {
+        build_runner: RunnerOptions {
+            batch_size: 20,
+            ..fast_runner(FailurePolicy::Stop { max_attempts: 1 })
+        },
+        build_poll: Duration::from_millis(20),
+        ..ReadModelOptions::default()
+    };
+    let one = read_model(&es, Tallies::v(1)).with_options(options);
+    let two = read_model(&es, Tallies::v(1)).with_options(options);
+    let (a, b) = tokio::join!(one.prepare(&store), two.prepare(&store));
+    let builds: Vec<_> = [a.unwrap(), b.unwrap()].into_iter().flatten().collect();
+    assert_eq!(
+        builds.len(),
+        1,
+        "one process builds, the other waits for it"
+    );
+    assert_eq!(
+        one.live_index().await.unwrap(),
+        Some(es.index("tallies_v1"))
+    );
+    assert_tallies(
+        &dump(es.client(), &es.index("tallies_v1")).await,
+        &expected,
+        adds,
+    );
+    es.cleanup().await;
+}
