@@ -79,6 +79,23 @@ async fn body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError
 
 /// Parses a JSON document into `T`, naming the offending field on failure.
 pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Every body of this API is an object (serde would also take a struct
+    // as a positional array).
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => {}
+        Some(b'[' | b'"' | b't' | b'f' | b'n' | b'-' | b'0'..=b'9') => {
+            return Err(ApiError::bad_request(
+                "invalid_body",
+                "the body must be a JSON object",
+            ));
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "malformed_json",
+                "malformed JSON: expected an object",
+            ));
+        }
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(json_error)?;
     deserializer
