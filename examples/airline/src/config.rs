@@ -227,3 +227,87 @@ impl Config {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    fn parse(args: &[&str]) -> Config {
+        let mut all = vec!["airline"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).unwrap().config
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_mode() {
+        let config = Config {
+            database_url: None,
+            elasticsearch_url: None,
+            store: None,
+            read_model: None,
+            ..parse(&["--listen", "127.0.0.1:8080"])
+        };
+        assert!(config.is_embedded());
+        assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
+        let settings = config.http_settings().unwrap();
+        assert_eq!(settings.body_limit, 64 * 1024);
+        assert_eq!(settings.read_wait, Duration::from_secs(5));
+        assert!(settings.rate_limit.is_some());
+        assert!(format!("{config:?}").contains("Memory"));
+    }
+
+    #[test]
+    fn flags_choose_backends_and_limits() {
+        let config = parse(&[
+            "--store",
+            "postgres",
+            "--read-model",
+            "elastic",
+            "--rate-limit-per-second",
+            "0",
+            "--request-timeout-secs",
+            "2.5",
+        ]);
+        assert_eq!(config.store_kind(), StoreKind::Postgres);
+        assert_eq!(config.read_model_kind(), ReadModelKind::Elastic);
+        let settings = config.http_settings().unwrap();
+        assert_eq!(settings.rate_limit, None);
+        assert_eq!(settings.request_timeout, Duration::from_millis(2500));
+        let bad = parse(&["--read-wait-secs", "0"]);
+        assert_eq!(
+            bad.http_settings(),
+            Err(ConfigError::Duration("AIRLINE_READ_WAIT_SECS"))
+        );
+    }
+
+    #[test]
+    fn tokens_are_never_shown() {
+        let config = Config {
+            tokens: Some("s3cret:admin".into()),
+            database_url: Some("postgres://u:pw@host/db".into()),
+            ..parse(&[])
+        };
+        assert_eq!(
+            config.tokens().unwrap().unwrap().role("s3cret"),
+            Some(crate::http::Role::Admin)
+        );
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("pw"),
+            "{shown}"
+        );
+        let bad = Config {
+            tokens: Some("s3cret:root".into()),
+            ..parse(&[])
+        };
+        assert!(!bad.tokens().unwrap_err().to_string().contains("s3cret"));
+    }
+}

@@ -780,6 +780,49 @@ async fn cancel_commands_take_an_empty_body_or_a_reason() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bodies_are_refused_before_they_are_read() {
+    let app = test_app_with(
+        Backend::from_env(),
+        Options {
+            body_limit: 1024,
+            ..Options::default()
+        },
+    )
+    .await;
+    let head = app.head().await;
+    let mut flight = example_flight();
+    flight["padding"] = json!("x".repeat(2048));
+    let body = flight.to_string();
+    // Announced by Content-Length: refused up front.
+    let request = Request::post("/flights")
+        .header(header::AUTHORIZATION, format!("Bearer {ADMIN}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_LENGTH, body.len())
+        .body(Body::from(body.clone()))
+        .unwrap();
+    let reply = app.send(request).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        reply.text
+    );
+    assert_eq!(reply.error_code(), "payload_too_large");
+    // Streamed without a length: refused while reading.
+    let reply = app.post("/flights", Some(ADMIN), &flight).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        reply.text
+    );
+    assert_eq!(reply.error_code(), "payload_too_large");
+    assert_eq!(app.head().await, head);
+    // Within the limit it goes through.
+    app.schedule(&example_flight()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limiting_answers_429_after_the_burst() {
     let app = test_app_with(
         Backend::from_env(),

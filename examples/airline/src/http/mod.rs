@@ -166,6 +166,8 @@ impl<S: ProjectionStore + Clone> AppState<S> {
 /// anonymous clients by peer address; without it (as under
 /// `tower::ServiceExt::oneshot`) anonymous clients share one bucket.
 pub fn router<S: ProjectionStore + Clone>(state: AppState<S>) -> Router {
+    // Install the recorder before the first request records anything.
+    prometheus();
     let settings = state.settings().clone();
     let rate_limit = settings
         .rate_limit
