@@ -42,6 +42,16 @@ pub enum ReadModelKind {
     Elastic,
 }
 
+impl ReadModelKind {
+    /// Its name on the command line and in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadModelKind::Memory => "memory",
+            ReadModelKind::Elastic => "elastic",
+        }
+    }
+}
+
 /// The service's configuration. Its `Debug` hides tokens and URLs' secrets.
 #[derive(Clone, Args)]
 pub struct Config {
@@ -97,6 +107,10 @@ pub struct Config {
     /// Elasticsearch or OpenSearch URL.
     #[arg(long, env = "ELASTICSEARCH_URL", hide_env_values = true)]
     pub elasticsearch_url: Option<String>,
+
+    /// Prefix of the airline's index and alias names in Elasticsearch.
+    #[arg(long, env = "AIRLINE_INDEX_PREFIX", default_value = "airline_")]
+    pub index_prefix: String,
 }
 
 impl fmt::Debug for Config {

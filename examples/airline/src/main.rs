@@ -13,12 +13,14 @@ use airline::app::Airline;
 use airline::booking::{ResilientPayments, SimulatedPayments};
 use airline::config::{Config, ReadModelKind, StoreKind};
 use airline::http::{AppState, Background, Role, Tokens, router, serve};
-use airline::reads::{FlightReads, MemoryFlights};
+use airline::reads::{FLIGHTS_PROJECTION, FlightReads, MemoryFlights};
+use airline::search::ElasticFlights;
+use annals_postgres::PgEventStore;
 use airline::scheduling::ScheduleFlight;
 use airline::values::Money;
 use annals::CommandContext;
 use annals::memory::MemoryStore;
-use annals::projection::{Projection, ProjectionStore, RunnerOptions};
+use annals::projection::{ProjectionStore, RunnerOptions};
 use chrono::{DurationRound, TimeDelta, Utc};
 use clap::{Parser, Subcommand};
 use rand::rngs::StdRng;
@@ -104,21 +106,41 @@ fn init_tracing() {
     tracing_subscriber::fmt().with_env_filter(filter).init();
 }
 
-/// A part of the CLI that this build does not have yet.
-fn not_available(what: &str) -> Box<dyn Error + Send + Sync> {
-    format!("{what} is not available in this build yet").into()
-}
-
 // ---------------------------------------------------------------------------
 // serve
 
 async fn serve_command(config: Config) -> Result<()> {
-    match (config.store_kind(), config.read_model_kind()) {
-        (StoreKind::Memory, ReadModelKind::Memory) => serve_embedded(config).await,
-        (StoreKind::Memory, ReadModelKind::Elastic) => {
-            Err(not_available("--read-model elastic with --store memory"))
+    if config.store_kind() == StoreKind::Memory && config.read_model_kind() == ReadModelKind::Memory {
+        return serve_embedded(config).await;
+    }
+    let settings = config.http_settings()?;
+    let tokens = config.tokens()?.ok_or(
+        "AIRLINE_TOKENS is required with a real store or read model: set \
+         AIRLINE_TOKENS=\"token:role,...\" (roles: admin, agent, reader)",
+    )?;
+    let listener = bind(&config).await?;
+    let address = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    watch_signals(shutdown.clone());
+    match config.store_kind() {
+        StoreKind::Postgres => {
+            let store = postgres(&config).await?;
+            tracing::info!(
+                "airline serving on http://{address}: PostgreSQL event store, {} flight read model",
+                config.read_model_kind().as_str()
+            );
+            run_service(listener, settings, tokens, &config, airline_on(store), shutdown).await
         }
-        (StoreKind::Postgres, read_model) => serve_postgres(config, read_model).await,
+        StoreKind::Memory => {
+            tracing::info!(
+                "airline serving on http://{address}: in-memory event store (kept only while \
+                 it runs), {} flight read model",
+                config.read_model_kind().as_str()
+            );
+            let airline = airline_on(MemoryStore::new());
+            seed_flights(&airline, config.seed_flights, 42, |_| {}).await?;
+            run_service(listener, settings, tokens, &config, airline, shutdown).await
+        }
     }
 }
 
@@ -126,9 +148,7 @@ async fn serve_command(config: Config) -> Result<()> {
 async fn serve_embedded(config: Config) -> Result<()> {
     let settings = config.http_settings()?;
     let configured = config.tokens()?;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let listener = bind(&config).await?;
     let address = listener.local_addr()?;
     // The first line a user sees says what this is and where it listens.
     tracing::info!(
@@ -148,63 +168,91 @@ async fn serve_embedded(config: Config) -> Result<()> {
         }
     };
 
-    let store = MemoryStore::new();
-    let airline = embedded_airline(store.clone());
+    let airline = airline_on(MemoryStore::new());
     let seeded = seed_flights(&airline, config.seed_flights, 42, |_| {}).await?;
     tracing::info!(flights = seeded, "seeded flights over the next 30 days");
-
-    let flights = Arc::new(MemoryFlights::new());
     let shutdown = CancellationToken::new();
     watch_signals(shutdown.clone());
-    run_service(
-        listener,
-        settings,
-        tokens,
-        airline,
-        flights.clone(),
-        flights,
-        shutdown,
-    )
-    .await
+    run_service(listener, settings, tokens, &config, airline, shutdown).await
+}
+
+async fn bind(config: &Config) -> Result<TcpListener> {
+    TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen).into())
 }
 
 /// The write side over `store`, with the simulated payment provider.
-fn embedded_airline<S: ProjectionStore + Clone>(store: S) -> Airline<S> {
+fn airline_on<S: ProjectionStore + Clone>(store: S) -> Airline<S> {
     let provider = ResilientPayments::new(SimulatedPayments::new(), Duration::from_millis(500), 2);
     Airline::new(store, Arc::new(provider))
 }
 
-/// Serves the API over any store and flight read model: starts the read
-/// model's projection runner and the booking saga, serves until a signal,
-/// then stops the server and lets the runners finish their batch.
-///
-/// The extension point for every backend: `serve_postgres` builds its store
-/// and read model and calls this.
-async fn run_service<S, P>(
+/// The PostgreSQL store of `DATABASE_URL`, migrated.
+async fn postgres(config: &Config) -> Result<PgEventStore> {
+    let url = config.database_url()?;
+    let store = PgEventStore::connect(url)
+        .await
+        .map_err(|e| format!("cannot connect to PostgreSQL (DATABASE_URL): {e}"))?;
+    store
+        .migrate()
+        .await
+        .map_err(|e| format!("cannot migrate the annals schema: {e}"))?;
+    Ok(store)
+}
+
+/// The Elasticsearch flight read model of `ELASTICSEARCH_URL`.
+fn elastic_flights(config: &Config) -> Result<Arc<ElasticFlights>> {
+    let client = annals_elastic::connect(config.elasticsearch_url()?)
+        .map_err(|e| format!("cannot reach Elasticsearch (ELASTICSEARCH_URL): {e}"))?;
+    Ok(Arc::new(ElasticFlights::new(client, &config.index_prefix)))
+}
+
+/// Starts the configured flight read model and the booking saga in
+/// `background`; returns the read side queries go to.
+fn start_projections<S: ProjectionStore + Clone>(
+    config: &Config,
+    airline: &Airline<S>,
+    background: &mut Background,
+) -> Result<Arc<dyn FlightReads>> {
+    let reads: Arc<dyn FlightReads> = match config.read_model_kind() {
+        ReadModelKind::Memory => {
+            let flights = Arc::new(MemoryFlights::new());
+            background.projection(
+                airline.store().clone(),
+                Arc::clone(&flights),
+                RunnerOptions::default(),
+            );
+            flights
+        }
+        ReadModelKind::Elastic => {
+            let flights = elastic_flights(config)?;
+            background.elastic_flights(
+                airline.store().clone(),
+                Arc::clone(&flights),
+                RunnerOptions::default(),
+            );
+            flights
+        }
+    };
+    background.booking_saga(airline, RunnerOptions::default(), Duration::from_millis(250));
+    Ok(reads)
+}
+
+/// Serves the API over any store: starts the read model's projection and
+/// the booking saga, serves until a signal, then stops the server and lets
+/// the runners finish their batch.
+async fn run_service<S: ProjectionStore + Clone>(
     listener: TcpListener,
     settings: airline::http::HttpSettings,
     tokens: Tokens,
+    config: &Config,
     airline: Airline<S>,
-    reads: Arc<dyn FlightReads>,
-    read_projection: Arc<P>,
     shutdown: CancellationToken,
-) -> Result<()>
-where
-    S: ProjectionStore + Clone,
-    P: Projection,
-{
+) -> Result<()> {
     // Its own token: the runners stop only after the server has drained.
     let mut background = Background::new(CancellationToken::new());
-    background.projection(
-        airline.store().clone(),
-        read_projection,
-        RunnerOptions::default(),
-    );
-    background.booking_saga(
-        &airline,
-        RunnerOptions::default(),
-        Duration::from_millis(250),
-    );
+    let reads = start_projections(config, &airline, &mut background)?;
     let state = AppState::new(airline, reads, tokens)
         .with_settings(settings)
         .with_runners(background.runners());
@@ -213,17 +261,6 @@ where
     background.shutdown(SHUTDOWN_GRACE).await;
     tracing::info!("bye");
     served.map_err(Into::into)
-}
-
-/// `--store postgres`: the lead wires `annals-postgres` (and, with
-/// `--read-model elastic`, the Elasticsearch read model) here, then calls
-/// [`run_service`].
-async fn serve_postgres(config: Config, read_model: ReadModelKind) -> Result<()> {
-    config.database_url()?;
-    if read_model == ReadModelKind::Elastic {
-        config.elasticsearch_url()?;
-    }
-    Err(not_available("--store postgres"))
 }
 
 /// Cancels `shutdown` on Ctrl-C or SIGTERM.
@@ -258,28 +295,38 @@ fn random_token() -> String {
 }
 
 // ---------------------------------------------------------------------------
-// the other subcommands: extension points for the lead
+// the other subcommands
 
-/// `airline project`: the projection daemon (no API).
+/// `airline project`: the projection daemon (no API). Another process
+/// serving the API may run the same projections: the leases make one of
+/// them active and the others hot standbys.
 async fn project_command(config: Config) -> Result<()> {
-    if config.is_embedded() {
-        return Err(
-            "`airline project` needs DATABASE_URL: an in-memory store has no other \
-                    process to project for"
-                .into(),
-        );
+    if config.store_kind() != StoreKind::Postgres || config.read_model_kind() != ReadModelKind::Elastic {
+        return Err("`airline project` needs DATABASE_URL and ELASTICSEARCH_URL: it keeps the \
+                    Elasticsearch read model current from the PostgreSQL log"
+            .into());
     }
-    Err(not_available("`airline project`"))
+    let store = postgres(&config).await?;
+    let airline = airline_on(store);
+    let shutdown = CancellationToken::new();
+    watch_signals(shutdown.clone());
+    let mut background = Background::new(CancellationToken::new());
+    start_projections(&config, &airline, &mut background)?;
+    tracing::info!("airline projection daemon running (flights read model, booking saga)");
+    shutdown.cancelled().await;
+    background.shutdown(SHUTDOWN_GRACE).await;
+    tracing::info!("bye");
+    Ok(())
 }
 
 /// `airline migrate`: applies the embedded migrations.
 async fn migrate_command(config: Config) -> Result<()> {
-    config.database_url()?;
-    Err(not_available("`airline migrate`"))
+    postgres(&config).await?;
+    println!("annals schema is up to date");
+    Ok(())
 }
 
-/// `airline seed --flights N`: realistic flights into the configured store
-/// (with a progress bar); [`seed_flights`] is the generator to call.
+/// `airline seed --flights N`: realistic flights into the configured store.
 async fn seed_command(config: Config, flights: usize) -> Result<()> {
     if config.store_kind() == StoreKind::Memory {
         return Err(
@@ -288,14 +335,44 @@ async fn seed_command(config: Config, flights: usize) -> Result<()> {
                 .into(),
         );
     }
-    let _ = flights;
-    Err(not_available("`airline seed`"))
+    let airline = airline_on(postgres(&config).await?);
+    let bar = indicatif::ProgressBar::new(flights as u64).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} seeding flights [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})",
+        )?
+        .progress_chars("=> "),
+    );
+    let seed = rand::rng().random();
+    let done = seed_flights(&airline, flights, seed, |n| bar.set_position(n as u64)).await?;
+    bar.finish();
+    println!("scheduled {done} flights");
+    Ok(())
 }
 
-/// `airline rebuild <projection>`: a blue/green rebuild.
+/// `airline rebuild <projection>`: a blue/green rebuild of a read model.
 async fn rebuild_command(config: Config, projection: &str) -> Result<()> {
-    let _ = (config, projection);
-    Err(not_available("`airline rebuild`"))
+    if projection != FLIGHTS_PROJECTION {
+        return Err(format!(
+            "unknown projection {projection:?}: the airline's read models are: {FLIGHTS_PROJECTION}"
+        )
+        .into());
+    }
+    if config.store_kind() != StoreKind::Postgres || config.read_model_kind() != ReadModelKind::Elastic {
+        return Err("`airline rebuild flights` needs DATABASE_URL and ELASTICSEARCH_URL".into());
+    }
+    let store = postgres(&config).await?;
+    let flights = elastic_flights(&config)?;
+    let started = std::time::Instant::now();
+    let built = flights
+        .rebuild(&store)
+        .await
+        .map_err(|e| format!("rebuild failed: {e}"))?;
+    println!(
+        "rebuilt {projection} into {} in {:.1} s; the alias now points at it",
+        built.index,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------

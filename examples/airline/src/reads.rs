@@ -211,7 +211,10 @@ pub fn matches(view: &FlightView, search: &FlightSearch) -> bool {
         && last_day.is_none_or(|d| day <= d)
         && search.max_price.is_none_or(|p| view.price.amount <= p)
         && search.min_seats.is_none_or(|s| view.seats_available >= s)
-        && search.q.as_deref().is_none_or(|q| text_matches(&view.search_text(), q))
+        && search
+            .q
+            .as_deref()
+            .is_none_or(|q| text_matches(&view.search_text(), q))
 }
 
 /// Every word of the query starts a word of the text (case-insensitive).
@@ -257,7 +260,10 @@ impl MemoryFlights {
     }
 
     fn read<T>(&self, f: impl FnOnce(&MemoryState) -> T) -> T {
-        f(&self.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+        f(&self
+            .inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
     fn sort_key(view: &FlightView, sort: SortOrder) -> (i64, Uuid) {
@@ -282,7 +288,10 @@ impl Projection for MemoryFlights {
     }
 
     async fn apply(&self, batch: &[RecordedEvent]) -> Result<Applied, ProjectionError> {
-        let mut state = self.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut state = self
+            .inner
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut applied = Applied::all();
         let mut failed_streams = Vec::new();
         for (index, recorded) in batch.iter().enumerate() {
@@ -312,7 +321,10 @@ impl Projection for MemoryFlights {
             };
             let current = state.flights.get(&id).cloned();
             // The stream version guards re-delivery: an event applies once.
-            if current.as_ref().is_some_and(|(v, _)| *v >= recorded.stream_version) {
+            if current
+                .as_ref()
+                .is_some_and(|(v, _)| *v >= recorded.stream_version)
+            {
                 continue;
             }
             if let Some(view) = FlightView::fold(current.map(|(_, v)| v), &event) {
@@ -353,14 +365,14 @@ impl FlightReads for MemoryFlights {
         let limit = search.limit.clamp(1, MAX_LIMIT) as usize;
         let more = hits.len() > limit;
         hits.truncate(limit);
-        let next = more
-            .then(|| hits.last())
-            .flatten()
-            .map(|v| {
-                let (key, id) = Self::sort_key(v, search.sort);
-                format!("{key}_{id}")
-            });
-        Ok(FlightPage { flights: hits, next })
+        let next = more.then(|| hits.last()).flatten().map(|v| {
+            let (key, id) = Self::sort_key(v, search.sort);
+            format!("{key}_{id}")
+        });
+        Ok(FlightPage {
+            flights: hits,
+            next,
+        })
     }
 
     fn projection_name(&self) -> String {
@@ -368,6 +380,9 @@ impl FlightReads for MemoryFlights {
     }
 
     async fn health(&self) -> Result<String, ReadError> {
-        Ok(format!("memory, {} flights", self.read(|s| s.flights.len())))
+        Ok(format!(
+            "memory, {} flights",
+            self.read(|s| s.flights.len())
+        ))
     }
 }

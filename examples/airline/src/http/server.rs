@@ -15,6 +15,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::Airline;
+use crate::reads::FLIGHTS_PROJECTION;
+use crate::search::ElasticFlights;
 
 /// A projection runner's name and live status, for `/health` and `/metrics`.
 #[derive(Debug, Clone)]
@@ -103,6 +105,47 @@ impl Background {
         let stop = self.shutdown.clone();
         self.tasks
             .spawn(async move { saga.run_deadlines(deadline_interval, stop).await });
+        info
+    }
+
+    /// Keeps the Elasticsearch flight read model current: builds it on first
+    /// start (blue/green when its version changed), runs its projector, and
+    /// follows the alias when a rebuild elsewhere replaced the index. The
+    /// status it reports follows whichever runner is current.
+    pub fn elastic_flights<S>(
+        &mut self,
+        store: S,
+        flights: Arc<ElasticFlights>,
+        options: RunnerOptions,
+    ) -> RunnerInfo
+    where
+        S: ProjectionStore + Clone,
+    {
+        let (forward, status) = watch::channel(RunnerStatus::default());
+        let info = RunnerInfo {
+            name: FLIGHTS_PROJECTION.to_owned(),
+            status,
+        };
+        let stop = self.shutdown.clone();
+        self.tasks.spawn(async move {
+            let observe = |runner: &ProjectionRunner<S, _>| {
+                let mut current = runner.status();
+                let forward = forward.clone();
+                tokio::spawn(async move {
+                    loop {
+                        forward.send_replace(current.borrow_and_update().clone());
+                        if current.changed().await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            };
+            match flights.run(store, options, stop, observe).await {
+                Ok(()) => tracing::info!("flight read model stopped"),
+                Err(error) => tracing::error!(%error, "flight read model failed"),
+            }
+        });
+        self.runners.push(info.clone());
         info
     }
 
