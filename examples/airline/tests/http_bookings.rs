@@ -138,3 +138,50 @@ async fn reading_a_booking_needs_a_token() {
         assert_eq!(reply.json["passenger"]["email"], "ada@example.com");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_last_seat_goes_to_exactly_one_of_twenty_concurrent_requests() {
+    let app = std::sync::Arc::new(test_app(Backend::from_env()).await);
+    let a = flight(&app, 1).await;
+    let mut requests = Vec::new();
+    for _ in 0..20 {
+        let app = std::sync::Arc::clone(&app);
+        requests.push(tokio::spawn(async move {
+            book(&app, &[(a, 1)], "tok_visa").await
+        }));
+    }
+    let mut ids = Vec::new();
+    for request in requests {
+        ids.push(request.await.unwrap());
+    }
+    let mut confirmed = 0;
+    for id in &ids {
+        let booking = settled_booking(&app, id).await;
+        match booking["status"].as_str() {
+            Some("confirmed") => confirmed += 1,
+            Some("cancelled") => assert!(
+                booking["reason"].as_str().unwrap_or("").contains("seats"),
+                "{booking}"
+            ),
+            _ => panic!("unsettled: {booking}"),
+        }
+    }
+    assert_eq!(confirmed, 1, "exactly one booking gets the last seat");
+
+    // The read model agrees with the event log.
+    let log = app
+        .store()
+        .read_stream(&format!("flight-{a}"), 1, 1000)
+        .await
+        .unwrap();
+    let count = |t: &str| log.iter().filter(|e| e.event_type == t).count();
+    assert_eq!(
+        count("SeatsReserved") - count("SeatsReleased"),
+        1,
+        "{log:?}"
+    );
+    flight_until(&app, a, |f| {
+        f["seats_available"] == 0 && f["seats_total"] == 1
+    })
+    .await;
+}

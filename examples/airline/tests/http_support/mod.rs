@@ -13,9 +13,12 @@ use airline::app::Airline;
 use airline::booking::{ResilientPayments, SimulatedPayments};
 use airline::http::{AppState, Background, HttpSettings, RateLimit, Role, Tokens, router};
 use airline::reads::MemoryFlights;
+use airline::search::ElasticFlights;
 use annals::memory::MemoryStore;
 use annals::projection::RunnerOptions;
 use annals::{EventStore, Position};
+use annals_postgres::PgStoreOptions;
+use annals_testkit::{PgTest, SearchTest};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
@@ -81,6 +84,8 @@ pub struct TestApp {
     router: Router,
     store: Arc<dyn EventStore>,
     background: Option<Background>,
+    /// The test's schema and index prefix, kept for the app's lifetime.
+    services: Option<(PgTest, SearchTest)>,
 }
 
 /// An answer.
@@ -194,6 +199,7 @@ async fn memory_app(options: Options) -> TestApp {
         router: router(state),
         store: Arc::new(store),
         background: Some(background),
+        services: None,
     }
 }
 
@@ -212,16 +218,50 @@ async fn running(background: &Background) {
     }
 }
 
-/// PostgreSQL + Elasticsearch: build the same app over `annals-postgres`
-/// (a fresh schema per test, from DATABASE_URL) and the Elasticsearch flight
-/// read model (a fresh index per test, from ELASTICSEARCH_URL), with the
-/// same tokens, settings and runners as [`memory_app`]. Not wired yet.
+/// PostgreSQL + Elasticsearch: the same app over `annals-postgres` (a fresh
+/// schema per test, from DATABASE_URL) and the Elasticsearch flight read
+/// model (a fresh index prefix per test, from ELASTICSEARCH_URL), with the
+/// same tokens, settings and runners as [`memory_app`].
 async fn postgres_elastic_app(options: Options) -> TestApp {
-    let _ = options;
-    unimplemented!("the postgres + elasticsearch HTTP test backend is not wired yet")
+    let pg = annals_testkit::postgres()
+        .await
+        .expect("AIRLINE_TEST_BACKEND=postgres-elastic needs DATABASE_URL");
+    let search = annals_testkit::search()
+        .await
+        .expect("AIRLINE_TEST_BACKEND=postgres-elastic needs ELASTICSEARCH_URL");
+    let store = PgStoreOptions::new()
+        .notify_channel(pg.channel("events"))
+        .listener_application_name(format!("annals-listener-{}", pg.schema()))
+        .from_pool(pg.pool().clone())
+        .expect("store options");
+    store.migrate().await.expect("migrate");
+    let provider = ResilientPayments::new(SimulatedPayments::new(), Duration::from_millis(500), 2);
+    let airline = Airline::new(store.clone(), Arc::new(provider));
+    let flights = Arc::new(ElasticFlights::new(
+        search.client().clone(),
+        search.prefix(),
+    ));
+    let mut background = Background::new(CancellationToken::new());
+    background.elastic_flights(store.clone(), Arc::clone(&flights), fast_runner());
+    background.booking_saga(&airline, fast_runner(), Duration::from_millis(50));
+    let state = AppState::new(airline, flights, tokens())
+        .with_settings(settings(&options))
+        .with_runners(background.runners());
+    running(&background).await;
+    TestApp {
+        router: router(state),
+        store: Arc::new(store),
+        background: Some(background),
+        services: Some((pg, search)),
+    }
 }
 
 impl TestApp {
+    /// The app's event store, to check the log.
+    pub fn store(&self) -> &dyn EventStore {
+        self.store.as_ref()
+    }
+
     /// Sends a request.
     pub async fn send(&self, request: Request<Body>) -> Reply {
         let response = self
