@@ -57,7 +57,7 @@ mod domain_event;
 ///
 /// # Example
 ///
-/// ```ignore
+/// ```
 /// use annals::{DomainEvent, UpcastError};
 /// use serde_json::{json, Value};
 ///
@@ -157,7 +157,7 @@ pub fn derive_domain_event(input: TokenStream) -> TokenStream {
 ///
 /// # Example
 ///
-/// ```ignore
+/// ```
 /// use annals::{Aggregate, AggregateType, DomainEvent};
 /// use serde::{Deserialize, Serialize};
 ///
