@@ -189,18 +189,17 @@ BEGIN
         RETURN;
     END IF;
 
-    WITH inserted AS (
-        INSERT INTO annals_events
-            (transaction_id, stream_id, stream_version, event_id, event_type,
-             schema_version, payload, metadata)
-        SELECT v_label, p_stream, v_version - v_count + e.ord, e.event_id, e.event_type,
-               e.schema_version, e.payload, e.metadata
-          FROM unnest(p_event_ids, p_event_types, p_schema_versions, p_payloads, p_metadata)
-               WITH ORDINALITY AS e(event_id, event_type, schema_version, payload, metadata, ord)
-         ORDER BY e.ord
-        RETURNING global_position
-    )
-    SELECT max(i.global_position) INTO v_position FROM inserted i;
+    -- In batch order, so that global positions follow stream versions.
+    INSERT INTO annals_events
+        (transaction_id, stream_id, stream_version, event_id, event_type,
+         schema_version, payload, metadata)
+    SELECT v_label, p_stream, v_version - v_count + e.ord, e.event_id, e.event_type,
+           e.schema_version, e.payload, e.metadata
+      FROM unnest(p_event_ids, p_event_types, p_schema_versions, p_payloads, p_metadata)
+           WITH ORDINALITY AS e(event_id, event_type, schema_version, payload, metadata, ord)
+     ORDER BY e.ord;
+    -- The last position this session drew: the batch's last event.
+    v_position := currval('annals_events_global_position_seq'::regclass);
 
     IF p_command_id IS NOT NULL THEN
         INSERT INTO annals_processed_commands

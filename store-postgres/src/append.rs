@@ -15,12 +15,42 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, Postgres, Row, Transaction};
 use uuid::Uuid;
 
-use crate::error::{is_connection_lost, is_unique_violation, store_error};
+use crate::error::{LOST_CONNECTION_RETRIES, is_connection_lost, is_unique_violation, store_error};
 use crate::notify::NotifyMode;
 use crate::store::PgEventStore;
 use crate::xid::{self, Xid8};
 
 const APPEND: &str = include_str!("sql/append.sql");
+
+/// The hot path: one statement of data-modifying CTEs, assembled from the
+/// parts in `sql/append_*.sql`, in four variants (expectation `Exact` or
+/// not, with or without a command id).
+macro_rules! hot_path {
+    ($stream:literal) => {
+        concat!(
+            "WITH\n",
+            include_str!($stream),
+            ",\n",
+            include_str!("sql/append_events.sql"),
+            include_str!("sql/append_result.sql")
+        )
+    };
+    ($stream:literal, command) => {
+        concat!(
+            "WITH\n",
+            include_str!($stream),
+            ",\n",
+            include_str!("sql/append_events.sql"),
+            ",\n",
+            include_str!("sql/append_command.sql"),
+            include_str!("sql/append_result.sql")
+        )
+    };
+}
+const APPEND_ANY: &str = hot_path!("sql/append_stream_any.sql");
+const APPEND_ANY_COMMAND: &str = hot_path!("sql/append_stream_any.sql", command);
+const APPEND_EXACT: &str = hot_path!("sql/append_stream_exact.sql");
+const APPEND_EXACT_COMMAND: &str = hot_path!("sql/append_stream_exact.sql", command);
 const COMMAND_OUTCOME: &str = include_str!("sql/command_outcome.sql");
 const STORED_EVENTS: &str = include_str!("sql/stored_events.sql");
 const STREAM_VERSION: &str = "SELECT version FROM annals_streams WHERE stream_id = $1";
@@ -146,10 +176,62 @@ impl PgEventStore {
             .await
     }
 
-    /// The trait's append: autocommit, retried after a lost race (then
-    /// looking the ids up first, which turns the race into `replayed` or
-    /// `DuplicateEvent`) and once after a lost connection (safe: appends are
-    /// idempotent by event id).
+    /// The hot path: one statement that appends when the expectation holds
+    /// and the command id is new (`Ok(Some)`), and otherwise writes nothing
+    /// (`Ok(None)`).
+    async fn try_append_fast(
+        &self,
+        conn: &mut PgConnection,
+        stream: &str,
+        expected: i64,
+        command_id: Option<Uuid>,
+        batch: &Batch,
+    ) -> Result<Option<Appended>, sqlx::Error> {
+        let sql = match (expected > 0, command_id.is_some()) {
+            (true, false) => APPEND_EXACT,
+            (true, true) => APPEND_EXACT_COMMAND,
+            (false, false) => APPEND_ANY,
+            (false, true) => APPEND_ANY_COMMAND,
+        };
+        let channel = match self.inner.notify {
+            NotifyMode::InTransaction => self.inner.channel.as_str(),
+            NotifyMode::AfterCommit | NotifyMode::Off => "",
+        };
+        let row = sqlx::query(sql)
+            .bind(stream)
+            .bind(expected)
+            .bind(command_id)
+            .bind(channel)
+            .bind(&batch.ids)
+            .bind(&batch.types)
+            .bind(&batch.schema_versions)
+            .bind(&batch.payloads)
+            .bind(&batch.metadata)
+            .fetch_optional(conn)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let first_version: i64 = row.try_get(0)?;
+        let stream_version: i64 = row.try_get(1)?;
+        let transaction: Xid8 = row.try_get(2)?;
+        let global_position: i64 = row.try_get(3)?;
+        Ok(Some(Appended {
+            first_version: xid::version(first_version),
+            stream_version: xid::version(stream_version),
+            position: xid::position(transaction, global_position),
+            replayed: false,
+        }))
+    }
+
+    /// The trait's append, in autocommit mode.
+    ///
+    /// First the one-statement hot path. When it writes nothing (a conflict,
+    /// a recorded command, an idempotent retry), `annals_append` runs and
+    /// says what happened (or appends, when the stream moved meanwhile and
+    /// the expectation is `Any`). After a lost race (a unique violation)
+    /// `annals_append` runs with the ids looked up first, which turns the
+    /// race into `replayed` or `DuplicateEvent`; after a lost connection it
+    /// runs the same way on another connection (safe: appends are idempotent
+    /// by event id).
     pub(crate) async fn append_pooled(
         &self,
         stream: &str,
@@ -160,28 +242,45 @@ impl PgEventStore {
         self.inner.limits.check(stream, &events)?;
         let expected_param = expected_param(expected)?;
         let batch = Batch::new(events)?;
+        let mut fast = true;
         let mut check_ids = false;
-        let mut reconnected = false;
+        let mut reconnects = 0;
         let mut attempt = 0;
         loop {
             attempt += 1;
             let result = async {
                 let mut conn = self.inner.pool.acquire().await?;
-                self.call_append(
-                    &mut conn,
-                    stream,
-                    expected_param,
-                    options.command_id,
-                    check_ids,
-                    self.inner.notify == NotifyMode::InTransaction,
-                    &batch,
-                )
-                .await
+                if fast {
+                    let done = self
+                        .try_append_fast(
+                            &mut conn,
+                            stream,
+                            expected_param,
+                            options.command_id,
+                            &batch,
+                        )
+                        .await?;
+                    if let Some(done) = done {
+                        return Ok(Ok(done));
+                    }
+                }
+                let row = self
+                    .call_append(
+                        &mut conn,
+                        stream,
+                        expected_param,
+                        options.command_id,
+                        check_ids,
+                        self.inner.notify == NotifyMode::InTransaction,
+                        &batch,
+                    )
+                    .await?;
+                Ok::<_, sqlx::Error>(outcome(&row, stream, expected))
             }
             .await;
             match result {
-                Ok(row) => {
-                    let appended = outcome(&row, stream, expected)?;
+                Ok(appended) => {
+                    let appended = appended?;
                     if self.inner.notify == NotifyMode::AfterCommit && !appended.replayed {
                         self.inner
                             .notifier
@@ -190,11 +289,15 @@ impl PgEventStore {
                     return Ok(appended);
                 }
                 Err(error) if attempt < MAX_ATTEMPTS && is_unique_violation(&error) => {
+                    fast = false;
                     check_ids = true;
                 }
-                Err(error) if !reconnected && is_connection_lost(&error) => {
-                    tracing::debug!(%error, "append lost its connection; trying once more");
-                    reconnected = true;
+                Err(error)
+                    if reconnects < LOST_CONNECTION_RETRIES && is_connection_lost(&error) =>
+                {
+                    tracing::debug!(%error, "append lost its connection; trying again");
+                    reconnects += 1;
+                    fast = false;
                     check_ids = true;
                 }
                 Err(error) => return Err(store_error(error)),

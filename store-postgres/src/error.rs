@@ -68,18 +68,27 @@ pub(crate) fn is_connection_lost(error: &sqlx::Error) -> bool {
     }
 }
 
-/// Runs a read, and runs it once more when its connection was lost.
+/// How often an operation whose connection was lost runs again on another
+/// one. Connections the server dropped while idle in the pool (a restart,
+/// `pg_terminate_backend`) each fail one attempt, fast.
+pub(crate) const LOST_CONNECTION_RETRIES: usize = 10;
+
+/// Runs an operation, and runs it again (up to [`LOST_CONNECTION_RETRIES`]
+/// times) when its connection was lost. For reads and idempotent writes.
 pub(crate) async fn retry_lost<T, F, Fut>(mut operation: F) -> Result<T, sqlx::Error>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
 {
-    match operation().await {
-        Err(error) if is_connection_lost(&error) => {
-            tracing::debug!(%error, "read lost its connection; trying once more");
-            operation().await
+    let mut retries = 0;
+    loop {
+        match operation().await {
+            Err(error) if retries < LOST_CONNECTION_RETRIES && is_connection_lost(&error) => {
+                tracing::debug!(%error, "lost a connection; trying again on another");
+                retries += 1;
+            }
+            other => return other,
         }
-        other => other,
     }
 }
 

@@ -1,6 +1,6 @@
 //! How appends tell subscriptions that there is something new to read.
 //!
-//! Subscriptions wake on `LISTEN/NOTIFY` (see [`subscribe`](crate::subscribe))
+//! Subscriptions wake on `LISTEN/NOTIFY` (see the [crate documentation](crate))
 //! and poll as a fallback. Appends notify in one of two ways:
 //!
 //! * [`NotifyMode::InTransaction`] (the default, as the design asks): the
@@ -14,7 +14,8 @@
 //! * [`NotifyMode::AfterCommit`]: the append commits without notifying, and a
 //!   background task of the store sends `pg_notify` right after, from its own
 //!   short transaction that writes nothing (so it flushes nothing), coalescing
-//!   bursts into one notification. Commits group-flush again. A notification
+//!   bursts (at most one notification per 5 ms; the first append after a
+//!   quiet spell notifies at once). Commits group-flush again. A notification
 //!   still never precedes the commit it announces; if the process dies
 //!   between the two, subscriptions find the events at their next poll.
 //!
@@ -89,6 +90,11 @@ impl Drop for Notifier {
     }
 }
 
+/// The least time between two notifications of one store: the first append
+/// of a burst notifies at once, the rest of the burst shares one
+/// notification per interval (each costs the server a small transaction).
+const MIN_INTERVAL: Duration = Duration::from_millis(5);
+
 async fn notify_loop(shared: Arc<Shared>, pool: PgPool, channel: String) {
     loop {
         shared.wake.notified().await;
@@ -96,6 +102,7 @@ async fn notify_loop(shared: Arc<Shared>, pool: PgPool, channel: String) {
             return;
         }
         while shared.pending.swap(false, Ordering::AcqRel) {
+            let sent_at = tokio::time::Instant::now();
             let sent = sqlx::query("SELECT pg_notify($1, '')")
                 .bind(&channel)
                 .execute(&pool)
@@ -108,6 +115,7 @@ async fn notify_loop(shared: Arc<Shared>, pool: PgPool, channel: String) {
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
+            tokio::time::sleep_until(sent_at + MIN_INTERVAL).await;
         }
     }
 }

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use annals::{EventFilter, Metadata, Position, RecordedEvent, StoreError};
 use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
@@ -85,12 +86,23 @@ pub(crate) fn recorded_event(row: &PgRow) -> Result<RecordedEvent, sqlx::Error> 
     })
 }
 
-fn recorded_events(rows: Vec<PgRow>) -> Result<Vec<RecordedEvent>, StoreError> {
-    rows.iter()
-        .map(recorded_event)
-        .collect::<Result<_, _>>()
-        .map_err(store_error)
+/// Runs a query of events and decodes the rows as they arrive, so that the
+/// client decodes while the server still produces (one page is one query).
+async fn fetch_events<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    pool: &sqlx::PgPool,
+    capacity: usize,
+) -> Result<Vec<RecordedEvent>, sqlx::Error> {
+    let mut rows = query.fetch(pool);
+    let mut events = Vec::with_capacity(capacity);
+    while let Some(row) = rows.try_next().await? {
+        events.push(recorded_event(&row)?);
+    }
+    Ok(events)
 }
+
+/// Most events a read reserves room for up front.
+const PREALLOCATE: usize = 1024;
 
 fn limit_param(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
@@ -107,16 +119,16 @@ impl PgEventStore {
             return Ok(Vec::new());
         }
         let from = i64::try_from(from_version).unwrap_or(i64::MAX);
-        let rows = retry_lost(|| {
-            sqlx::query(READ_STREAM)
+        let capacity = limit.min(PREALLOCATE);
+        retry_lost(|| {
+            let query = sqlx::query(READ_STREAM)
                 .bind(stream)
                 .bind(from)
-                .bind(limit_param(limit))
-                .fetch_all(&self.inner.pool)
+                .bind(limit_param(limit));
+            fetch_events(query, &self.inner.pool, capacity)
         })
         .await
-        .map_err(store_error)?;
-        recorded_events(rows)
+        .map_err(store_error)
     }
 
     pub(crate) async fn read_log(
@@ -129,33 +141,33 @@ impl PgEventStore {
             return Ok(Vec::new());
         }
         let (transaction, sequence) = xid::after_params(after);
+        let capacity = limit.min(PREALLOCATE);
         let limit = limit_param(limit);
-        let rows = match filter.event_types() {
+        match filter.event_types() {
             None => {
                 retry_lost(|| {
-                    sqlx::query(READ_ALL)
+                    let query = sqlx::query(READ_ALL)
                         .bind(transaction)
                         .bind(sequence)
-                        .bind(limit)
-                        .fetch_all(&self.inner.pool)
+                        .bind(limit);
+                    fetch_events(query, &self.inner.pool, capacity)
                 })
                 .await
             }
             Some([]) => return Ok(Vec::new()),
             Some(types) => {
                 retry_lost(|| {
-                    sqlx::query(READ_ALL_FILTERED)
+                    let query = sqlx::query(READ_ALL_FILTERED)
                         .bind(transaction)
                         .bind(sequence)
                         .bind(limit)
-                        .bind(types)
-                        .fetch_all(&self.inner.pool)
+                        .bind(types);
+                    fetch_events(query, &self.inner.pool, capacity)
                 })
                 .await
             }
         }
-        .map_err(store_error)?;
-        recorded_events(rows)
+        .map_err(store_error)
     }
 
     pub(crate) async fn readable_head(&self) -> Result<Position, StoreError> {

@@ -103,7 +103,7 @@ impl Default for PgStoreOptions {
             max_connections: 10,
             min_connections: 0,
             acquire_timeout: Duration::from_secs(10),
-            test_before_acquire: true,
+            test_before_acquire: false,
             application_name: DEFAULT_APPLICATION_NAME.to_owned(),
             listener_application_name: DEFAULT_LISTENER_APPLICATION_NAME.to_owned(),
         }
@@ -114,7 +114,7 @@ impl PgStoreOptions {
     /// The defaults: [`AppendLimits::default`], channel [`DEFAULT_CHANNEL`]
     /// notified in each append's transaction ([`NotifyMode::InTransaction`]),
     /// [`SubscriptionOptions::default`] (pages of 512, polling every 500 ms),
-    /// up to 10 connections, 10 s to acquire one, each tested before use.
+    /// up to 10 connections, 10 s to acquire one, not pinged before use.
     pub fn new() -> Self {
         Self::default()
     }
@@ -179,11 +179,12 @@ impl PgStoreOptions {
         self
     }
 
-    /// Whether a pooled connection is pinged before each use (the default).
-    /// Turning it off saves a round trip per operation; a connection the
-    /// server dropped while idle then fails one operation with
-    /// [`StoreError::Unavailable`] (the store retries reads and appends once
-    /// on a lost connection, so callers rarely see it).
+    /// Whether a pooled connection is pinged before each use (off by
+    /// default). The ping costs a round trip per operation; without it, a
+    /// connection the server dropped while idle fails its next operation
+    /// at once, and the store runs that operation again on another
+    /// connection (reads, and appends, which are idempotent by event id), so
+    /// callers see the loss only when every connection is gone.
     pub fn test_before_acquire(mut self, test: bool) -> Self {
         self.test_before_acquire = test;
         self

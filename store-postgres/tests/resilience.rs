@@ -162,7 +162,7 @@ async fn postgres_store_recovers_when_its_connections_are_terminated() {
     };
     let mut acknowledged = Vec::new();
     let mut failures = 0;
-    for _ in 0..300 {
+    for _ in 0..150 {
         let batch = common::events(3);
         let ids: Vec<Uuid> = batch.iter().map(|e| e.event_id).collect();
         match store.append("s", ExpectedVersion::Any, batch).await {
@@ -177,7 +177,7 @@ async fn postgres_store_recovers_when_its_connections_are_terminated() {
     stop.store(true, Ordering::SeqCst);
     let kills = killer.await.unwrap();
     eprintln!(
-        "{kills} connections terminated, {failures} of 300 appends failed, {} events acknowledged",
+        "{kills} connections terminated, {failures} of 150 appends failed, {} events acknowledged",
         acknowledged.len()
     );
     assert!(kills > 0);
