@@ -1,9 +1,14 @@
--- annals: the append, as one server-side call.
+-- annals: the append, complete, as one server-side call.
 --
 -- `annals_append` checks the expected version, moves the stream row, inserts
 -- every event of the batch from arrays, records the command id and notifies
 -- listeners: one statement, so one round trip and (in autocommit) one
 -- transaction. It never writes when it answers anything but 'appended'.
+--
+-- The store's common case runs a leaner single statement instead
+-- (store-postgres/src/sql/append_*.sql) and calls this function only when
+-- that statement wrote nothing (to learn why: replay, conflict, duplicate),
+-- after a lost race, and for appends inside the caller's transaction.
 --
 -- Outcomes (o_outcome):
 --   appended   written; o_first_version..o_stream_version, position of the last event

@@ -1,12 +1,12 @@
-//! Appends: one call of the `annals_append` SQL function per batch.
+//! Appends: one statement per batch in the common case.
 //!
-//! The function (see `migrations/0002_append.sql`) checks the expected
-//! version by moving the stream row (`UPDATE ... WHERE version = $expected`,
-//! or an upsert for `Any` and `NoStream`), inserts the whole batch from
-//! arrays (`INSERT ... SELECT FROM unnest($ids, $types, ...)`), records the
-//! command id and calls `pg_notify`, all in one statement. Sent on a pooled
-//! connection in autocommit mode, that statement is its own transaction: one
-//! round trip per append however many events it carries.
+//! The hot path (`sql/append_*.sql`, assembled below) checks the expected
+//! version by moving the stream row, inserts the batch from arrays, records
+//! the command id and notifies, as one statement of data-modifying CTEs in
+//! autocommit mode: one round trip, one transaction. When it writes nothing,
+//! the `annals_append` SQL function (`migrations/0002_append.sql`) says
+//! why: a replay, a conflict with the actual version, or a duplicate id.
+//! Appends inside the caller's transaction use the function directly.
 
 use annals::{AppendOptions, Appended, ExpectedVersion, Metadata, NewEvent, StoreError};
 use serde_json::Value;
@@ -249,7 +249,7 @@ impl PgEventStore {
         loop {
             attempt += 1;
             let result = async {
-                let mut conn = self.inner.pool.acquire().await?;
+                let mut conn = self.inner.conns.get().await?;
                 if fast {
                     let done = self
                         .try_append_fast(
@@ -261,6 +261,7 @@ impl PgEventStore {
                         )
                         .await?;
                     if let Some(done) = done {
+                        conn.release();
                         return Ok(Ok(done));
                     }
                 }
@@ -275,6 +276,7 @@ impl PgEventStore {
                         &batch,
                     )
                     .await?;
+                conn.release();
                 Ok::<_, sqlx::Error>(outcome(&row, stream, expected))
             }
             .await;

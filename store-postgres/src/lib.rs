@@ -46,32 +46,42 @@
 //! [`PgEventStore::migrate`] applies the embedded migrations ([`MIGRATOR`],
 //! `migrations/` in the repository) to the first schema of the connection's
 //! `search_path`: `annals_events` (the log), `annals_streams` (each stream's
-//! version), `annals_snapshots`, `annals_checkpoints`, `annals_dead_letters`,
-//! `annals_processed_commands`, and the SQL function `annals_append`.
+//! version and last label), `annals_snapshots`, `annals_checkpoints`,
+//! `annals_dead_letters`, `annals_processed_commands`, `annals_deadlines`,
+//! and the SQL function `annals_append`.
 //!
-//! ## Appends: one round trip
+//! ## Appends: one statement, one round trip
 //!
-//! An append is one call of `annals_append` with the batch as arrays
-//! (`uuid[]`, `text[]`, `int[]`, `jsonb[]`), sent in autocommit mode, so the
-//! statement is its own transaction. The function
+//! An append sends the batch as arrays (`uuid[]`, `text[]`, `int[]`,
+//! `jsonb[]`) in **one statement** of data-modifying CTEs, in autocommit
+//! mode, so that statement is its own transaction (no `BEGIN`/`COMMIT`
+//! round trips):
 //!
-//! 1. returns the first outcome when the command id was already recorded;
-//! 2. checks the expected version by moving the stream row in one write:
+//! 1. `stream`: check the expectation by moving the stream row in one write:
 //!    `UPDATE annals_streams SET version = version + n WHERE stream_id = $1
-//!    AND version = $expected` (an upsert for `Any`, an insert for
-//!    `NoStream`). That write locks the row until commit, so appends to one
-//!    stream are serialised, and it fails (no row) on a conflict, which is
-//!    then reported with the stream's actual version, unless the events'
-//!    ids are all already stored in the stream (an idempotent retry:
-//!    `replayed`);
-//! 3. inserts the batch with `INSERT ... SELECT FROM unnest(...) WITH
-//!    ORDINALITY`, records the command id, and calls `pg_notify`.
+//!    AND version = $expected` for `Exact`, an upsert for `Any`, an insert
+//!    for `NoStream`, each guarded by "this command id is not recorded".
+//!    The write locks the row until commit, so appends to one stream are
+//!    serialised; a failed check yields no row;
+//! 2. `inserted`: `INSERT INTO annals_events ... SELECT FROM stream,
+//!    unnest($ids, $types, ...) WITH ORDINALITY ORDER BY ord`: nothing when
+//!    `stream` yielded no row;
+//! 3. `command`: record the command id with the outcome (when there is one);
+//! 4. the result row, and `pg_notify` (see [`NotifyMode`]).
 //!
-//! A concurrent append of the same event ids or command id can still make the
-//! insert hit a unique index; the whole statement then rolls back and the
-//! store calls the function once more, looking the ids up first, which turns
-//! the race into `replayed` or [`DuplicateEvent`](annals::StoreError::DuplicateEvent).
-//! [`PgEventStore::append_in_transaction`] runs the same function inside the
+//! When that statement writes nothing (a conflict, a recorded command, an
+//! idempotent retry) the store calls the SQL function `annals_append`, which
+//! says what happened: the first outcome (`replayed`), the stream's actual
+//! version ([`Conflict`](annals::StoreError::Conflict)), or where a
+//! duplicate id lives ([`DuplicateEvent`](annals::StoreError::DuplicateEvent)).
+//! A concurrent append of the same ids or command id can make the insert hit
+//! a unique index; the statement then rolls back as a whole, and the store
+//! calls `annals_append` with the ids looked up first, which turns the race
+//! into `replayed` or `DuplicateEvent`. The common case is one round trip
+//! however many events the batch has; only these rarer outcomes take a
+//! second.
+//!
+//! [`PgEventStore::append_in_transaction`] runs `annals_append` inside the
 //! caller's transaction (an outbox, or any write that must commit with the
 //! events).
 //!
@@ -90,11 +100,13 @@
 //!
 //! `transaction_id` is the writing transaction's `xid8`, except when that
 //! transaction took its id before an earlier append to the same stream
-//! committed (it wrote something else first, or raced for the stream row):
-//! then the events take the stream's previous label instead
+//! committed (it wrote something else first, or took its id while it waited
+//! for the stream row): then the events take the stream's previous label
 //! (`greatest(pg_current_xact_id(), annals_streams.transaction_id)`), so the
 //! log order always agrees with each stream's version order. Either label is
-//! at least the writer's own id, which is what the bound needs.
+//! at least the writer's own id, which is all the bound needs. (Ordering by
+//! the bare transaction id would let a stream's version 6 precede its
+//! version 5 in the log; the stress test catches that.)
 //!
 //! **The trade-off:** a transaction that stays open holds every reader of the
 //! global log back, once it has written anything: events committed after it
@@ -102,30 +114,41 @@
 //! server-wide, so this includes transactions in other databases of the same
 //! server). Keep transactions short, and watch [`PgEventStore::log_lag`],
 //! which reports the bound, the number of held-back events and the oldest
-//! running transaction (with its pid).
+//! running transaction (with its pid). A notification that arrives while the
+//! log is held back finds nothing readable yet; subscriptions then pick the
+//! events up at their next poll, so the poll interval bounds that delay.
 //!
 //! ## Subscriptions
 //!
 //! [`EventStore::subscribe`](annals::EventStore::subscribe) catches up with
-//! the log and then follows it. Appends notify in their own transaction; one
-//! listener connection per store wakes every subscription, reconnects after a
-//! lost connection, and the poll interval
+//! the log and then follows it. Appends notify (in their transaction, or right
+//! after it: [`NotifyMode`]); one listener connection per store wakes every
+//! subscription, reconnects after a lost connection, and the poll interval
 //! ([`PgStoreOptions::poll_interval`]) covers notifications lost meanwhile.
 //!
 //! ## Connections and failures
 //!
-//! Settings come from the URL (`DATABASE_URL`) plus [`PgStoreOptions`]. When
-//! the server cannot be reached an operation fails with
-//! [`StoreError::Unavailable`](annals::StoreError::Unavailable) (transient,
-//! nothing half-written: every append is one transaction); the store works
-//! again once the server is back. An operation whose connection was lost
-//! (for example dropped by a server restart) is tried once more on a fresh
+//! Settings come from the URL (`DATABASE_URL`) plus [`PgStoreOptions`]
+//! (pool size, acquire timeout, application name). Appends and log reads
+//! keep their connections between operations in a small cache (at most half
+//! the pool, returned to the pool after 100 ms idle or when the pool
+//! closes), which saves the round trip sqlx's pool spends checking every
+//! returned connection.
+//!
+//! When the server cannot be reached an operation fails with
+//! [`StoreError::Unavailable`](annals::StoreError::Unavailable) (transient;
+//! every append is one transaction, so nothing is half-written) and the
+//! store works again once the server is back. An operation whose connection
+//! was lost (a restart, `pg_terminate_backend`) runs again on another
 //! connection; for appends that is safe because they are idempotent by event
-//! id.
+//! id (a retry of an append that did commit answers `replayed`). If every
+//! attempt fails after the statement was sent, the append's fate is unknown
+//! to the caller: retrying it with the same events settles it.
 #![warn(missing_docs)]
 
 mod append;
 mod checkpoint;
+mod conn;
 mod error;
 pub mod notify;
 mod projection;

@@ -1,5 +1,6 @@
 //! Reads: streams, the gap-free global log, the head and the log's lag.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use annals::{EventFilter, Metadata, Position, RecordedEvent, StoreError};
@@ -9,6 +10,7 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 
+use crate::conn::Connections;
 use crate::error::{retry_lost, store_error};
 use crate::store::PgEventStore;
 use crate::xid::{self, Xid8};
@@ -90,14 +92,18 @@ pub(crate) fn recorded_event(row: &PgRow) -> Result<RecordedEvent, sqlx::Error> 
 /// client decodes while the server still produces (one page is one query).
 async fn fetch_events<'q>(
     query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    pool: &sqlx::PgPool,
+    conns: &Arc<Connections>,
     capacity: usize,
 ) -> Result<Vec<RecordedEvent>, sqlx::Error> {
-    let mut rows = query.fetch(pool);
+    let mut conn = conns.get().await?;
     let mut events = Vec::with_capacity(capacity);
-    while let Some(row) = rows.try_next().await? {
-        events.push(recorded_event(&row)?);
+    {
+        let mut rows = query.fetch(&mut *conn);
+        while let Some(row) = rows.try_next().await? {
+            events.push(recorded_event(&row)?);
+        }
     }
+    conn.release();
     Ok(events)
 }
 
@@ -125,7 +131,7 @@ impl PgEventStore {
                 .bind(stream)
                 .bind(from)
                 .bind(limit_param(limit));
-            fetch_events(query, &self.inner.pool, capacity)
+            fetch_events(query, &self.inner.conns, capacity)
         })
         .await
         .map_err(store_error)
@@ -150,7 +156,7 @@ impl PgEventStore {
                         .bind(transaction)
                         .bind(sequence)
                         .bind(limit);
-                    fetch_events(query, &self.inner.pool, capacity)
+                    fetch_events(query, &self.inner.conns, capacity)
                 })
                 .await
             }
@@ -162,7 +168,7 @@ impl PgEventStore {
                         .bind(sequence)
                         .bind(limit)
                         .bind(types);
-                    fetch_events(query, &self.inner.pool, capacity)
+                    fetch_events(query, &self.inner.conns, capacity)
                 })
                 .await
             }

@@ -15,6 +15,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::conn::Connections;
 use crate::error::PgError;
 use crate::notify::{Notifier, NotifyMode};
 
@@ -43,6 +44,8 @@ pub struct PgEventStore {
 
 pub(crate) struct Inner {
     pub(crate) pool: PgPool,
+    /// Connections kept between appends and log reads.
+    pub(crate) conns: Arc<Connections>,
     pub(crate) limits: AppendLimits,
     pub(crate) channel: String,
     pub(crate) notify: NotifyMode,
@@ -276,6 +279,7 @@ impl PgStoreOptions {
     fn build(self, pool: PgPool) -> PgEventStore {
         PgEventStore {
             inner: Arc::new(Inner {
+                conns: Connections::new(pool.clone()),
                 pool,
                 limits: self.limits,
                 channel: self.channel,
@@ -340,6 +344,7 @@ impl PgEventStore {
     /// Closes the pool: waits for checked-out connections to come back and
     /// closes them. Later operations fail with [`StoreError::Unavailable`].
     pub async fn close(&self) {
+        self.inner.conns.drain();
         self.inner.pool.close().await;
     }
 }
