@@ -32,8 +32,14 @@ pub(crate) struct Connections {
 }
 
 impl Connections {
-    pub(crate) fn new(pool: PgPool) -> Arc<Self> {
-        let capacity = (pool.options().get_max_connections() as usize / 2).max(1);
+    /// A cache of up to half the pool's connections, or none when `enabled`
+    /// is false.
+    pub(crate) fn new(pool: PgPool, enabled: bool) -> Arc<Self> {
+        let capacity = if enabled {
+            (pool.options().get_max_connections() as usize / 2).max(1)
+        } else {
+            0
+        };
         Arc::new(Self {
             pool,
             idle: Mutex::new(Vec::with_capacity(capacity)),
@@ -66,7 +72,7 @@ impl Connections {
     }
 
     fn put(self: &Arc<Self>, conn: PoolConnection<Postgres>) {
-        if self.pool.is_closed() || !self.ensure_sweeper() {
+        if self.capacity == 0 || self.pool.is_closed() || !self.ensure_sweeper() {
             return; // dropping it returns it to the pool
         }
         {

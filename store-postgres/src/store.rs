@@ -92,6 +92,7 @@ pub struct PgStoreOptions {
     min_connections: u32,
     acquire_timeout: Duration,
     test_before_acquire: bool,
+    cache_connections: bool,
     application_name: String,
     listener_application_name: String,
 }
@@ -107,6 +108,7 @@ impl Default for PgStoreOptions {
             min_connections: 0,
             acquire_timeout: Duration::from_secs(10),
             test_before_acquire: false,
+            cache_connections: true,
             application_name: DEFAULT_APPLICATION_NAME.to_owned(),
             listener_application_name: DEFAULT_LISTENER_APPLICATION_NAME.to_owned(),
         }
@@ -190,6 +192,17 @@ impl PgStoreOptions {
     /// callers see the loss only when every connection is gone.
     pub fn test_before_acquire(mut self, test: bool) -> Self {
         self.test_before_acquire = test;
+        self
+    }
+
+    /// Whether appends and log reads keep their connections between
+    /// operations (the default): at most half the pool, each returned to the
+    /// pool after 100 ms unused and when the pool closes. It saves the round
+    /// trip sqlx's pool spends checking every connection that comes back.
+    /// Turn it off when every connection of a small shared pool must be
+    /// available to other code at all times.
+    pub fn cache_connections(mut self, cache: bool) -> Self {
+        self.cache_connections = cache;
         self
     }
 
@@ -279,7 +292,7 @@ impl PgStoreOptions {
     fn build(self, pool: PgPool) -> PgEventStore {
         PgEventStore {
             inner: Arc::new(Inner {
-                conns: Connections::new(pool.clone()),
+                conns: Connections::new(pool.clone(), self.cache_connections),
                 pool,
                 limits: self.limits,
                 channel: self.channel,
