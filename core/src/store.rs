@@ -256,7 +256,9 @@ pub enum StoreError {
     /// Malformed input, refused before it reached the backend.
     #[error("invalid append: {0}")]
     InvalidInput(String),
-    /// The backend could not be reached or failed; nothing was written.
+    /// The backend could not be reached. The append may or may not have
+    /// happened (the connection can drop after the commit was sent): retry it
+    /// with the same event ids, which makes the retry a no-op if it did.
     #[error("event store unavailable: {0}")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// Anything else the backend reported.
