@@ -418,6 +418,13 @@ async fn search_flights_answer_as_the_events_imply() {
             },
         ),
         (
+            "one-letter word",
+            FlightSearch {
+                q: Some("John F Kennedy".into()),
+                ..search()
+            },
+        ),
+        (
             "nothing",
             FlightSearch {
                 q: Some("atlantis".into()),

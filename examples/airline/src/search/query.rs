@@ -57,7 +57,15 @@ pub fn search_request(search: &FlightSearch) -> SearchRequest {
     }
     if let Some(q) = &search.q {
         for word in words(q) {
-            filters.push(json!({ "prefix": { "search_text": word } }));
+            // An explicit rewrite: Elasticsearch 7.10 fails a prefix query
+            // shorter than the field's `index_prefixes.min_chars` (a one-letter
+            // word, as in "John F Kennedy") with a NullPointerException when
+            // none is given (fixed in OpenSearch 2.0,
+            // opensearch-project/OpenSearch#2879). `constant_score` is what a
+            // filter does anyway.
+            filters.push(json!({
+                "prefix": { "search_text": { "value": word, "rewrite": "constant_score" } }
+            }));
         }
     }
     let (field, order) = match search.sort {
@@ -138,9 +146,9 @@ mod tests {
                 json!({ "range": { "departure": { "gte": "2026-12-01T00:00:00Z", "lt": "2026-12-04T00:00:00Z" } } }),
                 json!({ "range": { "price.amount": { "lte": 50_000 } } }),
                 json!({ "range": { "seats_available": { "gte": 2 } } }),
-                json!({ "prefix": { "search_text": "new" } }),
-                json!({ "prefix": { "search_text": "york" } }),
-                json!({ "prefix": { "search_text": "heathrow" } }),
+                json!({ "prefix": { "search_text": { "value": "new", "rewrite": "constant_score" } } }),
+                json!({ "prefix": { "search_text": { "value": "york", "rewrite": "constant_score" } } }),
+                json!({ "prefix": { "search_text": { "value": "heathrow", "rewrite": "constant_score" } } }),
             ]
         );
         assert_eq!(
