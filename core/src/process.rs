@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -195,7 +196,19 @@ where
     /// Fires every deadline due at `now`; returns how many fired.
     pub async fn fire_deadlines(&self, now: DateTime<Utc>) -> Result<usize, ProcessError> {
         let store = self.repository.store();
-        let due = store.due_deadlines(P::NAME, now, 100).await?;
+        // Deadlines fire in log time: while the process has not yet read
+        // events recorded before a deadline fell due, those come first (a
+        // payment answered in time but not read yet must not time out).
+        // Applies to a process driven by a runner, which keeps a checkpoint.
+        let horizon = match store.load_checkpoint(P::NAME).await? {
+            None => now,
+            Some(checkpoint) => store
+                .read_all(checkpoint, 1, &P::filter())
+                .await?
+                .first()
+                .map_or(now, |event| event.recorded_at.min(now)),
+        };
+        let due = store.due_deadlines(P::NAME, horizon, 100).await?;
         for deadline in &due {
             let input = Input::Deadline {
                 name: deadline.name.clone(),
@@ -308,6 +321,9 @@ where
     }
 }
 
+/// How many process instances one batch advances at once.
+const INSTANCES_IN_PARALLEL: usize = 16;
+
 /// A deterministic id: the same inputs give the same id, on every node, after every restart.
 pub fn derive_id(base: Uuid, name: &str) -> Uuid {
     Uuid::new_v5(&base, name.as_bytes())
@@ -352,22 +368,42 @@ where
     }
 
     async fn apply(&self, batch: &[RecordedEvent]) -> Result<Applied, ProjectionError> {
-        let mut applied = Applied::all();
-        let mut failed_streams = std::collections::HashSet::new();
+        // Instances are independent: each one takes its inputs in log order,
+        // different instances go side by side.
+        let mut groups: Vec<(Uuid, Vec<usize>)> = Vec::new();
         for (index, event) in batch.iter().enumerate() {
-            if failed_streams.contains(&event.stream_id) {
+            let Some(instance) = P::correlate(event) else {
                 continue;
+            };
+            match groups.iter_mut().find(|(id, _)| *id == instance) {
+                Some((_, indexes)) => indexes.push(index),
+                None => groups.push((instance, vec![index])),
             }
-            match self.handle_event(event).await {
-                Ok(()) => {}
-                Err(ProcessError::Transient(reason)) => {
-                    return Err(ProjectionError::Transient(reason));
+        }
+        let outcomes: Vec<Result<(), (usize, ProcessError)>> = futures::stream::iter(groups)
+            .map(|(_, indexes)| async move {
+                for index in indexes {
+                    self.handle_event(&batch[index])
+                        .await
+                        .map_err(|error| (index, error))?;
                 }
-                Err(ProcessError::Store(error)) if error.is_transient() => {
+                Ok(())
+            })
+            .buffer_unordered(INSTANCES_IN_PARALLEL)
+            .collect()
+            .await;
+        let mut applied = Applied::all();
+        for outcome in outcomes {
+            let Err((index, error)) = outcome else {
+                continue;
+            };
+            match error {
+                ProcessError::Transient(reason) => return Err(ProjectionError::Transient(reason)),
+                ProcessError::Store(error) if error.is_transient() => {
                     return Err(ProjectionError::Transient(error.to_string()));
                 }
-                Err(error) => {
-                    failed_streams.insert(event.stream_id.clone());
+                error => {
+                    let event = &batch[index];
                     applied.failed.push(crate::projection::Failed {
                         index,
                         error: format!(
@@ -381,6 +417,7 @@ where
                 }
             }
         }
+        applied.failed.sort_by_key(|f| f.index);
         Ok(applied)
     }
 }

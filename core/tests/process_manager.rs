@@ -1224,3 +1224,48 @@ async fn deadlines_survive_a_restart_and_fire_once() {
         ["OrderPlaced", "OrderCancelled"]
     );
 }
+
+#[tokio::test]
+async fn a_lagging_process_reads_events_from_before_a_deadline_before_firing_it() {
+    let store = MemoryStore::new();
+    let (_, placed) = place(&store, &["apple"]).await;
+    let receivers = Receivers::new(&store);
+    let process = Shipper::new(store.clone(), Arc::clone(&receivers));
+    process.handle_event(&placed).await.unwrap();
+    let reserved = last_of(&store, "stock-apple").await;
+    process.handle_event(&reserved).await.unwrap();
+    let later = Utc::now() + chrono::Duration::hours(1);
+    assert_eq!(
+        store
+            .due_deadlines("shipping", later, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // A runner drives the process and has read only up to `placed`, while an
+    // event it handles, recorded before the deadline fell due, waits unread.
+    store
+        .save_checkpoint("shipping", placed.position)
+        .await
+        .unwrap();
+    assert_eq!(
+        process.fire_deadlines(later).await.unwrap(),
+        0,
+        "fired in wall-clock time"
+    );
+    assert_eq!(
+        store
+            .due_deadlines("shipping", later, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Once it has read the log, the deadline fires.
+    let head = store.head().await.unwrap();
+    store.save_checkpoint("shipping", head).await.unwrap();
+    assert_eq!(process.fire_deadlines(later).await.unwrap(), 1);
+}
