@@ -14,13 +14,13 @@ use airline::booking::{ResilientPayments, SimulatedPayments};
 use airline::config::{Config, ReadModelKind, StoreKind};
 use airline::http::{AppState, Background, Role, Tokens, router, serve};
 use airline::reads::{FLIGHTS_PROJECTION, FlightReads, MemoryFlights};
-use airline::search::ElasticFlights;
-use annals_postgres::PgEventStore;
 use airline::scheduling::ScheduleFlight;
+use airline::search::ElasticFlights;
 use airline::values::Money;
 use annals::CommandContext;
 use annals::memory::MemoryStore;
 use annals::projection::{ProjectionStore, RunnerOptions};
+use annals_postgres::PgEventStore;
 use chrono::{DurationRound, TimeDelta, Utc};
 use clap::{Parser, Subcommand};
 use rand::rngs::StdRng;
@@ -110,7 +110,8 @@ fn init_tracing() {
 // serve
 
 async fn serve_command(config: Config) -> Result<()> {
-    if config.store_kind() == StoreKind::Memory && config.read_model_kind() == ReadModelKind::Memory {
+    if config.store_kind() == StoreKind::Memory && config.read_model_kind() == ReadModelKind::Memory
+    {
         return serve_embedded(config).await;
     }
     let settings = config.http_settings()?;
@@ -129,7 +130,15 @@ async fn serve_command(config: Config) -> Result<()> {
                 "airline serving on http://{address}: PostgreSQL event store, {} flight read model",
                 config.read_model_kind().as_str()
             );
-            run_service(listener, settings, tokens, &config, airline_on(store), shutdown).await
+            run_service(
+                listener,
+                settings,
+                tokens,
+                &config,
+                airline_on(store),
+                shutdown,
+            )
+            .await
         }
         StoreKind::Memory => {
             tracing::info!(
@@ -235,7 +244,11 @@ fn start_projections<S: ProjectionStore + Clone>(
             flights
         }
     };
-    background.booking_saga(airline, RunnerOptions::default(), Duration::from_millis(250));
+    background.booking_saga(
+        airline,
+        RunnerOptions::default(),
+        Duration::from_millis(250),
+    );
     Ok(reads)
 }
 
@@ -301,10 +314,14 @@ fn random_token() -> String {
 /// serving the API may run the same projections: the leases make one of
 /// them active and the others hot standbys.
 async fn project_command(config: Config) -> Result<()> {
-    if config.store_kind() != StoreKind::Postgres || config.read_model_kind() != ReadModelKind::Elastic {
-        return Err("`airline project` needs DATABASE_URL and ELASTICSEARCH_URL: it keeps the \
+    if config.store_kind() != StoreKind::Postgres
+        || config.read_model_kind() != ReadModelKind::Elastic
+    {
+        return Err(
+            "`airline project` needs DATABASE_URL and ELASTICSEARCH_URL: it keeps the \
                     Elasticsearch read model current from the PostgreSQL log"
-            .into());
+                .into(),
+        );
     }
     let store = postgres(&config).await?;
     let airline = airline_on(store);
@@ -357,7 +374,9 @@ async fn rebuild_command(config: Config, projection: &str) -> Result<()> {
         )
         .into());
     }
-    if config.store_kind() != StoreKind::Postgres || config.read_model_kind() != ReadModelKind::Elastic {
+    if config.store_kind() != StoreKind::Postgres
+        || config.read_model_kind() != ReadModelKind::Elastic
+    {
         return Err("`airline rebuild flights` needs DATABASE_URL and ELASTICSEARCH_URL".into());
     }
     let store = postgres(&config).await?;
