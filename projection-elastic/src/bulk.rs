@@ -37,13 +37,21 @@ pub enum RefreshPolicy {
     /// where refresh is switched off).
     None,
     /// Each `_bulk` returns once its documents are searchable
-    /// (`refresh=wait_for`): a checkpoint saved after it promises that
-    /// searches see the documents, which read-your-writes relies on. Never
-    /// use it on an index whose `refresh_interval` is `-1`: it would wait
-    /// for a refresh that never comes.
+    /// (`refresh=wait_for`), which takes until the index's next scheduled
+    /// refresh (up to `refresh_interval`, 1 s by default). Fine for a single
+    /// write; a writer that waits for each request before sending the next
+    /// (like the projector) writes at most one request per refresh
+    /// interval. Never use it on an index whose `refresh_interval` is `-1`:
+    /// it would wait for a refresh that never comes.
     #[default]
     WaitFor,
-    /// Refresh right after each `_bulk` (`refresh=true`): costly, for tests.
+    /// Refresh the shards written right after each `_bulk`
+    /// (`refresh=true`): the documents are searchable when it returns,
+    /// without waiting for the next scheduled refresh. The projector's
+    /// default: a checkpoint saved after it promises that searches see the
+    /// documents (read-your-writes relies on that), at the cost of one
+    /// refresh per batch, and the runner's batching bounds how often that
+    /// happens.
     Immediate,
 }
 

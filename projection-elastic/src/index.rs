@@ -37,8 +37,8 @@ use crate::query::{Page, SearchRequest, get_document, search_documents};
 /// How a [`ReadModel`] writes and builds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadModelOptions {
-    /// How the live projector writes ([`RefreshPolicy::WaitFor`] by default,
-    /// so that a saved checkpoint means searchable documents).
+    /// How the live projector writes ([`RefreshPolicy::Immediate`] by
+    /// default, so that a saved checkpoint means searchable documents).
     pub live: ProjectorOptions,
     /// How a build writes ([`RefreshPolicy::None`]: refresh is off while
     /// building).
@@ -58,9 +58,14 @@ impl Default for ReadModelOptions {
                 refresh: RefreshPolicy::None,
                 ..ProjectorOptions::default()
             },
+            // Large batches: a build reads a backlog, so batches fill at
+            // once (the delay only matters for the last one), and each batch
+            // costs one `_mget`, `_bulk` requests (of at most 1,000
+            // documents) and a checkpoint save, while a document fed by
+            // several events of one batch is written once.
             build_runner: RunnerOptions {
-                batch_size: 1000,
-                batch_delay: Duration::from_millis(5),
+                batch_size: 5000,
+                batch_delay: Duration::from_millis(50),
                 ..RunnerOptions::default()
             },
             build_poll: Duration::from_millis(500),

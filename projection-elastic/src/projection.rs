@@ -121,7 +121,12 @@ pub enum DocChange<D> {
 pub struct ProjectorOptions {
     /// Limits of one `_bulk` request.
     pub bulk: BulkLimits,
-    /// When written documents become searchable.
+    /// When written documents become searchable:
+    /// [`RefreshPolicy::Immediate`] by default, so that a saved checkpoint
+    /// means searchable documents without tying each batch to the index's
+    /// refresh interval (with [`RefreshPolicy::WaitFor`] the live runner
+    /// could apply one batch per refresh interval, and a search would see
+    /// an event only up to two intervals after its append).
     pub refresh: RefreshPolicy,
     /// Timeout of each request.
     pub request_timeout: Duration,
@@ -131,7 +136,7 @@ impl Default for ProjectorOptions {
     fn default() -> Self {
         Self {
             bulk: BulkLimits::default(),
-            refresh: RefreshPolicy::WaitFor,
+            refresh: RefreshPolicy::Immediate,
             request_timeout: Duration::from_secs(60),
         }
     }
