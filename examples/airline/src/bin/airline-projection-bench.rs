@@ -63,6 +63,9 @@
 //!    with the other live refresh policy (`refresh=wait_for` against the
 //!    default `refresh=true`), for comparison.
 
+mod bench_support;
+
+use bench_support::{delete_indexes, es_json, es_json_query};
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -75,8 +78,6 @@ use airline::values::{AirportCode, Money};
 use annals::projection::{RunnerOptions, RunnerState, RunnerStatus};
 use annals::{EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, Position};
 use annals_elastic::elasticsearch::http::Method;
-use annals_elastic::elasticsearch::http::headers::HeaderMap;
-use annals_elastic::elasticsearch::http::request::JsonBody;
 use annals_elastic::elasticsearch::{BulkParts, Elasticsearch};
 use annals_elastic::{
     ElasticProjection, ProjectorOptions, ReadModel, ReadModelOptions, RefreshPolicy,
@@ -1274,62 +1275,4 @@ impl Live {
         );
         println!("   runner retries during the run: {}", self.runner_retries);
     }
-}
-
-// ---------------------------------------------------------------------------
-// plumbing
-
-/// A request whose answer must be a 2xx JSON body.
-async fn es_json(
-    client: &Elasticsearch,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> Result<Value> {
-    es_json_query(client, method, path, &[], body).await
-}
-
-/// [`es_json`] with a query string.
-async fn es_json_query(
-    client: &Elasticsearch,
-    method: Method,
-    path: &str,
-    query: &[(&str, &str)],
-    body: Option<Value>,
-) -> Result<Value> {
-    let response = client
-        .send(
-            method,
-            path,
-            HeaderMap::new(),
-            Some(query),
-            body.map(JsonBody::new),
-            None,
-        )
-        .await
-        .map_err(|e| format!("{path}: {e}"))?;
-    let status = response.status_code();
-    let text = response.text().await.map_err(|e| format!("{path}: {e}"))?;
-    if !status.is_success() {
-        return Err(format!("{path} answered {status}: {text}").into());
-    }
-    serde_json::from_str(&text).map_err(|e| format!("{path}: not JSON ({e}): {text}").into())
-}
-
-/// Deletes every index whose name starts with `prefix`.
-async fn delete_indexes(client: &Elasticsearch, prefix: &str) -> Result<()> {
-    let listed = es_json_query(
-        client,
-        Method::Get,
-        &format!("/_cat/indices/{prefix}*"),
-        &[("format", "json"), ("h", "index")],
-        None,
-    )
-    .await?;
-    for entry in listed.as_array().into_iter().flatten() {
-        if let Some(index) = entry["index"].as_str().filter(|i| i.starts_with(prefix)) {
-            es_json(client, Method::Delete, &format!("/{index}"), None).await?;
-        }
-    }
-    Ok(())
 }
