@@ -15,7 +15,10 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, Postgres, Row, Transaction};
 use uuid::Uuid;
 
+use tokio::sync::oneshot;
+
 use crate::error::{LOST_CONNECTION_RETRIES, is_connection_lost, is_unique_violation, store_error};
+use crate::group::{GroupCommit, Outcome, Request};
 use crate::notify::NotifyMode;
 use crate::store::PgEventStore;
 use crate::xid::{self, Xid8};
@@ -60,15 +63,20 @@ const STREAM_VERSION: &str = "SELECT version FROM annals_streams WHERE stream_id
 const MAX_ATTEMPTS: usize = 3;
 
 /// A batch as the arrays the SQL function takes.
-struct Batch {
-    ids: Vec<Uuid>,
-    types: Vec<String>,
-    schema_versions: Vec<i32>,
-    payloads: Vec<Value>,
-    metadata: Vec<Json<Metadata>>,
+pub(crate) struct Batch {
+    pub(crate) ids: Vec<Uuid>,
+    pub(crate) types: Vec<String>,
+    pub(crate) schema_versions: Vec<i32>,
+    pub(crate) payloads: Vec<Value>,
+    pub(crate) metadata: Vec<Json<Metadata>>,
 }
 
 impl Batch {
+    /// Events in the batch.
+    pub(crate) fn len(&self) -> usize {
+        self.ids.len()
+    }
+
     fn new(events: Vec<NewEvent>) -> Result<Self, StoreError> {
         let n = events.len();
         let mut batch = Batch {
@@ -143,6 +151,77 @@ fn outcome(row: &PgRow, stream: &str, expected: ExpectedVersion) -> Result<Appen
     }
 }
 
+/// The hot path: one statement that appends when the expectation holds
+/// and the command id is new (`Ok(Some)`), and otherwise writes nothing
+/// (`Ok(None)`). `channel` is notified in the transaction ('' sends none).
+pub(crate) async fn try_append_fast(
+    conn: &mut PgConnection,
+    channel: &str,
+    stream: &str,
+    expected: i64,
+    command_id: Option<Uuid>,
+    batch: &Batch,
+) -> Result<Option<Appended>, sqlx::Error> {
+    let sql = match (expected > 0, command_id.is_some()) {
+        (true, false) => APPEND_EXACT,
+        (true, true) => APPEND_EXACT_COMMAND,
+        (false, false) => APPEND_ANY,
+        (false, true) => APPEND_ANY_COMMAND,
+    };
+    let row = sqlx::query(sql)
+        .bind(stream)
+        .bind(expected)
+        .bind(command_id)
+        .bind(channel)
+        .bind(&batch.ids)
+        .bind(&batch.types)
+        .bind(&batch.schema_versions)
+        .bind(&batch.payloads)
+        .bind(&batch.metadata)
+        .fetch_optional(conn)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let first_version: i64 = row.try_get(0)?;
+    let stream_version: i64 = row.try_get(1)?;
+    let transaction: Xid8 = row.try_get(2)?;
+    let global_position: i64 = row.try_get(3)?;
+    Ok(Some(Appended {
+        first_version: xid::version(first_version),
+        stream_version: xid::version(stream_version),
+        position: xid::position(transaction, global_position),
+        replayed: false,
+    }))
+}
+
+/// Where a pooled append stands between attempts.
+struct Attempts {
+    /// Try the one-statement hot path (else `annals_append`).
+    fast: bool,
+    /// Look the event ids up first (after a lost race or connection).
+    check_ids: bool,
+    attempt: usize,
+    reconnects: usize,
+}
+
+impl Attempts {
+    /// After a failed attempt: whether to go again (and how), or the error.
+    fn after(&mut self, error: sqlx::Error) -> Result<(), StoreError> {
+        if self.attempt < MAX_ATTEMPTS && is_unique_violation(&error) {
+            self.fast = false;
+            self.check_ids = true;
+            Ok(())
+        } else if self.reconnects < LOST_CONNECTION_RETRIES && is_connection_lost(&error) {
+            tracing::debug!(%error, "append lost its connection; trying again");
+            self.reconnects += 1;
+            self.fast = false;
+            self.check_ids = true;
+            Ok(())
+        } else {
+            Err(store_error(error))
+        }
+    }
+}
+
 impl PgEventStore {
     /// Runs the append function once on `conn`.
     #[allow(clippy::too_many_arguments)]
@@ -176,52 +255,6 @@ impl PgEventStore {
             .await
     }
 
-    /// The hot path: one statement that appends when the expectation holds
-    /// and the command id is new (`Ok(Some)`), and otherwise writes nothing
-    /// (`Ok(None)`).
-    async fn try_append_fast(
-        &self,
-        conn: &mut PgConnection,
-        stream: &str,
-        expected: i64,
-        command_id: Option<Uuid>,
-        batch: &Batch,
-    ) -> Result<Option<Appended>, sqlx::Error> {
-        let sql = match (expected > 0, command_id.is_some()) {
-            (true, false) => APPEND_EXACT,
-            (true, true) => APPEND_EXACT_COMMAND,
-            (false, false) => APPEND_ANY,
-            (false, true) => APPEND_ANY_COMMAND,
-        };
-        let channel = match self.inner.notify {
-            NotifyMode::InTransaction => self.inner.channel.as_str(),
-            NotifyMode::AfterCommit | NotifyMode::Off => "",
-        };
-        let row = sqlx::query(sql)
-            .bind(stream)
-            .bind(expected)
-            .bind(command_id)
-            .bind(channel)
-            .bind(&batch.ids)
-            .bind(&batch.types)
-            .bind(&batch.schema_versions)
-            .bind(&batch.payloads)
-            .bind(&batch.metadata)
-            .fetch_optional(conn)
-            .await?;
-        let Some(row) = row else { return Ok(None) };
-        let first_version: i64 = row.try_get(0)?;
-        let stream_version: i64 = row.try_get(1)?;
-        let transaction: Xid8 = row.try_get(2)?;
-        let global_position: i64 = row.try_get(3)?;
-        Ok(Some(Appended {
-            first_version: xid::version(first_version),
-            stream_version: xid::version(stream_version),
-            position: xid::position(transaction, global_position),
-            replayed: false,
-        }))
-    }
-
     /// The trait's append, in autocommit mode.
     ///
     /// First the one-statement hot path. When it writes nothing (a conflict,
@@ -241,25 +274,43 @@ impl PgEventStore {
     ) -> Result<Appended, StoreError> {
         self.inner.limits.check(stream, &events)?;
         let expected_param = expected_param(expected)?;
-        let batch = Batch::new(events)?;
-        let mut fast = true;
-        let mut check_ids = false;
-        let mut reconnects = 0;
-        let mut attempt = 0;
+        let mut batch = Batch::new(events)?;
+        let mut attempts = Attempts {
+            fast: true,
+            check_ids: false,
+            attempt: 0,
+            reconnects: 0,
+        };
+        let group = self.inner.group.as_ref().filter(|g| g.takes(batch.len()));
+        if let Some(group) = group {
+            let (returned, grouped) = self
+                .append_grouped(group, stream, expected_param, options.command_id, batch)
+                .await?;
+            batch = returned;
+            match grouped {
+                Outcome::Appended(done) => return Ok(self.announce(done)),
+                Outcome::NotWritten => attempts.fast = false,
+                Outcome::Alone => {}
+                Outcome::Failed(error) => {
+                    attempts.attempt = 1;
+                    attempts.after(error)?;
+                }
+            }
+        }
         loop {
-            attempt += 1;
+            attempts.attempt += 1;
             let result = async {
                 let mut conn = self.inner.conns.get().await?;
-                if fast {
-                    let done = self
-                        .try_append_fast(
-                            &mut conn,
-                            stream,
-                            expected_param,
-                            options.command_id,
-                            &batch,
-                        )
-                        .await?;
+                if attempts.fast {
+                    let done = try_append_fast(
+                        &mut conn,
+                        self.in_transaction_channel(),
+                        stream,
+                        expected_param,
+                        options.command_id,
+                        &batch,
+                    )
+                    .await?;
                     if let Some(done) = done {
                         conn.release();
                         return Ok(Ok(done));
@@ -271,7 +322,7 @@ impl PgEventStore {
                         stream,
                         expected_param,
                         options.command_id,
-                        check_ids,
+                        attempts.check_ids,
                         self.inner.notify == NotifyMode::InTransaction,
                         &batch,
                     )
@@ -281,29 +332,61 @@ impl PgEventStore {
             }
             .await;
             match result {
-                Ok(appended) => {
-                    let appended = appended?;
-                    if self.inner.notify == NotifyMode::AfterCommit && !appended.replayed {
-                        self.inner
-                            .notifier
-                            .poke(&self.inner.pool, &self.inner.channel);
-                    }
-                    return Ok(appended);
-                }
-                Err(error) if attempt < MAX_ATTEMPTS && is_unique_violation(&error) => {
-                    fast = false;
-                    check_ids = true;
-                }
-                Err(error)
-                    if reconnects < LOST_CONNECTION_RETRIES && is_connection_lost(&error) =>
-                {
-                    tracing::debug!(%error, "append lost its connection; trying again");
-                    reconnects += 1;
-                    fast = false;
-                    check_ids = true;
-                }
-                Err(error) => return Err(store_error(error)),
+                Ok(appended) => return Ok(self.announce(appended?)),
+                Err(error) => attempts.after(error)?,
             }
+        }
+    }
+
+    /// The channel appends notify in their transaction: '' unless
+    /// [`NotifyMode::InTransaction`].
+    pub(crate) fn in_transaction_channel(&self) -> &str {
+        match self.inner.notify {
+            NotifyMode::InTransaction => self.inner.channel.as_str(),
+            NotifyMode::AfterCommit | NotifyMode::Off => "",
+        }
+    }
+
+    /// After an append: the after-commit notification, when that is the mode.
+    fn announce(&self, appended: Appended) -> Appended {
+        if self.inner.notify == NotifyMode::AfterCommit && !appended.replayed {
+            self.inner
+                .notifier
+                .poke(&self.inner.pool, &self.inner.channel);
+        }
+        appended
+    }
+
+    /// The first attempt of a pooled append, through the group commit.
+    /// Gives the batch back with the outcome.
+    async fn append_grouped(
+        &self,
+        group: &GroupCommit,
+        stream: &str,
+        expected: i64,
+        command_id: Option<Uuid>,
+        batch: Batch,
+    ) -> Result<(Batch, Outcome), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let request = Request {
+            stream: stream.to_owned(),
+            expected,
+            command_id,
+            batch,
+            reply,
+        };
+        if let Some(request) = group.submit(request) {
+            return Ok((request.batch, Outcome::Alone));
+        }
+        match answer.await {
+            Ok(reply) => Ok((reply.batch, reply.outcome)),
+            // The lane went away with its runtime mid-write: the batch went
+            // with it, and whether it was written is unknown.
+            Err(_) => Err(StoreError::Unavailable(
+                "the append's group was dropped before it finished (its runtime shut down); \
+                 whether it was written is unknown: retry with the same event ids"
+                    .into(),
+            )),
         }
     }
 

@@ -150,6 +150,7 @@ mod append;
 mod checkpoint;
 mod conn;
 mod error;
+mod group;
 pub mod notify;
 mod projection;
 mod read;

@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::conn::Connections;
 use crate::error::PgError;
+use crate::group::GroupCommit;
 use crate::notify::{Notifier, NotifyMode};
 
 /// The migrations of the annals schema (`migrations/` at the repository
@@ -50,6 +51,8 @@ pub(crate) struct Inner {
     pub(crate) channel: String,
     pub(crate) notify: NotifyMode,
     pub(crate) notifier: Notifier,
+    /// Group commit of concurrent pooled appends; `None` when turned off.
+    pub(crate) group: Option<GroupCommit>,
     pub(crate) subscription: SubscriptionOptions,
     pub(crate) listener_application_name: String,
     /// The wake-up signal of the shared listener task, while it runs.
@@ -93,6 +96,7 @@ pub struct PgStoreOptions {
     acquire_timeout: Duration,
     test_before_acquire: bool,
     cache_connections: bool,
+    group_commit: bool,
     application_name: String,
     listener_application_name: String,
 }
@@ -109,6 +113,7 @@ impl Default for PgStoreOptions {
             acquire_timeout: Duration::from_secs(10),
             test_before_acquire: false,
             cache_connections: true,
+            group_commit: true,
             application_name: DEFAULT_APPLICATION_NAME.to_owned(),
             listener_application_name: DEFAULT_LISTENER_APPLICATION_NAME.to_owned(),
         }
@@ -206,6 +211,18 @@ impl PgStoreOptions {
         self
     }
 
+    /// Whether concurrent appends share one statement and one commit (on by
+    /// default). Each append is still checked and answered on its own; an
+    /// idle store writes a lone append at once. Grouping lets appends that
+    /// arrive together share one WAL flush and one notification, which
+    /// PostgreSQL cannot do for transactions that notify (see
+    /// [`NotifyMode`]). Turn it off to give each append its own transaction
+    /// (for example to compare).
+    pub fn group_commit(mut self, group: bool) -> Self {
+        self.group_commit = group;
+        self
+    }
+
     /// The `application_name` of the pool's connections (as seen in
     /// `pg_stat_activity`).
     pub fn application_name(mut self, name: impl Into<String>) -> Self {
@@ -290,9 +307,18 @@ impl PgStoreOptions {
     }
 
     fn build(self, pool: PgPool) -> PgEventStore {
+        let conns = Connections::new(pool.clone(), self.cache_connections);
+        let group = self.group_commit.then(|| {
+            let channel = match self.notify {
+                NotifyMode::InTransaction => self.channel.clone(),
+                NotifyMode::AfterCommit | NotifyMode::Off => String::new(),
+            };
+            GroupCommit::new(conns.clone(), channel)
+        });
         PgEventStore {
             inner: Arc::new(Inner {
-                conns: Connections::new(pool.clone(), self.cache_connections),
+                conns,
+                group,
                 pool,
                 limits: self.limits,
                 channel: self.channel,

@@ -1,0 +1,391 @@
+//! Group commit: concurrent appends share one statement and one commit.
+//!
+//! Every commit waits for its WAL flush. PostgreSQL lets concurrent commits
+//! share a flush, but not when they notify: a notifying transaction holds a
+//! database-wide lock from before its commit record until after the flush
+//! (see [`NotifyMode`](crate::NotifyMode)), so appends that notify in their
+//! transaction, as the design asks, would each pay a flush of their own.
+//! The store therefore collects the appends that arrive while an earlier
+//! group is being written and writes them together: one statement
+//! (`sql/append_group.sql`), one transaction, one flush, one notification,
+//! as EventStoreDB's writer does. An idle store writes a lone append at
+//! once, with the single-append statement.
+//!
+//! Each append in a group is still checked on its own: a failed expectation
+//! or a recorded command id writes nothing for that append, and its caller
+//! learns why from `annals_append`, as without grouping. Appends to one
+//! stream never share a group (the statement moves each stream row once), so
+//! a stream's appends queue behind each other. Whatever makes a group's
+//! statement fail as a whole (a unique violation from a racing duplicate, a
+//! deadlock with a caller's own transaction, a lost connection) sends each of
+//! its appends back to run alone, so one caller's trouble never becomes
+//! another's error.
+//!
+//! A few writer tasks take groups from one queue, each with one statement in
+//! flight: while one group commits, the next one's statement runs. Groups in
+//! flight never share a stream, so writers never wait for each other's row
+//! locks.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use annals::Appended;
+use serde_json::Value;
+use sqlx::Row;
+use sqlx::types::Json;
+use tokio::sync::{Notify, oneshot};
+use uuid::Uuid;
+
+use crate::append::Batch;
+use crate::conn::Connections;
+use crate::xid::{self, Xid8};
+
+const APPEND_GROUP: &str = include_str!("sql/append_group.sql");
+
+/// Writer tasks, each with one statement in flight.
+const WRITERS: usize = 2;
+/// Most appends in one group.
+const MAX_APPENDS: usize = 64;
+/// Most events in one group.
+const MAX_EVENTS: usize = 2_000;
+/// Without in-transaction notifications, appends of more events than this
+/// skip the group and commit on their own: their events already share a
+/// commit, PostgreSQL lets their commits share flushes, and several large
+/// statements run better side by side on several connections than one
+/// after another. With in-transaction notifications every append is grouped:
+/// notifying commits cannot share a flush.
+const MAX_GROUPED_APPEND: usize = 16;
+
+/// One append waiting for its group.
+pub(crate) struct Request {
+    pub(crate) stream: String,
+    pub(crate) expected: i64,
+    pub(crate) command_id: Option<Uuid>,
+    pub(crate) batch: Batch,
+    pub(crate) reply: oneshot::Sender<Reply>,
+}
+
+/// What a group did with one append; the batch comes back with it.
+pub(crate) struct Reply {
+    pub(crate) batch: Batch,
+    pub(crate) outcome: Outcome,
+}
+
+/// The outcome of one append in a group.
+pub(crate) enum Outcome {
+    /// Written.
+    Appended(Appended),
+    /// Nothing written for this append: its expectation failed or its
+    /// command id is recorded (`annals_append` says which).
+    NotWritten,
+    /// The group's statement failed as a whole (nothing of it written, or
+    /// its fate unknown after a lost connection): run the append alone.
+    Alone,
+    /// The append was alone and failed with this error.
+    Failed(sqlx::Error),
+}
+
+/// The group commit of one store: a queue of appends and a few writer tasks,
+/// started on first use (on the caller's runtime) and again when their
+/// runtime has gone away.
+#[derive(Debug)]
+pub(crate) struct GroupCommit {
+    shared: Arc<Shared>,
+    /// Largest append (in events) that joins groups.
+    max_append: usize,
+}
+
+#[derive(Debug)]
+struct Shared {
+    conns: Arc<Connections>,
+    /// Notified in each group's transaction ('' for none).
+    channel: String,
+    queue: Mutex<Queue>,
+    /// A writer may have work: something was queued, or the store closed.
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct Queue {
+    waiting: VecDeque<Request>,
+    /// Streams of the groups being written: their next appends wait, so
+    /// that groups in flight never touch one stream row (no lock waits, no
+    /// deadlocks between writers).
+    in_flight: HashSet<String>,
+    /// Writer tasks alive.
+    writers: usize,
+    closed: bool,
+}
+
+impl GroupCommit {
+    /// Group commit writing on `conns`, notifying `channel` in each group's
+    /// transaction ('' for none).
+    pub(crate) fn new(conns: Arc<Connections>, channel: String) -> Self {
+        let max_append = if channel.is_empty() {
+            MAX_GROUPED_APPEND
+        } else {
+            MAX_EVENTS
+        };
+        Self {
+            max_append,
+            shared: Arc::new(Shared {
+                conns,
+                channel,
+                queue: Mutex::new(Queue::default()),
+                wake: Notify::new(),
+            }),
+        }
+    }
+
+    /// Whether an append of `events` events joins groups.
+    pub(crate) fn takes(&self, events: usize) -> bool {
+        events <= self.max_append
+    }
+
+    /// Queues an append. Gives the request back only when no writer can be
+    /// started (no Tokio runtime).
+    #[must_use]
+    pub(crate) fn submit(&self, request: Request) -> Option<Request> {
+        let mut queue = self.shared.lock();
+        if queue.writers < WRITERS {
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                if queue.writers == 0 {
+                    return Some(request);
+                }
+                queue.waiting.push_back(request);
+                drop(queue);
+                self.shared.wake.notify_one();
+                return None;
+            };
+            while queue.writers < WRITERS {
+                queue.writers += 1;
+                runtime.spawn(run_writer(self.shared.clone()));
+            }
+        }
+        queue.waiting.push_back(request);
+        drop(queue);
+        self.shared.wake.notify_one();
+        None
+    }
+}
+
+impl Drop for GroupCommit {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.wake.notify_waiters();
+    }
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("waiting", &self.waiting.len())
+            .field("in_flight", &self.in_flight.len())
+            .field("writers", &self.writers)
+            .field("closed", &self.closed)
+            .finish()
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Counts a writer out when its task ends, also when its runtime drops it
+/// mid-write: then its group's streams are released (its callers learn that
+/// the outcome is unknown from their dropped reply channels).
+struct WriterGuard {
+    shared: Arc<Shared>,
+    streams: Vec<String>,
+}
+
+impl Drop for WriterGuard {
+    fn drop(&mut self) {
+        let mut queue = self.shared.lock();
+        queue.writers = queue.writers.saturating_sub(1);
+        for stream in self.streams.drain(..) {
+            queue.in_flight.remove(&stream);
+        }
+    }
+}
+
+/// A writer: takes what has queued up, writes it as one group, answers, again.
+async fn run_writer(shared: Arc<Shared>) {
+    let mut guard = WriterGuard {
+        shared: shared.clone(),
+        streams: Vec::new(),
+    };
+    loop {
+        let group = loop {
+            let woken = shared.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            {
+                let mut queue = shared.lock();
+                if queue.closed {
+                    return;
+                }
+                let group = take_group(&mut queue);
+                if !group.is_empty() {
+                    guard.streams = group.iter().map(|r| r.stream.clone()).collect();
+                    break group;
+                }
+            }
+            woken.await;
+        };
+        let answers = write(&shared, &group).await;
+        {
+            let mut queue = shared.lock();
+            for stream in guard.streams.drain(..) {
+                queue.in_flight.remove(&stream);
+            }
+        }
+        for (request, outcome) in group.into_iter().zip(answers) {
+            // A caller that gave up (cancelled) no longer listens.
+            let _ = request.reply.send(Reply {
+                batch: request.batch,
+                outcome,
+            });
+        }
+        // Let the callers just answered queue their next appends, so that
+        // they make the next group instead of trickling in one by one.
+        tokio::task::yield_now().await;
+    }
+}
+
+/// The next group: waiting appends in arrival order, up to the limits, at
+/// most one per stream and none of a stream in flight. The others keep
+/// their places.
+fn take_group(queue: &mut Queue) -> Vec<Request> {
+    let mut group: Vec<Request> = Vec::new();
+    let mut events = 0;
+    let mut kept = VecDeque::new();
+    while let Some(next) = queue.waiting.pop_front() {
+        let fits = group.is_empty() || events + next.batch.len() <= MAX_EVENTS;
+        if group.len() == MAX_APPENDS || !fits || queue.in_flight.contains(&next.stream) {
+            kept.push_back(next);
+            continue;
+        }
+        queue.in_flight.insert(next.stream.clone());
+        events += next.batch.len();
+        group.push(next);
+    }
+    queue.waiting = kept;
+    group
+}
+
+/// Writes a group: each append's outcome, in group order.
+async fn write(shared: &Shared, group: &[Request]) -> Vec<Outcome> {
+    if let [request] = group {
+        return vec![write_alone(shared, request).await];
+    }
+    match write_group(shared, group).await {
+        Ok(written) => written
+            .into_iter()
+            .map(|done| done.map_or(Outcome::NotWritten, Outcome::Appended))
+            .collect(),
+        Err(error) => {
+            tracing::debug!(%error, appends = group.len(), "group append failed; appends run alone");
+            group.iter().map(|_| Outcome::Alone).collect()
+        }
+    }
+}
+
+/// A lone append, with the single-append statement.
+async fn write_alone(shared: &Shared, request: &Request) -> Outcome {
+    let result = async {
+        let mut conn = shared.conns.get().await?;
+        let done = crate::append::try_append_fast(
+            &mut conn,
+            &shared.channel,
+            &request.stream,
+            request.expected,
+            request.command_id,
+            &request.batch,
+        )
+        .await?;
+        conn.release();
+        Ok::<_, sqlx::Error>(done)
+    }
+    .await;
+    match result {
+        Ok(Some(done)) => Outcome::Appended(done),
+        Ok(None) => Outcome::NotWritten,
+        Err(error) => Outcome::Failed(error),
+    }
+}
+
+/// Runs the group statement: for each append, in group order, what was
+/// written (`None`: nothing).
+async fn write_group(
+    shared: &Shared,
+    group: &[Request],
+) -> Result<Vec<Option<Appended>>, sqlx::Error> {
+    let events: usize = group.iter().map(|r| r.batch.len()).sum();
+    let mut streams = Vec::with_capacity(group.len());
+    let mut expected = Vec::with_capacity(group.len());
+    let mut command_ids = Vec::with_capacity(group.len());
+    let mut counts = Vec::with_capacity(group.len());
+    let mut appends = Vec::with_capacity(events);
+    let mut places = Vec::with_capacity(events);
+    let mut ids = Vec::with_capacity(events);
+    let mut types = Vec::with_capacity(events);
+    let mut schema_versions = Vec::with_capacity(events);
+    let mut payloads: Vec<&Value> = Vec::with_capacity(events);
+    let mut metadata = Vec::with_capacity(events);
+    for (k, request) in (1i64..).zip(group) {
+        let batch = &request.batch;
+        streams.push(request.stream.as_str());
+        expected.push(request.expected);
+        command_ids.push(request.command_id);
+        counts.push(i32::try_from(batch.len()).unwrap_or(i32::MAX));
+        for (i, event) in (1i32..).zip(0..batch.len()) {
+            appends.push(k);
+            places.push(i);
+            ids.push(batch.ids[event]);
+            types.push(batch.types[event].as_str());
+            schema_versions.push(batch.schema_versions[event]);
+            payloads.push(&batch.payloads[event]);
+            metadata.push(Json(&batch.metadata[event].0));
+        }
+    }
+    let payloads: Vec<Json<&Value>> = payloads.into_iter().map(Json).collect();
+    let mut conn = shared.conns.get().await?;
+    let rows = sqlx::query(APPEND_GROUP)
+        .bind(&streams)
+        .bind(&expected)
+        .bind(&command_ids)
+        .bind(&counts)
+        .bind(shared.channel.as_str())
+        .bind(&appends)
+        .bind(&places)
+        .bind(&ids)
+        .bind(&types)
+        .bind(&schema_versions)
+        .bind(&payloads)
+        .bind(&metadata)
+        .fetch_all(&mut *conn)
+        .await?;
+    conn.release();
+    let mut written = Vec::new();
+    written.resize_with(group.len(), || None);
+    for row in rows {
+        let k: i64 = row.try_get(0)?;
+        let first_version: i64 = row.try_get(1)?;
+        let stream_version: i64 = row.try_get(2)?;
+        let transaction: Xid8 = row.try_get(3)?;
+        let global_position: i64 = row.try_get(4)?;
+        let slot = usize::try_from(k - 1).ok().and_then(|k| written.get_mut(k));
+        if let Some(slot) = slot {
+            *slot = Some(Appended {
+                first_version: xid::version(first_version),
+                stream_version: xid::version(stream_version),
+                position: xid::position(transaction, global_position),
+                replayed: false,
+            });
+        }
+    }
+    Ok(written)
+}
