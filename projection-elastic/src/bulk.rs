@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use elasticsearch::params::Refresh;
 use elasticsearch::{BulkParts, Elasticsearch};
-use serde_json::{Value, json};
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::error::{ElasticError, describe_error, is_transient_status, json_body};
 
@@ -110,24 +112,77 @@ impl DocWrite {
         }
     }
 
-    /// The two NDJSON lines of this operation (the source line only for index).
-    fn lines(&self) -> Result<Vec<String>, serde_json::Error> {
-        Ok(match self {
+    fn encode(&self) -> Result<Op, serde_json::Error> {
+        match self {
             DocWrite::Index {
                 id,
                 version,
                 source,
-            } => vec![
-                serde_json::to_string(&json!({
-                    "index": { "_id": id, "version": version, "version_type": "external" }
-                }))?,
-                serde_json::to_string(source)?,
-            ],
-            DocWrite::Delete { id, version } => vec![serde_json::to_string(&json!({
-                "delete": { "_id": id, "version": version, "version_type": "external" }
-            }))?],
+            } => Op::index(id, *version, source),
+            DocWrite::Delete { id, version } => Op::delete(id, *version),
+        }
+    }
+}
+
+/// One operation encoded as its NDJSON lines, each ending in a newline.
+///
+/// Documents are serialised straight into the request body, once (no
+/// intermediate `Value`).
+#[derive(Debug, Clone)]
+pub(crate) struct Op {
+    delete: bool,
+    lines: Vec<u8>,
+}
+
+impl Op {
+    /// Index (create or replace) `source` as document `id` at external
+    /// version `version`.
+    pub(crate) fn index<T: Serialize + ?Sized>(
+        id: &str,
+        version: u64,
+        source: &T,
+    ) -> Result<Self, serde_json::Error> {
+        let mut lines = Vec::with_capacity(256);
+        action_line(&mut lines, "index", id, version)?;
+        serde_json::to_writer(&mut lines, source)?;
+        lines.push(b'\n');
+        Ok(Self {
+            delete: false,
+            lines,
         })
     }
+
+    /// Delete document `id` at external version `version`.
+    pub(crate) fn delete(id: &str, version: u64) -> Result<Self, serde_json::Error> {
+        let mut lines = Vec::with_capacity(96);
+        action_line(&mut lines, "delete", id, version)?;
+        Ok(Self {
+            delete: true,
+            lines,
+        })
+    }
+
+    /// Bytes in the request body.
+    pub(crate) fn len(&self) -> usize {
+        self.lines.len()
+    }
+}
+
+/// `{"<action>":{"_id":<id>,"version":<version>,"version_type":"external"}}\n`
+fn action_line(
+    out: &mut Vec<u8>,
+    action: &str,
+    id: &str,
+    version: u64,
+) -> Result<(), serde_json::Error> {
+    out.extend_from_slice(b"{\"");
+    out.extend_from_slice(action.as_bytes());
+    out.extend_from_slice(b"\":{\"_id\":");
+    serde_json::to_writer(&mut *out, id)?; // escaped
+    out.extend_from_slice(b",\"version\":");
+    out.extend_from_slice(version.to_string().as_bytes());
+    out.extend_from_slice(b",\"version_type\":\"external\"}}\n");
+    Ok(())
 }
 
 /// What became of one [`DocWrite`].
@@ -177,6 +232,7 @@ pub struct BulkWriter {
     limits: BulkLimits,
     refresh: RefreshPolicy,
     timeout: Duration,
+    concurrency: usize,
 }
 
 impl BulkWriter {
@@ -188,7 +244,17 @@ impl BulkWriter {
             limits: BulkLimits::default(),
             refresh: RefreshPolicy::default(),
             timeout: Duration::from_secs(60),
+            concurrency: 1,
         }
+    }
+
+    /// How many `_bulk` requests of one [`write`](Self::write) may be in
+    /// flight at once (at least 1, the default). More than one lets the
+    /// server index on several threads while the client encodes and sends
+    /// the next request; results still come back in order.
+    pub fn with_concurrency(mut self, requests: usize) -> Self {
+        self.concurrency = requests.max(1);
+        self
     }
 
     /// Replaces the limits.
@@ -214,11 +280,12 @@ impl BulkWriter {
         self.limits
     }
 
-    /// Writes, in as many `_bulk` requests as the limits ask, one after the
-    /// other. Returns one result per write, in order.
+    /// Writes, in as many `_bulk` requests as the limits ask (at most
+    /// [`with_concurrency`](Self::with_concurrency) of them in flight at
+    /// once). Returns one result per write, in order.
     ///
     /// An error means a request failed as a whole (unreachable server, an
-    /// error status): writes of earlier requests may have been applied, which
+    /// error status): writes of other requests may have been applied, which
     /// external versions make harmless to repeat.
     pub async fn write(
         &self,
@@ -227,32 +294,52 @@ impl BulkWriter {
     ) -> Result<Vec<ItemResult>, ElasticError> {
         let mut ops = Vec::with_capacity(writes.len());
         for write in writes {
-            let lines = write.lines().map_err(|e| ElasticError::Unexpected {
+            let op = write.encode().map_err(|e| ElasticError::Unexpected {
                 operation: format!("encoding document {:?}", write.id()),
                 reason: e.to_string(),
             })?;
-            ops.push(lines);
+            ops.push(op);
         }
-        let sizes: Vec<usize> = ops
-            .iter()
-            .map(|lines| lines.iter().map(|l| l.len() + 1).sum())
-            .collect();
-        let mut results = Vec::with_capacity(writes.len());
-        for range in split(&sizes, self.limits) {
-            let body: Vec<String> = ops[range.clone()].iter().flatten().cloned().collect();
-            let operation = format!("_bulk of {} documents to {index:?}", range.len());
-            let mut request = self
-                .client
-                .bulk(BulkParts::Index(index))
-                .request_timeout(self.timeout)
-                .body(body);
-            if let Some(refresh) = self.refresh.param() {
-                request = request.refresh(refresh);
-            }
-            let response = json_body(&operation, request.send().await).await?;
-            results.extend(item_results(&operation, &response, &writes[range])?);
+        self.write_ops(index, &ops).await
+    }
+
+    /// [`write`](Self::write) of operations already encoded.
+    pub(crate) async fn write_ops(
+        &self,
+        index: &str,
+        ops: &[Op],
+    ) -> Result<Vec<ItemResult>, ElasticError> {
+        let sizes: Vec<usize> = ops.iter().map(Op::len).collect();
+        let requests = split(&sizes, self.limits)
+            .into_iter()
+            .map(|range| self.send(index, &ops[range]));
+        let answers: Vec<Vec<ItemResult>> = futures::stream::iter(requests)
+            .buffered(self.concurrency)
+            .try_collect()
+            .await?;
+        Ok(answers.into_iter().flatten().collect())
+    }
+
+    /// One `_bulk` request.
+    async fn send(&self, index: &str, ops: &[Op]) -> Result<Vec<ItemResult>, ElasticError> {
+        let mut body = Vec::with_capacity(ops.iter().map(Op::len).sum());
+        for op in ops {
+            body.extend_from_slice(&op.lines);
         }
-        Ok(results)
+        // The body is sent as one NDJSON item, which gets its final newline
+        // back from the client.
+        body.pop();
+        let operation = format!("_bulk of {} documents to {index:?}", ops.len());
+        let mut request = self
+            .client
+            .bulk(BulkParts::Index(index))
+            .request_timeout(self.timeout)
+            .body(vec![body]);
+        if let Some(refresh) = self.refresh.param() {
+            request = request.refresh(refresh);
+        }
+        let response = json_body(&operation, request.send().await).await?;
+        item_results(&operation, &response, ops)
     }
 }
 
@@ -282,7 +369,7 @@ fn split(sizes: &[usize], limits: BulkLimits) -> Vec<Range<usize>> {
 fn item_results(
     operation: &str,
     response: &Value,
-    writes: &[DocWrite],
+    writes: &[Op],
 ) -> Result<Vec<ItemResult>, ElasticError> {
     let unexpected = |reason: String| ElasticError::Unexpected {
         operation: operation.to_owned(),
@@ -302,9 +389,10 @@ fn item_results(
         .iter()
         .zip(writes)
         .map(|(item, write)| {
-            let (action, result) = match write {
-                DocWrite::Index { .. } => ("index", &item["index"]),
-                DocWrite::Delete { .. } => ("delete", &item["delete"]),
+            let (action, result) = if write.delete {
+                ("delete", &item["delete"])
+            } else {
+                ("index", &item["index"])
             };
             classify(action, result)
         })
@@ -338,6 +426,32 @@ fn classify(action: &str, item: &Value) -> ItemResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn encodes_operations() {
+        let write = DocWrite::Index {
+            id: "a\"b".into(),
+            version: 7,
+            source: json!({"n": 1}),
+        };
+        let op = write.encode().unwrap();
+        assert_eq!(
+            String::from_utf8(op.lines).unwrap(),
+            "{\"index\":{\"_id\":\"a\\\"b\",\"version\":7,\"version_type\":\"external\"}}\n{\"n\":1}\n"
+        );
+        let op = DocWrite::Delete {
+            id: "x".into(),
+            version: 2,
+        }
+        .encode()
+        .unwrap();
+        assert!(op.delete);
+        assert_eq!(
+            String::from_utf8(op.lines).unwrap(),
+            "{\"delete\":{\"_id\":\"x\",\"version\":2,\"version_type\":\"external\"}}\n"
+        );
+    }
 
     fn limits(max_operations: usize, max_bytes: usize) -> BulkLimits {
         BulkLimits {

@@ -40,8 +40,9 @@ pub struct ReadModelOptions {
     /// How the live projector writes ([`RefreshPolicy::Immediate`] by
     /// default, so that a saved checkpoint means searchable documents).
     pub live: ProjectorOptions,
-    /// How a build writes ([`RefreshPolicy::None`]: refresh is off while
-    /// building).
+    /// How a build writes: [`RefreshPolicy::None`] (refresh is off while
+    /// building), its documents kept in memory (64 MiB of JSON, so that a
+    /// build fetches nothing back), two `_bulk` requests in flight.
     pub build: ProjectorOptions,
     /// Batching and failure policy of the build's catch-up.
     pub build_runner: RunnerOptions,
@@ -56,6 +57,8 @@ impl Default for ReadModelOptions {
             live: ProjectorOptions::default(),
             build: ProjectorOptions {
                 refresh: RefreshPolicy::None,
+                concurrent_requests: 2,
+                cache_bytes: 64 * 1024 * 1024,
                 ..ProjectorOptions::default()
             },
             // Large batches: a build reads a backlog, so batches fill at

@@ -1,21 +1,22 @@
 //! The read model author's trait, and the projector that runs it through
 //! `_mget` and `_bulk`.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use annals::EventFilter;
 use annals::RecordedEvent;
 use annals::projection::{Applied, Failed, Projection, ProjectionError};
 use async_trait::async_trait;
+use elasticsearch::indices::IndicesExistsParts;
 use elasticsearch::{Elasticsearch, MgetParts};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::bulk::{BulkLimits, BulkWriter, DocWrite, ItemResult, RefreshPolicy};
-use crate::error::{ElasticError, describe_error, json_body};
+use crate::bulk::{BulkLimits, BulkWriter, ItemResult, Op, RefreshPolicy};
+use crate::error::{ElasticError, describe_error, json_body, refusal, status_and_body};
 
 /// A read model kept in an Elasticsearch (or OpenSearch) index, one document
 /// per stream, written by a pure fold over the stream's events.
@@ -130,6 +131,18 @@ pub struct ProjectorOptions {
     pub refresh: RefreshPolicy,
     /// Timeout of each request.
     pub request_timeout: Duration,
+    /// `_bulk` requests of one batch in flight at once (at least 1; 1 by
+    /// default).
+    pub concurrent_requests: usize,
+    /// Memory for the documents this projector wrote, in bytes of their
+    /// JSON (0, the default: none kept). A document kept here at version
+    /// `v` is not fetched again when its next events start at `v + 1`: the
+    /// projector folds on from its own copy, which is exact because the fold
+    /// is pure. The oldest documents are dropped first when the budget is
+    /// full, and are fetched with `_mget` again when needed. Builds keep
+    /// documents (see [`ReadModelOptions`](crate::ReadModelOptions)), so a
+    /// build does no `_mget` at all while its documents fit.
+    pub cache_bytes: usize,
 }
 
 impl Default for ProjectorOptions {
@@ -138,6 +151,8 @@ impl Default for ProjectorOptions {
             bulk: BulkLimits::default(),
             refresh: RefreshPolicy::Immediate,
             request_timeout: Duration::from_secs(60),
+            concurrent_requests: 1,
+            cache_bytes: 0,
         }
     }
 }
@@ -152,6 +167,13 @@ impl Default for ProjectorOptions {
 /// `version_type=external` and the stream version of the last event folded.
 /// So a batch delivered twice, or written concurrently by two runners, has
 /// the effect of one delivery.
+///
+/// The `_mget` is skipped for a document whose events in the batch start at
+/// its stream's first version (it is folded from nothing), and for one kept
+/// in memory at the version just before its first event in the batch
+/// ([`ProjectorOptions::cache_bytes`]). Both are exact: the fold is pure, so
+/// the state at a version is the same whoever computed it, and the write's
+/// external version still decides against what is stored.
 ///
 /// Failures:
 /// * a fold error at an event reports that event as [`Failed`]; the document
@@ -174,6 +196,7 @@ pub struct ElasticProjector<P: ElasticProjection> {
     name: String,
     options: ProjectorOptions,
     writer: BulkWriter,
+    cache: Mutex<DocCache<P::Doc>>,
 }
 
 impl<P: ElasticProjection> ElasticProjector<P> {
@@ -189,6 +212,7 @@ impl<P: ElasticProjection> ElasticProjector<P> {
             index: index.into(),
             name,
             options,
+            cache: Mutex::new(DocCache::new(options.cache_bytes)),
         }
     }
 
@@ -203,7 +227,15 @@ impl<P: ElasticProjection> ElasticProjector<P> {
     pub fn with_options(mut self, options: ProjectorOptions) -> Self {
         self.options = options;
         self.writer = writer(&self.client, options);
+        self.cache = Mutex::new(DocCache::new(options.cache_bytes));
         self
+    }
+
+    /// Documents kept in memory and the bytes they take (see
+    /// [`ProjectorOptions::cache_bytes`]).
+    pub fn cached(&self) -> (usize, usize) {
+        let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        (cache.entries.len(), cache.used)
     }
 
     /// The index written to.
@@ -219,6 +251,29 @@ impl<P: ElasticProjection> ElasticProjector<P> {
     /// The options in force.
     pub fn options(&self) -> ProjectorOptions {
         self.options
+    }
+
+    /// A [`ProjectionError::Fatal`] when the index does not exist.
+    async fn check_index(&self) -> Result<(), ProjectionError> {
+        let operation = format!("checking that {:?} exists", self.index);
+        let response = self
+            .client
+            .indices()
+            .exists(IndicesExistsParts::Index(&[&self.index]))
+            .request_timeout(self.options.request_timeout)
+            .send()
+            .await;
+        let (status, body) = status_and_body(&operation, response)
+            .await
+            .map_err(|e| to_projection_error(&self.index, e))?;
+        match status {
+            200..=299 => Ok(()),
+            404 => Err(missing_index(&self.index)),
+            _ => Err(to_projection_error(
+                &self.index,
+                refusal(&operation, status, &body),
+            )),
+        }
     }
 
     /// Fetches the current documents and their versions.
@@ -272,6 +327,7 @@ fn writer(client: &Elasticsearch, options: ProjectorOptions) -> BulkWriter {
         .with_limits(options.bulk)
         .with_refresh(options.refresh)
         .with_timeout(options.request_timeout)
+        .with_concurrency(options.concurrent_requests)
 }
 
 fn missing_index(index: &str) -> ProjectionError {
@@ -296,13 +352,31 @@ pub(crate) struct Stored {
     pub(crate) source: Value,
 }
 
+/// A document's state before a batch: its version (0: none yet) and the
+/// document (`None`: none, or deleted).
+pub(crate) type Base<D> = (u64, Option<D>);
+
+/// One document write a batch needs.
+#[derive(Debug)]
+pub(crate) struct Write<D> {
+    pub(crate) id: String,
+    /// The stream version of the last event folded in.
+    pub(crate) version: u64,
+    /// The new state (`None`: deleted).
+    pub(crate) doc: Option<D>,
+    /// Bytes of its `_bulk` operation.
+    pub(crate) bytes: usize,
+    /// The batch index of the first event folded into it.
+    pub(crate) first_event: usize,
+}
+
 /// The writes a batch needs, and the events that failed.
-#[derive(Debug, Default)]
-pub(crate) struct Plan {
+#[derive(Debug)]
+pub(crate) struct Plan<D> {
     /// The writes, one per changed document.
-    pub(crate) writes: Vec<DocWrite>,
-    /// For each write, the batch index of the first event folded into it.
-    pub(crate) first_event: Vec<usize>,
+    pub(crate) writes: Vec<Write<D>>,
+    /// Their `_bulk` operations, in the same order.
+    pub(crate) ops: Vec<Op>,
     /// Events that failed to fold.
     pub(crate) failed: Vec<Failed>,
 }
@@ -348,57 +422,67 @@ fn group<P: ElasticProjection>(
     groups
 }
 
-/// Folds each document's new events (pure: no I/O).
+/// Folds each document's new events onto its state before the batch (pure:
+/// no I/O). `bases` holds the states known (a document missing from it has
+/// none yet); `undecodable` the stored documents that no longer decode.
 pub(crate) fn plan<P: ElasticProjection>(
     projection: &P,
     batch: &[RecordedEvent],
     groups: Vec<(String, Vec<usize>)>,
-    current: &HashMap<String, Stored>,
+    mut bases: HashMap<String, Base<P::Doc>>,
+    undecodable: &HashMap<String, (u64, String)>,
     mut failed: Vec<Failed>,
-) -> Plan {
-    let mut plan = Plan::default();
+) -> Plan<P::Doc> {
+    let mut writes = Vec::new();
+    let mut ops = Vec::new();
     for (id, events) in groups {
-        let (mut doc, stored_version) = match current.get(&id) {
-            None => (None, 0),
-            Some(stored) => match serde_json::from_value::<P::Doc>(stored.source.clone()) {
-                Ok(doc) => (Some(doc), stored.version),
-                Err(e) => {
-                    // The stored document no longer decodes: a fold changed
-                    // shape without a version bump. Fail its first new event.
-                    if let Some(&i) = events
-                        .iter()
-                        .find(|&&i| batch[i].stream_version > stored.version)
-                    {
-                        failed.push(Failed {
-                            index: i,
-                            error: format!(
-                                "cannot apply {}: stored document {id:?} (version {}) does \
-                                 not decode: {e}",
-                                describe_event(&batch[i]),
-                                stored.version
-                            ),
-                        });
-                    }
-                    continue;
-                }
-            },
-        };
+        if let Some((version, error)) = undecodable.get(&id) {
+            // The stored document no longer decodes: a fold changed shape
+            // without a version bump. Fail its first new event.
+            if let Some(&i) = events.iter().find(|&&i| batch[i].stream_version > *version) {
+                failed.push(Failed {
+                    index: i,
+                    error: format!(
+                        "cannot apply {}: stored document {id:?} (version {version}) does \
+                         not decode: {error}",
+                        describe_event(&batch[i]),
+                    ),
+                });
+            }
+            continue;
+        }
+        let (stored_version, base) = bases.remove(&id).unwrap_or((0, None));
+        let mut doc = base.clone();
         let mut changed = false;
         let mut first = None;
         let mut last_version = stored_version;
+        // The fold takes the document by value. It is handed over without a
+        // copy while every step changes it; the first step that does not
+        // (unchanged, or failed) gets the state back by folding again from
+        // the base, and from then on each step gets a copy.
+        let mut folded: Vec<usize> = Vec::new();
+        let mut copying = false;
         for &i in &events {
             let event = &batch[i];
             if event.stream_version <= stored_version {
                 continue; // already in the document
             }
-            match projection.apply(doc.clone(), event) {
+            let input = if copying { doc.clone() } else { doc.take() };
+            let outcome = projection.apply(input, event);
+            if !copying && !matches!(outcome, Ok(DocChange::Upsert(_) | DocChange::Delete)) {
+                doc = refold(projection, &base, &folded, batch);
+                copying = true;
+            }
+            match outcome {
                 Ok(DocChange::Upsert(new)) => {
                     doc = Some(new);
                     changed = true;
+                    folded.push(i);
                 }
                 Ok(DocChange::Delete) => {
                     doc = None;
                     changed = true;
+                    folded.push(i);
                 }
                 Ok(DocChange::Unchanged) => {}
                 Err(why) => {
@@ -415,34 +499,55 @@ pub(crate) fn plan<P: ElasticProjection>(
         let Some(first) = first.filter(|_| changed) else {
             continue;
         };
-        let write = match doc {
-            Some(doc) => match serde_json::to_value(&doc) {
-                Ok(source) => DocWrite::Index {
+        let op = match &doc {
+            Some(doc) => Op::index(&id, last_version, doc),
+            None => Op::delete(&id, last_version),
+        };
+        match op {
+            Ok(op) => {
+                writes.push(Write {
                     id,
                     version: last_version,
-                    source,
-                },
-                Err(e) => {
-                    failed.push(Failed {
-                        index: first,
-                        error: format!(
-                            "cannot apply {}: document {id:?} does not encode: {e}",
-                            describe_event(&batch[first])
-                        ),
-                    });
-                    continue;
-                }
-            },
-            None => DocWrite::Delete {
-                id,
-                version: last_version,
-            },
-        };
-        plan.writes.push(write);
-        plan.first_event.push(first);
+                    doc,
+                    bytes: op.len(),
+                    first_event: first,
+                });
+                ops.push(op);
+            }
+            Err(e) => failed.push(Failed {
+                index: first,
+                error: format!(
+                    "cannot apply {}: document {id:?} does not encode: {e}",
+                    describe_event(&batch[first])
+                ),
+            }),
+        }
     }
-    plan.failed = failed;
-    plan
+    Plan {
+        writes,
+        ops,
+        failed,
+    }
+}
+
+/// The document after folding the events at `folded` (which all changed it
+/// before) onto `base` again.
+fn refold<P: ElasticProjection>(
+    projection: &P,
+    base: &Option<P::Doc>,
+    folded: &[usize],
+    batch: &[RecordedEvent],
+) -> Option<P::Doc> {
+    let mut doc = base.clone();
+    for &i in folded {
+        match projection.apply(doc.clone(), &batch[i]) {
+            Ok(DocChange::Upsert(new)) => doc = Some(new),
+            Ok(DocChange::Delete) => doc = None,
+            // A pure fold repeats itself; keep what there is otherwise.
+            Ok(DocChange::Unchanged) | Err(_) => {}
+        }
+    }
+    doc
 }
 
 /// `FlightCancelled (schema v1) at version 3 of stream "flight-…" (position 7.9)`.
@@ -468,31 +573,79 @@ impl<P: ElasticProjection> Projection for ElasticProjector<P> {
     }
 
     async fn apply(&self, batch: &[RecordedEvent]) -> Result<Applied, ProjectionError> {
+        let started = Instant::now();
         let mut failed = Vec::new();
         let groups = group(&*self.projection, batch, &mut failed);
         if groups.is_empty() {
             return Ok(Applied { failed });
         }
-        let ids: Vec<&str> = groups.iter().map(|(id, _)| id.as_str()).collect();
-        let current = self.current(&ids).await?;
-        let plan = plan(&*self.projection, batch, groups, &current, failed);
+
+        // The state each document starts from: folded from nothing, kept in
+        // memory, or else fetched.
+        let mut bases: HashMap<String, Base<P::Doc>> = HashMap::with_capacity(groups.len());
+        let mut fetch: Vec<&str> = Vec::new();
+        {
+            let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+            for (id, events) in &groups {
+                let first_version = batch[events[0]].stream_version;
+                if let Some(base) = cache.get(id, first_version) {
+                    bases.insert(id.clone(), base);
+                } else if first_version > 1 {
+                    fetch.push(id);
+                }
+            }
+        }
+        let mut undecodable = HashMap::new();
+        let fetched = fetch.len();
+        if fetch.is_empty() {
+            // The `_mget` is what notices a deleted index; without it, a
+            // `_bulk` would create the index anew with guessed mappings.
+            self.check_index().await?;
+        } else {
+            for (id, stored) in self.current(&fetch).await? {
+                match serde_json::from_value::<P::Doc>(stored.source) {
+                    Ok(doc) => {
+                        bases.insert(id, (stored.version, Some(doc)));
+                    }
+                    Err(e) => {
+                        undecodable.insert(id, (stored.version, e.to_string()));
+                    }
+                }
+            }
+        }
+        let fetched_in = started.elapsed();
+
+        let plan = plan(
+            &*self.projection,
+            batch,
+            groups,
+            bases,
+            &undecodable,
+            failed,
+        );
         let mut failed = plan.failed;
-        if !plan.writes.is_empty() {
+        let writes = plan.writes;
+        let written_in = Instant::now();
+        if !writes.is_empty() {
             let results = self
                 .writer
-                .write(&self.index, &plan.writes)
+                .write_ops(&self.index, &plan.ops)
                 .await
                 .map_err(|e| to_projection_error(&self.index, e))?;
             let mut retry = None;
-            for ((result, write), &first) in results.iter().zip(&plan.writes).zip(&plan.first_event)
-            {
+            let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+            for (result, write) in results.iter().zip(writes) {
                 match result {
-                    ItemResult::Written | ItemResult::AlreadyApplied => {}
+                    ItemResult::Written => {
+                        cache.insert(write.id, write.version, write.doc, write.bytes);
+                    }
+                    // The server had something this projector did not know:
+                    // fetch the document the next time.
+                    ItemResult::AlreadyApplied => cache.remove(&write.id),
                     ItemResult::Retryable { status, reason } => {
                         retry.get_or_insert(format!(
                             "writing document {:?} to {:?} answered {status}: {reason}",
-                            write.id(),
-                            self.index
+                            write.id, self.index
                         ));
                     }
                     ItemResult::Rejected { error_type, .. }
@@ -501,14 +654,14 @@ impl<P: ElasticProjection> Projection for ElasticProjector<P> {
                         return Err(missing_index(&self.index));
                     }
                     ItemResult::Rejected { status, reason, .. } => failed.push(Failed {
-                        index: first,
+                        index: write.first_event,
                         error: format!(
                             "cannot apply {}: {:?} refused document {:?} (version {}) with \
                              {status}: {reason}",
-                            describe_event(&batch[first]),
+                            describe_event(&batch[write.first_event]),
                             self.index,
-                            write.id(),
-                            write.version()
+                            write.id,
+                            write.version
                         ),
                     }),
                 }
@@ -517,8 +670,202 @@ impl<P: ElasticProjection> Projection for ElasticProjector<P> {
                 return Err(ProjectionError::Transient(reason));
             }
         }
+        tracing::debug!(
+            index = %self.index, events = batch.len(), fetched, failed = failed.len(),
+            fetch_ms = fetched_in.as_secs_f64() * 1e3,
+            write_ms = written_in.elapsed().as_secs_f64() * 1e3,
+            "batch applied"
+        );
         failed.sort_by_key(|f| f.index);
         failed.dedup_by_key(|f| f.index);
         Ok(Applied { failed })
+    }
+}
+
+/// Documents a projector wrote, by id, within a budget of bytes; the oldest
+/// written are dropped first.
+struct DocCache<D> {
+    budget: usize,
+    used: usize,
+    entries: HashMap<String, Cached<D>>,
+    /// Ids in the order they were written, with the write's sequence number;
+    /// an id written again has a newer pair, and its older pairs are skipped.
+    order: VecDeque<(String, u64)>,
+    next: u64,
+}
+
+struct Cached<D> {
+    version: u64,
+    doc: Option<D>,
+    bytes: usize,
+    seq: u64,
+}
+
+impl<D: Clone> DocCache<D> {
+    fn new(budget: usize) -> Self {
+        Self {
+            budget,
+            used: 0,
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+            next: 0,
+        }
+    }
+
+    /// The document as kept, if it is kept at a version the events from
+    /// `first_version` on can be folded onto (no event between missing: one
+    /// another process applied, or one of a type this projection does not
+    /// read, which the fold must then see through the stored document).
+    fn get(&self, id: &str, first_version: u64) -> Option<Base<D>> {
+        let cached = self.entries.get(id)?;
+        (first_version <= cached.version.saturating_add(1))
+            .then(|| (cached.version, cached.doc.clone()))
+    }
+
+    fn insert(&mut self, id: String, version: u64, doc: Option<D>, bytes: usize) {
+        if self.budget == 0 {
+            return;
+        }
+        // Rough size: the JSON, the id twice, the bookkeeping.
+        let bytes = bytes + 2 * id.len() + 64;
+        let seq = self.next;
+        self.next += 1;
+        self.order.push_back((id.clone(), seq));
+        let cached = Cached {
+            version,
+            doc,
+            bytes,
+            seq,
+        };
+        if let Some(old) = self.entries.insert(id, cached) {
+            self.used -= old.bytes;
+        }
+        self.used += bytes;
+        while self.used > self.budget {
+            let Some((id, seq)) = self.order.pop_front() else {
+                break;
+            };
+            if self.entries.get(&id).is_some_and(|c| c.seq == seq) {
+                if let Some(old) = self.entries.remove(&id) {
+                    self.used -= old.bytes;
+                }
+            }
+        }
+        // Drop the pairs of ids written again since, now and then.
+        if self.order.len() > 2 * self.entries.len() + 1024 {
+            let entries = &self.entries;
+            self.order
+                .retain(|(id, seq)| entries.get(id).is_some_and(|c| c.seq == *seq));
+        }
+    }
+
+    fn remove(&mut self, id: &str) {
+        if let Some(old) = self.entries.remove(id) {
+            self.used -= old.bytes;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use annals::{Metadata, Position};
+    use uuid::Uuid;
+
+    /// Sums `n` of stream `s-<id>`; `n == 0` changes nothing, `n < 0` fails.
+    struct Sum;
+
+    impl ElasticProjection for Sum {
+        type Doc = i64;
+        fn name(&self) -> &str {
+            "sum"
+        }
+        fn version(&self) -> u32 {
+            1
+        }
+        fn mappings(&self) -> Value {
+            json!({})
+        }
+        fn event_types(&self) -> Vec<String> {
+            vec!["N".into()]
+        }
+        fn document_id(&self, event: &RecordedEvent) -> Option<String> {
+            event.stream_id.strip_prefix("s-").map(str::to_owned)
+        }
+        fn apply(&self, doc: Option<i64>, event: &RecordedEvent) -> Result<DocChange<i64>, String> {
+            match event.payload["n"].as_i64().unwrap_or_default() {
+                0 => Ok(DocChange::Unchanged),
+                n if n < 0 => Err("negative".into()),
+                n => Ok(DocChange::Upsert(doc.unwrap_or_default() + n)),
+            }
+        }
+    }
+
+    fn event(stream: &str, version: u64, n: i64) -> RecordedEvent {
+        RecordedEvent {
+            event_id: Uuid::new_v4(),
+            stream_id: format!("s-{stream}"),
+            stream_version: version,
+            position: Position::START,
+            event_type: "N".into(),
+            schema_version: 1,
+            payload: json!({ "n": n }),
+            metadata: Metadata::default(),
+            recorded_at: chrono::Utc::now(),
+        }
+    }
+
+    fn run(batch: &[RecordedEvent], bases: HashMap<String, Base<i64>>) -> Plan<i64> {
+        let mut failed = Vec::new();
+        let groups = group(&Sum, batch, &mut failed);
+        plan(&Sum, batch, groups, bases, &HashMap::new(), failed)
+    }
+
+    #[test]
+    fn folds_through_unchanged_and_failed_steps() {
+        let batch = [
+            event("a", 1, 1),
+            event("a", 2, 0), // unchanged: the sum so far must survive it
+            event("a", 3, 2),
+            event("b", 4, 5),
+            event("b", 5, -1), // fails: b keeps 5 + 10
+            event("b", 6, 7),
+        ];
+        let bases = HashMap::from([("b".to_owned(), (3, Some(10)))]);
+        let plan = run(&batch, bases);
+        let writes: Vec<_> = plan
+            .writes
+            .iter()
+            .map(|w| (w.id.as_str(), w.version, w.doc, w.first_event))
+            .collect();
+        assert_eq!(writes, [("a", 3, Some(3), 0), ("b", 4, Some(15), 3)]);
+        assert_eq!(plan.failed.len(), 1);
+        assert_eq!(plan.failed[0].index, 4);
+    }
+
+    #[test]
+    fn keeps_documents_within_its_budget_oldest_out_first() {
+        let mut cache = DocCache::new(3 * (10 + 2 + 64));
+        for (i, id) in ["a", "b", "c", "d"].into_iter().enumerate() {
+            cache.insert(id.into(), 2, Some(i), 10);
+        }
+        assert!(cache.get("a", 3).is_none(), "the oldest went first");
+        assert_eq!(cache.get("d", 3), Some((2, Some(3))));
+        // Only when the next events follow on, or re-deliver.
+        assert_eq!(cache.get("d", 1), Some((2, Some(3))));
+        assert!(cache.get("d", 4).is_none());
+        // Writing one again makes it the newest.
+        cache.insert("b".into(), 3, Some(9), 10);
+        cache.insert("e".into(), 1, None, 10);
+        assert!(cache.get("c", 1).is_none());
+        assert_eq!(cache.get("b", 4), Some((3, Some(9))));
+        assert_eq!(cache.get("e", 2), Some((1, None)));
+        assert!(cache.used <= cache.budget);
+        cache.remove("b");
+        assert!(cache.get("b", 4).is_none());
+        // No budget: nothing kept.
+        let mut none = DocCache::new(0);
+        none.insert("a".into(), 1, Some(1), 10);
+        assert!(none.get("a", 2).is_none());
     }
 }

@@ -379,3 +379,114 @@ async fn search_projector_to_a_missing_index_is_fatal() {
     assert_eq!(response.status_code().as_u16(), 404);
     es.cleanup().await;
 }
+
+/// Items whose events are spread over the log: `rounds` appends per item,
+/// one round over all items at a time.
+async fn seed_interleaved(store: &MemoryStore, items: usize, rounds: usize) {
+    for round in 0..rounds {
+        for i in 0..items {
+            let mut events = Vec::new();
+            if round == 0 {
+                events.push(event("Created", json!({ "name": format!("item {i}") })));
+            }
+            events.push(event("Added", json!({ "n": (i + round) as i64 % 5 - 2 })));
+            if (i + round) % 4 == 0 {
+                events.push(event("Renamed", json!({ "name": format!("r{round} {i}") })));
+            }
+            append(store, &format!("{i:04}"), events).await;
+        }
+    }
+}
+
+fn cached_projector(
+    es: &annals_testkit::SearchTest,
+    index: &str,
+    cache_bytes: usize,
+) -> ElasticProjector<Tallies> {
+    let plain = projector(es, index, Tallies::v(1));
+    let options = ProjectorOptions {
+        cache_bytes,
+        concurrent_requests: 2,
+        ..plain.options()
+    };
+    plain.with_options(options)
+}
+
+#[tokio::test]
+async fn search_projector_cache_matches_a_clean_build_and_survives_redelivery() {
+    let Some(es) = annals_testkit::search().await else {
+        return;
+    };
+    let store = MemoryStore::new();
+    seed_interleaved(&store, 30, 4).await;
+    let batch = all_events(&store).await;
+
+    // The reference: one batch, no cache.
+    let clean = es.index("clean");
+    create_index(es.client(), &clean).await;
+    projector(&es, &clean, Tallies::v(1))
+        .apply(&batch)
+        .await
+        .unwrap();
+    let reference = dump(es.client(), &clean).await;
+    assert_eq!(reference.len(), 30);
+
+    // Room for every document, and room for a few only (older ones are
+    // dropped and fetched again): small batches, re-deliveries of
+    // overlapping slices, equal to the clean build.
+    for (name, budget) in [("roomy", 1 << 20), ("tight", 600)] {
+        let index = es.index(name);
+        create_index(es.client(), &index).await;
+        let cached = cached_projector(&es, &index, budget);
+        for chunk in batch.chunks(17) {
+            assert!(cached.apply(chunk).await.unwrap().failed.is_empty());
+        }
+        let (docs, bytes) = cached.cached();
+        assert!(
+            bytes <= budget,
+            "{name}: {bytes} bytes kept, budget {budget}"
+        );
+        if name == "roomy" {
+            assert_eq!(docs, 30);
+        }
+        for (start, end) in [(0, 40), (25, 90), (60, batch.len())] {
+            assert!(
+                cached
+                    .apply(&batch[start..end])
+                    .await
+                    .unwrap()
+                    .failed
+                    .is_empty()
+            );
+        }
+        assert_eq!(dump(es.client(), &index).await, reference, "{name}");
+
+        // A crash mid-build: a new projector (nothing kept) re-applies from
+        // an earlier point.
+        let restarted = cached_projector(&es, &index, budget);
+        for chunk in batch[batch.len() / 3..].chunks(23) {
+            assert!(restarted.apply(chunk).await.unwrap().failed.is_empty());
+        }
+        assert_eq!(
+            dump(es.client(), &index).await,
+            reference,
+            "{name}, restarted"
+        );
+    }
+
+    // Another writer applies the middle of the log meanwhile (a lost lease):
+    // what this projector kept is then behind, and it must not fold on from
+    // it over the events it did not see.
+    let index = es.index("shared");
+    create_index(es.client(), &index).await;
+    let first = cached_projector(&es, &index, 1 << 20);
+    let other = cached_projector(&es, &index, 1 << 20);
+    let (a, rest) = batch.split_at(batch.len() / 3);
+    let (b, c) = rest.split_at(rest.len() / 2);
+    first.apply(a).await.unwrap();
+    other.apply(b).await.unwrap();
+    assert!(first.apply(c).await.unwrap().failed.is_empty());
+    assert_eq!(dump(es.client(), &index).await, reference, "two writers");
+
+    es.cleanup().await;
+}

@@ -1,5 +1,6 @@
 //! The projection runner: checkpointed, batched, retried, parked, leased.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Applied, ParkedEvent, Projection, ProjectionError, ProjectionStore};
 use crate::envelope::RecordedEvent;
 use crate::position::Position;
-use crate::store::StoreError;
+use crate::store::{EventFilter, EventStore, EventStream, StoreError};
 
 /// What happens to an event that keeps failing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,7 +186,9 @@ enum Exit {
 /// writes; other processes wait as hot standby and take over when it is
 /// lost. [`catch_up`](Self::catch_up) applies what is stored and returns.
 pub struct ProjectionRunner<S, P> {
-    store: S,
+    // Shared with the catch-up reader task, which reads ahead of the batch
+    // being applied.
+    store: Arc<S>,
     projection: Arc<P>,
     name: String,
     options: RunnerOptions,
@@ -201,7 +204,7 @@ where
     pub fn new(store: S, projection: Arc<P>) -> Self {
         let name = projection.name();
         Self {
-            store,
+            store: Arc::new(store),
             projection,
             name,
             options: RunnerOptions::default(),
@@ -316,13 +319,14 @@ where
             .unwrap_or_default();
         let mut blocked = self.retry_parked(true).await?;
         self.set(|s| s.checkpoint = checkpoint);
-        let mut events = self.store.subscribe(checkpoint, filter.clone());
+        let mut events = self.source(checkpoint, &filter, until_caught_up);
         let mut delays = self.options.backoff.delays();
         // Parked events an operator asked to retry are looked at every idle
         // interval, also when traffic never lets the runner go idle.
         let mut next_retry_check = Instant::now() + self.options.idle_interval;
         loop {
             // The first event of a batch: wait for it, or for an idle tick.
+            let waited = Instant::now();
             let first = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return Ok(Exit::Shutdown),
@@ -346,19 +350,40 @@ where
                 Some(Err(error)) => {
                     self.note_failure(&error.to_string());
                     self.pause(&mut delays, shutdown).await;
-                    events = self.store.subscribe(checkpoint, filter.clone());
+                    events = self.source(checkpoint, &filter, until_caught_up);
+                    continue;
+                }
+                // A catch-up source ends once a read finds nothing more;
+                // applying may have appended more since (a process manager's
+                // commands), so look once more.
+                None if until_caught_up => {
+                    if self
+                        .store
+                        .read_all(checkpoint, 1, &filter)
+                        .await?
+                        .is_empty()
+                    {
+                        self.set(|s| s.caught_up = true);
+                        return Ok(Exit::CaughtUp);
+                    }
+                    events = self.source(checkpoint, &filter, until_caught_up);
                     continue;
                 }
                 None => {
-                    events = self.store.subscribe(checkpoint, filter.clone());
+                    events = self.source(checkpoint, &filter, until_caught_up);
                     continue;
                 }
             };
             let deadline = Instant::now() + self.options.batch_delay;
             let mut broken = false;
+            let mut ended = false;
             while batch.len() < self.options.batch_size {
                 match tokio::time::timeout_at(deadline, events.next()).await {
                     Ok(Some(Ok(event))) => batch.push(event),
+                    Ok(None) if until_caught_up => {
+                        ended = true;
+                        break;
+                    }
                     Ok(Some(Err(_)) | None) => {
                         broken = true;
                         break;
@@ -367,11 +392,19 @@ where
                 }
             }
 
+            let read_ms = waited.elapsed().as_secs_f64() * 1e3;
+            let applying = Instant::now();
             let Some(done) = self.apply_batch(&batch, &mut blocked, shutdown).await? else {
                 return Ok(Exit::Shutdown);
             };
+            let apply_ms = applying.elapsed().as_secs_f64() * 1e3;
             checkpoint = done;
+            let saving = Instant::now();
             self.save_checkpoint(checkpoint, shutdown).await?;
+            tracing::debug!(
+                projection = %self.name, events = batch.len(), %checkpoint, read_ms, apply_ms,
+                save_ms = saving.elapsed().as_secs_f64() * 1e3, "batch done"
+            );
             let last_at = batch.last().map(|e| e.recorded_at);
             self.set(|s| {
                 s.checkpoint = checkpoint;
@@ -381,14 +414,35 @@ where
                 s.last_error = None;
             });
             delays = self.options.backoff.delays();
+            if ended {
+                // Whatever the batch appended is read by a fresh source;
+                // an empty one ends the catch-up at its first item.
+                broken = true;
+            }
             if broken {
-                events = self.store.subscribe(checkpoint, filter.clone());
+                events = self.source(checkpoint, &filter, until_caught_up);
             }
             if Instant::now() >= next_retry_check {
                 blocked = self.retry_parked(false).await?;
                 next_retry_check = Instant::now() + self.options.idle_interval;
             }
         }
+    }
+
+    /// The events after `after`. Live: the store's subscription. Catch-up:
+    /// pages of `read_all` read by a task of their own, one page ahead of the
+    /// batch being applied (so reading the log overlaps applying it), ending
+    /// at the first empty page, i.e. without waiting for an idle tick.
+    fn source(&self, after: Position, filter: &EventFilter, until_caught_up: bool) -> EventStream {
+        if !until_caught_up {
+            return self.store.subscribe(after, filter.clone());
+        }
+        read_ahead(
+            Arc::clone(&self.store),
+            after,
+            filter.clone(),
+            self.options.batch_size.max(1),
+        )
     }
 
     fn idle_wait(&self, until_caught_up: bool) -> Duration {
@@ -409,12 +463,19 @@ where
         shutdown: &CancellationToken,
     ) -> Result<Option<Position>, RunnerError> {
         let last = batch.last().map(|e| e.position).unwrap_or_default();
-        // Events of streams already parked wait behind them, unapplied.
-        let (runnable, waiting): (Vec<_>, Vec<_>) = batch
-            .iter()
-            .cloned()
-            .partition(|e| !blocked.contains(&e.stream_id));
-        let mut to_park: Vec<ParkedEvent> = waiting.into_iter().map(waiting_behind).collect();
+        // Events of streams already parked wait behind them, unapplied. (No
+        // copy of the batch when nothing is parked, the usual case.)
+        let mut to_park: Vec<ParkedEvent> = Vec::new();
+        let runnable: Cow<'_, [RecordedEvent]> = if blocked.is_empty() {
+            Cow::Borrowed(batch)
+        } else {
+            let (runnable, waiting): (Vec<_>, Vec<_>) = batch
+                .iter()
+                .cloned()
+                .partition(|e| !blocked.contains(&e.stream_id));
+            to_park.extend(waiting.into_iter().map(waiting_behind));
+            Cow::Owned(runnable)
+        };
 
         let mut delays = self.options.backoff.delays();
         let mut attempts = 0;
@@ -615,4 +676,48 @@ fn is_after_failure(to_park: &[ParkedEvent], event: &RecordedEvent) -> bool {
             && p.event.stream_id == event.stream_id
             && p.event.position < event.position
     })
+}
+
+/// Reads the log after `after` in pages of `page` events on a task of its
+/// own, at most one page ahead of the consumer, and ends at the first empty
+/// page. An error ends it after being delivered. The task stops when the
+/// stream is dropped.
+fn read_ahead<S: EventStore>(
+    store: Arc<S>,
+    after: Position,
+    filter: EventFilter,
+    page: usize,
+) -> EventStream {
+    let (pages, received) = tokio::sync::mpsc::channel::<Result<Vec<RecordedEvent>, StoreError>>(1);
+    tokio::spawn(async move {
+        let mut after = after;
+        loop {
+            let read = store.read_all(after, page, &filter).await;
+            let last = match &read {
+                Ok(events) => events.last().map(|e| e.position),
+                Err(_) => None,
+            };
+            // Stop at the end of the log, after an error, or once nobody
+            // listens any more.
+            if pages.send(read).await.is_err() {
+                return;
+            }
+            match last {
+                Some(last) => after = last,
+                None => return,
+            }
+        }
+    });
+    futures::stream::unfold(received, |mut received| async move {
+        let page = received.recv().await?;
+        Some((page, received))
+    })
+    .flat_map(|page| {
+        let items: Vec<Result<RecordedEvent, StoreError>> = match page {
+            Ok(events) => events.into_iter().map(Ok).collect(),
+            Err(error) => vec![Err(error)],
+        };
+        futures::stream::iter(items)
+    })
+    .boxed()
 }

@@ -118,9 +118,34 @@ impl ElasticProjection for FlightIndex {
         let flight_event = event
             .decode::<FlightEvent>()
             .map_err(|e| format!("cannot decode: {e}"))?;
-        match FlightView::fold(doc.map(|d| d.view), &flight_event) {
-            Some(view) => Ok(DocChange::Upsert(view.into())),
-            None => Err("the flight was never scheduled (no FlightScheduled before it)".into()),
+        let Some(doc) = doc else {
+            return match FlightView::fold(None, &flight_event) {
+                Some(view) => Ok(DocChange::Upsert(view.into())),
+                None => Err("the flight was never scheduled (no FlightScheduled before it)".into()),
+            };
+        };
+        let FlightDoc {
+            view,
+            from_city,
+            to_city,
+            from_airport_name,
+            to_airport_name,
+        } = doc;
+        let airports = (view.from, view.to);
+        let Some(view) = FlightView::fold(Some(view), &flight_event) else {
+            return Err("the fold dropped the flight".into());
+        };
+        // The names go with the airports: keep them while the airports stay,
+        // rather than look them up and copy them for every event.
+        if (view.from, view.to) != airports {
+            return Ok(DocChange::Upsert(view.into()));
         }
+        Ok(DocChange::Upsert(FlightDoc {
+            view,
+            from_city,
+            to_city,
+            from_airport_name,
+            to_airport_name,
+        }))
     }
 }
