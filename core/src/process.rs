@@ -60,13 +60,26 @@ pub enum Input<C> {
     },
 }
 
+/// When a deadline falls due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    /// At a time the process decided (a business deadline: "the hold
+    /// expires at 18:00").
+    At(DateTime<Utc>),
+    /// This long after the effects go out: a timeout on what the process
+    /// asks of the world. It runs from when the request is sent, not from
+    /// when the triggering event was recorded, so a process that reads the
+    /// log late does not time out requests it has only just made.
+    After(chrono::Duration),
+}
+
 /// What a process event asks of the world.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Effects<C> {
     /// Commands to send, in order.
     pub commands: Vec<C>,
-    /// Deadlines to set: name and due time.
-    pub deadlines: Vec<(String, DateTime<Utc>)>,
+    /// Deadlines to set: name and when it falls due.
+    pub deadlines: Vec<(String, Due)>,
 }
 
 impl<C> Default for Effects<C> {
@@ -92,9 +105,15 @@ impl<C> Effects<C> {
         }
     }
 
-    /// Also sets a deadline.
+    /// Also sets a deadline at a given time.
     pub fn with_deadline(mut self, name: impl Into<String>, due_at: DateTime<Utc>) -> Self {
-        self.deadlines.push((name.into(), due_at));
+        self.deadlines.push((name.into(), Due::At(due_at)));
+        self
+    }
+
+    /// Also sets a timeout: a deadline `after` the effects go out.
+    pub fn with_timeout(mut self, name: impl Into<String>, after: chrono::Duration) -> Self {
+        self.deadlines.push((name.into(), Due::After(after)));
         self
     }
 }
@@ -266,11 +285,15 @@ where
             for (offset, event) in executed.events.iter().enumerate() {
                 let version = first_version + offset as u64;
                 let effects = P::effects(event);
-                for (k, (name, due_at)) in effects.deadlines.into_iter().enumerate() {
+                for (k, (name, due)) in effects.deadlines.into_iter().enumerate() {
                     let id = derive_id(instance, &format!("{version}/deadline/{k}"));
                     if store.command_outcome(id).await?.is_some() {
                         continue; // it already fired: a re-delivery must not set it again
                     }
+                    let due_at = match due {
+                        Due::At(at) => at,
+                        Due::After(after) => Utc::now() + after,
+                    };
                     let deadline = Deadline {
                         id,
                         process: P::NAME.to_owned(),

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use annals::memory::MemoryStore;
 use annals::process::{
-    DispatchError, Dispatcher, Effects, Input, Process, ProcessManager, Trigger, derive_id,
+    DispatchError, Dispatcher, Due, Effects, Input, Process, ProcessManager, Trigger, derive_id,
 };
 use annals::projection::{
     Backoff, FailurePolicy, ProjectionRunner, ProjectionStore, RunnerOptions,
@@ -717,7 +717,10 @@ fn given_events_the_process_asks_for_the_right_commands() {
     assert_eq!(state.stage, Stage::Charging);
     let effects = Shipping::effects(&charge);
     assert_eq!(effects.commands, [ShippingCommand::Charge { order_id }]);
-    assert_eq!(effects.deadlines, [(CHARGE_TIMEOUT.to_string(), at(32))]);
+    assert_eq!(
+        effects.deadlines,
+        [(CHARGE_TIMEOUT.to_string(), Due::At(at(32)))]
+    );
 
     let pear = ShippingEvent::ItemReserved { sku: "pear".into() };
     let charging = [started.clone(), apple.clone(), pear.clone(), charge.clone()];

@@ -9,13 +9,16 @@
 //!   PostgreSQL serialises the commits of notifying transactions (a
 //!   database-wide lock, taken before the commit record is flushed and held
 //!   until after), so concurrent appends cannot share a WAL flush ("group
-//!   commit"): with `fsync` on, single-event appends from many writers are
-//!   capped at about one flush per append.
+//!   commit"): with `fsync` on, notifying transactions are capped at about
+//!   one flush each. The store's group commit (see the
+//!   [crate documentation](crate#group-commit)) makes concurrent appends
+//!   share one transaction, so they share that flush and one notification.
 //! * [`NotifyMode::AfterCommit`]: the append commits without notifying, and a
 //!   background task of the store sends `pg_notify` right after, from its own
 //!   short transaction that writes nothing (so it flushes nothing), coalescing
 //!   bursts (at most one notification per 5 ms; the first append after a
-//!   quiet spell notifies at once). Commits group-flush again. A notification
+//!   quiet spell notifies at once). Commits group-flush again, so large
+//!   appends skip the store's group commit. A notification
 //!   still never precedes the commit it announces; if the process dies
 //!   between the two, subscriptions find the events at their next poll.
 //!

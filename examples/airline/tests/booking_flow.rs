@@ -348,3 +348,69 @@ async fn a_booking_made_while_the_saga_was_down_completes_when_it_is_back() {
     );
     assert_eq!(online.seats_left(flight).await, 2);
 }
+
+/// A saga that reads the log late (a backlog) still gives the payment
+/// provider its whole timeout: the deadline runs from when the saga asks for
+/// payment, not from when the seats it waited for were reserved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_saga_times_payments_from_when_it_asks() {
+    use annals::projection::ProjectionStore;
+    use chrono::Utc;
+
+    let store = MemoryStore::new();
+    let payments = SimulatedPayments::new();
+    let provider = ResilientPayments::new(payments.clone(), Duration::from_millis(500), 2);
+    let airline = Airline::new(store.clone(), Arc::new(provider));
+    let world = World {
+        airline: airline.clone(),
+        payments,
+        shutdown: CancellationToken::new(),
+    };
+    let flight = world.flight(3).await;
+    let booking = world.book(&[(flight, 1)], "tok_visa").await;
+    let saga = airline.saga();
+    let read = |event_type: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .read_all(Position::START, 1_000, &EventFilter::all())
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|e| e.event_type == event_type)
+                .unwrap_or_else(|| panic!("no {event_type} in the log"))
+        }
+    };
+    saga.handle_event(&read("BookingRequested").await)
+        .await
+        .unwrap();
+    // The seats were reserved an hour before the saga gets to read it.
+    let mut reserved = read("SeatsReserved").await;
+    reserved.recorded_at -= chrono::Duration::hours(1);
+    let asked = Utc::now();
+    saga.handle_event(&reserved).await.unwrap();
+
+    assert!(
+        store
+            .due_deadlines("booking_saga", Utc::now(), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the payment timed out as soon as it was asked for"
+    );
+    let later = store
+        .due_deadlines(
+            "booking_saga",
+            Utc::now() + chrono::Duration::seconds(10),
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(later.len(), 1, "{later:?}");
+    assert_eq!(later[0].instance, booking);
+    assert!(
+        later[0].due_at >= asked + airline::booking::PAYMENT_TIMEOUT,
+        "{later:?}"
+    );
+    world.shutdown.cancel();
+}

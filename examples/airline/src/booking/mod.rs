@@ -17,4 +17,4 @@ pub use payment::{
     Payment, PaymentError, PaymentEvent, PaymentOutcome, PaymentService, RecordPayment,
     RecordRefund, ResilientPayments, SimulatedPayments,
 };
-pub use saga::{BookingSaga, SagaCommand, SagaEvent, SagaSegment, SagaStage};
+pub use saga::{BookingSaga, PAYMENT_TIMEOUT, SagaCommand, SagaEvent, SagaSegment, SagaStage};

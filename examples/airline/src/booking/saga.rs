@@ -3,7 +3,7 @@
 
 use annals::process::{Effects, Input, ProcessManager};
 use annals::{Aggregate, EventFilter, RecordedEvent};
-use chrono::{DateTime, Duration, Utc};
+use chrono::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
@@ -91,7 +91,8 @@ pub enum SagaEvent {
         /// The flight.
         flight_id: Uuid,
     },
-    /// Every seat is held: charge the card, and stop waiting at `timeout_at`.
+    /// Every seat is held: charge the card, and give up on the provider
+    /// [`PAYMENT_TIMEOUT`] after asking.
     PaymentRequested {
         /// The booking.
         booking_id: Uuid,
@@ -99,8 +100,6 @@ pub enum SagaEvent {
         amount: Money,
         /// The card.
         card_token: String,
-        /// When to give up on the provider.
-        timeout_at: DateTime<Utc>,
     },
     /// Paid: confirm.
     PaymentSucceeded {
@@ -205,7 +204,6 @@ impl BookingSaga {
                         booking_id: self.booking_id,
                         amount: self.amount.unwrap_or(Money::usd(0)),
                         card_token: self.card_token.clone(),
-                        timeout_at: event.recorded_at + PAYMENT_TIMEOUT,
                     });
                 }
                 out
@@ -384,13 +382,12 @@ impl ProcessManager for BookingSaga {
                 booking_id,
                 amount,
                 card_token,
-                timeout_at,
             } => Effects::command(SagaCommand::TakePayment {
                 booking_id: *booking_id,
                 amount: *amount,
                 card_token: card_token.clone(),
             })
-            .with_deadline(PAYMENT_DEADLINE, *timeout_at),
+            .with_timeout(PAYMENT_DEADLINE, PAYMENT_TIMEOUT),
             SagaEvent::PaymentSucceeded { booking_id, .. } => {
                 Effects::command(SagaCommand::ConfirmBooking {
                     booking_id: *booking_id,
