@@ -281,13 +281,17 @@ where
                 .execute_with(instance, Trigger(input), context)
                 .await
                 .map_err(ProcessError::from_execute)?;
+            // Effects of events this run wrote have ids no earlier run can
+            // have used (they derive from the new versions), so the store is
+            // asked which already went out only on a replay.
+            let fresh = !executed.replayed;
             let first_version = executed.stream_version + 1 - executed.events.len() as u64;
             for (offset, event) in executed.events.iter().enumerate() {
                 let version = first_version + offset as u64;
                 let effects = P::effects(event);
                 for (k, (name, due)) in effects.deadlines.into_iter().enumerate() {
                     let id = derive_id(instance, &format!("{version}/deadline/{k}"));
-                    if store.command_outcome(id).await?.is_some() {
+                    if !fresh && store.command_outcome(id).await?.is_some() {
                         continue; // it already fired: a re-delivery must not set it again
                     }
                     let due_at = match due {
@@ -305,11 +309,11 @@ where
                 }
                 for (k, command) in effects.commands.into_iter().enumerate() {
                     let command_id = derive_id(instance, &format!("{version}/command/{k}"));
-                    if store.command_outcome(command_id).await?.is_some() {
+                    if !fresh && store.command_outcome(command_id).await?.is_some() {
                         continue; // already ran before a crash or re-delivery
                     }
                     let refusal = derive_id(command_id, "rejected");
-                    if store.command_outcome(refusal).await?.is_some() {
+                    if !fresh && store.command_outcome(refusal).await?.is_some() {
                         // Refused before, and the refusal is recorded: replay it
                         // (its effects may not all have gone out) rather than
                         // sending the command again.

@@ -9,7 +9,7 @@ use crate::aggregate::{Aggregate, Handle};
 use crate::envelope::{Metadata, NewEvent, RecordedEvent};
 use crate::event::{DomainEvent, EventError};
 use crate::position::Position;
-use crate::store::{AppendOptions, EventStore, ExpectedVersion, Snapshot, StoreError};
+use crate::store::{AppendOptions, Appended, EventStore, ExpectedVersion, Snapshot, StoreError};
 
 /// Events read per call while loading a stream.
 const LOAD_PAGE: usize = 4096;
@@ -199,18 +199,6 @@ where
         C: Send + Sync,
     {
         let stream = A::stream_id(&id);
-        if let Some(command_id) = context.command_id {
-            if let Some(first) = self.store.command_outcome(command_id).await? {
-                return self
-                    .replay(
-                        &stream,
-                        first.first_version,
-                        first.stream_version,
-                        first.position,
-                    )
-                    .await;
-            }
-        }
         let mut metadata = context.metadata;
         if metadata.causation_id.is_none() {
             metadata.causation_id = context.command_id;
@@ -222,7 +210,26 @@ where
         let mut attempt = 1;
         loop {
             let Loaded { mut state, version } = self.load_stream(&stream).await?;
-            let events = state.handle(&command).map_err(ExecuteError::Rejected)?;
+            // A command id that already ran is found by the append (the
+            // store answers `replayed`), so the common case costs no lookup;
+            // only when this run would write nothing is the first outcome
+            // looked up, since the state may have moved on since.
+            let events = match state.handle(&command) {
+                Ok(events) if !events.is_empty() => events,
+                decided => {
+                    if let Some(first) = self.first_outcome(context.command_id).await? {
+                        return self
+                            .replay(
+                                &stream,
+                                first.first_version,
+                                first.stream_version,
+                                first.position,
+                            )
+                            .await;
+                    }
+                    decided.map_err(ExecuteError::Rejected)?
+                }
+            };
             if events.is_empty() {
                 return Ok(Executed {
                     events,
@@ -304,6 +311,17 @@ where
             if !full {
                 return Ok(loaded);
             }
+        }
+    }
+
+    /// The recorded outcome of a command id, if it ran before.
+    async fn first_outcome(
+        &self,
+        command_id: Option<Uuid>,
+    ) -> Result<Option<Appended>, StoreError> {
+        match command_id {
+            Some(id) => self.store.command_outcome(id).await,
+            None => Ok(None),
         }
     }
 

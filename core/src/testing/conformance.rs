@@ -1979,6 +1979,31 @@ pub async fn repository_command_idempotency<S: EventStore + Clone>(store: &S) {
 
     let stored = whole_stream(store, &Counter::stream_id(&id)).await;
     assert_eq!(stored.len(), 1, "a replayed command wrote events");
+
+    // Once the stream has moved on, a replay still answers the first outcome,
+    // whether the command would now write (the append finds the id) or
+    // would not (the id is looked up).
+    counters
+        .execute(id, Increment(1))
+        .await
+        .expect("another command on the stream");
+    let moved = counters
+        .execute_with(id, Increment(4), context.clone())
+        .await
+        .expect("replay after another command");
+    let refused = counters
+        .execute_with(id, Increment(0), context.clone())
+        .await
+        .expect("replay of a command that would now be refused");
+    for replay in [&moved, &refused] {
+        assert!(replay.replayed, "not marked replayed: {replay:?}");
+        assert_eq!(
+            (replay.stream_version, replay.position),
+            (first.stream_version, first.position),
+            "outcome of a replay after the log moved on"
+        );
+    }
+    assert_eq!(whole_stream(store, &Counter::stream_id(&id)).await.len(), 2);
     assert_eq!(
         stored[0].metadata.causation_id,
         Some(command_id),
