@@ -37,8 +37,10 @@ use crate::query::{Page, SearchRequest, get_document, search_documents};
 /// How a [`ReadModel`] writes and builds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadModelOptions {
-    /// How the live projector writes ([`RefreshPolicy::Immediate`] by
-    /// default, so that a saved checkpoint means searchable documents).
+    /// How the live projector writes: [`RefreshPolicy::Immediate`], so that
+    /// a saved checkpoint means searchable documents, at most one refresh
+    /// per 200 ms, and 16 MiB of documents kept in memory (hot documents are
+    /// not fetched back before each write).
     pub live: ProjectorOptions,
     /// How a build writes: [`RefreshPolicy::None`] (refresh is off while
     /// building), its documents kept in memory (64 MiB of JSON, so that a
@@ -54,7 +56,11 @@ pub struct ReadModelOptions {
 impl Default for ReadModelOptions {
     fn default() -> Self {
         Self {
-            live: ProjectorOptions::default(),
+            live: ProjectorOptions {
+                cache_bytes: 16 * 1024 * 1024,
+                min_refresh_interval: Duration::from_millis(200),
+                ..ProjectorOptions::default()
+            },
             build: ProjectorOptions {
                 refresh: RefreshPolicy::None,
                 concurrent_requests: 2,

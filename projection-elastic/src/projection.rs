@@ -143,6 +143,14 @@ pub struct ProjectorOptions {
     /// documents (see [`ReadModelOptions`](crate::ReadModelOptions)), so a
     /// build does no `_mget` at all while its documents fit.
     pub cache_bytes: usize,
+    /// With [`RefreshPolicy::Immediate`], the least time between two
+    /// refreshing writes (zero, the default: a refresh per batch). Each
+    /// refresh makes a new segment that the server must later merge, so
+    /// under a steady stream of small batches refreshes cost more than the
+    /// writes. A batch that comes sooner waits for the rest of the interval,
+    /// while the next one gathers behind it; a quiet index is written at
+    /// once.
+    pub min_refresh_interval: Duration,
 }
 
 impl Default for ProjectorOptions {
@@ -153,6 +161,7 @@ impl Default for ProjectorOptions {
             request_timeout: Duration::from_secs(60),
             concurrent_requests: 1,
             cache_bytes: 0,
+            min_refresh_interval: Duration::ZERO,
         }
     }
 }
@@ -197,6 +206,8 @@ pub struct ElasticProjector<P: ElasticProjection> {
     options: ProjectorOptions,
     writer: BulkWriter,
     cache: Mutex<DocCache<P::Doc>>,
+    /// When the last refreshing write went out.
+    last_refresh: Mutex<Option<Instant>>,
 }
 
 impl<P: ElasticProjection> ElasticProjector<P> {
@@ -213,6 +224,7 @@ impl<P: ElasticProjection> ElasticProjector<P> {
             name,
             options,
             cache: Mutex::new(DocCache::new(options.cache_bytes)),
+            last_refresh: Mutex::new(None),
         }
     }
 
@@ -236,6 +248,26 @@ impl<P: ElasticProjection> ElasticProjector<P> {
     pub fn cached(&self) -> (usize, usize) {
         let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         (cache.entries.len(), cache.used)
+    }
+
+    /// Waits until a refreshing write may go out
+    /// ([`ProjectorOptions::min_refresh_interval`]), and counts it as sent.
+    async fn pace_refresh(&self) {
+        let interval = self.options.min_refresh_interval;
+        if self.options.refresh != RefreshPolicy::Immediate || interval.is_zero() {
+            return;
+        }
+        let last = *self
+            .last_refresh
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(wait) = last.and_then(|last| interval.checked_sub(last.elapsed())) {
+            tokio::time::sleep(wait).await;
+        }
+        *self
+            .last_refresh
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
     }
 
     /// The index written to.
@@ -625,6 +657,9 @@ impl<P: ElasticProjection> Projection for ElasticProjector<P> {
         );
         let mut failed = plan.failed;
         let writes = plan.writes;
+        if !writes.is_empty() {
+            self.pace_refresh().await;
+        }
         let written_in = Instant::now();
         if !writes.is_empty() {
             let results = self

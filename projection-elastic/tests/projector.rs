@@ -490,3 +490,62 @@ async fn search_projector_cache_matches_a_clean_build_and_survives_redelivery() 
 
     es.cleanup().await;
 }
+
+/// Documents visible to search (no refresh asked for).
+async fn searchable(es: &annals_testkit::SearchTest, index: &str) -> u64 {
+    let response = es
+        .client()
+        .count(elasticsearch::CountParts::Index(&[index]))
+        .send()
+        .await
+        .unwrap();
+    response.json::<Value>().await.unwrap()["count"]
+        .as_u64()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn search_projector_paces_its_refreshes() {
+    let Some(es) = annals_testkit::search().await else {
+        return;
+    };
+    let store = MemoryStore::new();
+    seed(&store, 30, 1).await;
+    let batch = all_events(&store).await;
+    let index = es.index("paced");
+    create_index(es.client(), &index).await;
+    let interval = std::time::Duration::from_secs(1);
+    let projector = ElasticProjector::new(es.client().clone(), Arc::new(Tallies::v(1)), &index)
+        .with_options(ProjectorOptions {
+            refresh: RefreshPolicy::Immediate,
+            min_refresh_interval: interval,
+            ..ProjectorOptions::default()
+        });
+    let first_item = |events: &[annals::RecordedEvent]| {
+        events
+            .iter()
+            .position(|e| e.stream_id != events[0].stream_id)
+            .unwrap_or(events.len())
+    };
+    let (a, rest) = batch.split_at(first_item(&batch));
+    let (b, c) = rest.split_at(first_item(rest));
+
+    let started = std::time::Instant::now();
+    projector.apply(a).await.unwrap();
+    assert_eq!(searchable(&es, &index).await, 1, "searchable when applied");
+    // Right after a refreshing write, the next one waits for the interval...
+    projector.apply(b).await.unwrap();
+    assert!(started.elapsed() >= interval, "{:?}", started.elapsed());
+    assert_eq!(searchable(&es, &index).await, 2);
+    // ...and once the interval has passed, it goes at once.
+    tokio::time::sleep(interval).await;
+    let started = std::time::Instant::now();
+    projector.apply(c).await.unwrap();
+    assert!(
+        started.elapsed() < interval * 9 / 10,
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(searchable(&es, &index).await, 30);
+    es.cleanup().await;
+}
