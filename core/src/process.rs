@@ -80,6 +80,9 @@ pub struct Effects<C> {
     pub commands: Vec<C>,
     /// Deadlines to set: name and when it falls due.
     pub deadlines: Vec<(String, Due)>,
+    /// Names of the instance's pending deadlines to cancel (set earlier,
+    /// no longer needed: the answer they waited for came).
+    pub cancels: Vec<String>,
 }
 
 impl<C> Default for Effects<C> {
@@ -87,6 +90,7 @@ impl<C> Default for Effects<C> {
         Self {
             commands: Vec::new(),
             deadlines: Vec::new(),
+            cancels: Vec::new(),
         }
     }
 }
@@ -102,12 +106,22 @@ impl<C> Effects<C> {
         Self {
             commands: vec![command],
             deadlines: Vec::new(),
+            cancels: Vec::new(),
         }
     }
 
     /// Also sets a deadline at a given time.
     pub fn with_deadline(mut self, name: impl Into<String>, due_at: DateTime<Utc>) -> Self {
         self.deadlines.push((name.into(), Due::At(due_at)));
+        self
+    }
+
+    /// Also cancels the instance's pending deadlines of this name. A
+    /// deadline that fires anyway (it was already due) reaches
+    /// [`ProcessManager::react`] as usual, which should ignore it in a stage
+    /// that no longer waits.
+    pub fn cancelling(mut self, name: impl Into<String>) -> Self {
+        self.cancels.push(name.into());
         self
     }
 
@@ -306,6 +320,9 @@ where
                         due_at,
                     };
                     store.schedule_deadline(deadline).await?;
+                }
+                for name in &effects.cancels {
+                    store.cancel_deadlines(P::NAME, instance, name).await?;
                 }
                 for (k, command) in effects.commands.into_iter().enumerate() {
                     let command_id = derive_id(instance, &format!("{version}/command/{k}"));

@@ -350,6 +350,7 @@ impl ProcessManager for Shipping {
                     })
                     .collect(),
                 deadlines: vec![],
+                cancels: vec![],
             },
             ShippingEvent::ChargeRequested { order_id, due } => {
                 Effects::command(ShippingCommand::Charge {
@@ -359,7 +360,8 @@ impl ProcessManager for Shipping {
             }
             ShippingEvent::Paid { order_id } => Effects::command(ShippingCommand::Ship {
                 order_id: *order_id,
-            }),
+            })
+            .cancelling(CHARGE_TIMEOUT),
             ShippingEvent::Compensated {
                 order_id,
                 release,
@@ -379,6 +381,7 @@ impl ProcessManager for Shipping {
                 Effects {
                     commands,
                     deadlines: vec![],
+                    cancels: vec![],
                 }
             }
             ShippingEvent::LateReleased { order_id, sku } => {
@@ -1271,4 +1274,28 @@ async fn a_lagging_process_reads_events_from_before_a_deadline_before_firing_it(
     let head = store.head().await.unwrap();
     store.save_checkpoint("shipping", head).await.unwrap();
     assert_eq!(process.fire_deadlines(later).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn an_answer_in_time_cancels_the_deadline_that_waited_for_it() {
+    let store = MemoryStore::new();
+    let (order_id, placed) = place(&store, &["apple"]).await;
+    let receivers = Receivers::new(&store);
+    let process = Shipper::new(store.clone(), Arc::clone(&receivers));
+    process.handle_event(&placed).await.unwrap();
+    let reserved = last_of(&store, "stock-apple").await;
+    process.handle_event(&reserved).await.unwrap();
+    let later = Utc::now() + chrono::Duration::hours(1);
+    let pending = store.due_deadlines("shipping", later, 10).await.unwrap();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+
+    let charged = last_of(&store, &format!("payment-{order_id}")).await;
+    assert_eq!(charged.event_type, "Charged");
+    process.handle_event(&charged).await.unwrap();
+    assert_eq!(
+        store.due_deadlines("shipping", later, 10).await.unwrap(),
+        [],
+        "the charge timeout is still pending after the charge"
+    );
+    assert_eq!(process.fire_deadlines(later).await.unwrap(), 0);
 }

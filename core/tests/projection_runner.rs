@@ -1127,6 +1127,14 @@ impl ProjectionStore for FlakyStore {
     ) -> Result<Vec<Deadline>, StoreError> {
         self.inner.due_deadlines(process, now, limit).await
     }
+    async fn cancel_deadlines(
+        &self,
+        process: &str,
+        instance: Uuid,
+        name: &str,
+    ) -> Result<(), StoreError> {
+        self.inner.cancel_deadlines(process, instance, name).await
+    }
     async fn complete_deadline(&self, process: &str, id: Uuid) -> Result<(), StoreError> {
         self.inner.complete_deadline(process, id).await
     }

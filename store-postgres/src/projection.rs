@@ -199,6 +199,26 @@ impl ProjectionStore for PgEventStore {
             .collect())
     }
 
+    async fn cancel_deadlines(
+        &self,
+        process: &str,
+        instance: Uuid,
+        name: &str,
+    ) -> Result<(), StoreError> {
+        retry_lost(|| {
+            sqlx::query(
+                "DELETE FROM annals_deadlines WHERE process = $1 AND instance = $2 AND name = $3",
+            )
+            .bind(process)
+            .bind(instance)
+            .bind(name)
+            .execute(&self.inner.pool)
+        })
+        .await
+        .map_err(store_error)?;
+        Ok(())
+    }
+
     async fn complete_deadline(&self, process: &str, id: Uuid) -> Result<(), StoreError> {
         retry_lost(|| {
             sqlx::query("DELETE FROM annals_deadlines WHERE process = $1 AND id = $2")

@@ -191,5 +191,30 @@ async fn postgres_deadlines_fire_in_order_once() {
             .len(),
         1
     );
+
+    // Cancelling by instance and name removes only that instance's deadline
+    // of that name.
+    let other_name = Deadline {
+        id: Uuid::now_v7(),
+        name: "reminder".into(),
+        ..future.clone()
+    };
+    store.schedule_deadline(other_name.clone()).await.unwrap();
+    store
+        .cancel_deadlines("saga", Uuid::now_v7(), "timeout")
+        .await
+        .unwrap();
+    store
+        .cancel_deadlines("saga", future.instance, "timeout")
+        .await
+        .unwrap();
+    let left = store
+        .due_deadlines("saga", now + Span::hours(1), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        left.iter().map(|d| d.id).collect::<Vec<_>>(),
+        [other_name.id]
+    );
     pg.cleanup().await;
 }

@@ -121,6 +121,20 @@ impl ProjectionStore for MemoryStore {
         });
         Ok(())
     }
+
+    async fn cancel_deadlines(
+        &self,
+        process: &str,
+        instance: Uuid,
+        name: &str,
+    ) -> Result<(), StoreError> {
+        self.projections(|p| {
+            if let Some(all) = p.deadlines.get_mut(process) {
+                all.retain(|_, d| d.instance != instance || d.name != name);
+            }
+        });
+        Ok(())
+    }
 }
 
 /// An in-process lease: held until released or dropped (a process that

@@ -54,6 +54,15 @@ pub trait ProjectionStore: EventStore {
 
     /// Removes a deadline once it has fired.
     async fn complete_deadline(&self, process: &str, id: Uuid) -> Result<(), StoreError>;
+
+    /// Removes an instance's pending deadlines of this name: what they
+    /// waited for has happened.
+    async fn cancel_deadlines(
+        &self,
+        process: &str,
+        instance: Uuid,
+        name: &str,
+    ) -> Result<(), StoreError>;
 }
 
 /// A moment at which a process manager instance wants to be woken.

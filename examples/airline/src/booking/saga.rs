@@ -377,6 +377,7 @@ impl ProcessManager for BookingSaga {
                     })
                     .collect(),
                 deadlines: vec![],
+                cancels: vec![],
             },
             SagaEvent::PaymentRequested {
                 booking_id,
@@ -388,10 +389,12 @@ impl ProcessManager for BookingSaga {
                 card_token: card_token.clone(),
             })
             .with_timeout(PAYMENT_DEADLINE, PAYMENT_TIMEOUT),
+            // Answered in time: the timeout has nothing left to do.
             SagaEvent::PaymentSucceeded { booking_id, .. } => {
                 Effects::command(SagaCommand::ConfirmBooking {
                     booking_id: *booking_id,
                 })
+                .cancelling(PAYMENT_DEADLINE)
             }
             SagaEvent::CompensationStarted {
                 booking_id,
@@ -419,6 +422,7 @@ impl ProcessManager for BookingSaga {
                 Effects {
                     commands,
                     deadlines: vec![],
+                    cancels: vec![PAYMENT_DEADLINE.into()],
                 }
             }
             SagaEvent::LateSeatsReleased {
