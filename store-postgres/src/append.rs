@@ -10,7 +10,7 @@
 
 use annals::{AppendOptions, Appended, ExpectedVersion, Metadata, NewEvent, StoreError};
 use serde_json::Value;
-use sqlx::postgres::PgRow;
+use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::types::Json;
 use sqlx::{PgConnection, Postgres, Row, Transaction};
 use uuid::Uuid;
@@ -62,6 +62,9 @@ const STREAM_VERSION: &str = "SELECT version FROM annals_streams WHERE stream_id
 /// violation) or its connection.
 const MAX_ATTEMPTS: usize = 3;
 
+/// A query being bound.
+type PgQuery<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
+
 /// A batch as the arrays the SQL function takes.
 pub(crate) struct Batch {
     pub(crate) ids: Vec<Uuid>,
@@ -75,6 +78,17 @@ impl Batch {
     /// Events in the batch.
     pub(crate) fn len(&self) -> usize {
         self.ids.len()
+    }
+
+    /// Binds the five arrays, in the order every append statement takes
+    /// them (ids, types, schema versions, payloads, metadata).
+    fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
+        query
+            .bind(&self.ids)
+            .bind(&self.types)
+            .bind(&self.schema_versions)
+            .bind(&self.payloads)
+            .bind(&self.metadata)
     }
 
     fn new(events: Vec<NewEvent>) -> Result<Self, StoreError> {
@@ -172,14 +186,8 @@ pub(crate) async fn try_append_fast(
         .bind(stream)
         .bind(expected)
         .bind(command_id)
-        .bind(channel)
-        .bind(&batch.ids)
-        .bind(&batch.types)
-        .bind(&batch.schema_versions)
-        .bind(&batch.payloads)
-        .bind(&batch.metadata)
-        .fetch_optional(conn)
-        .await?;
+        .bind(channel);
+    let row = batch.bind(row).fetch_optional(conn).await?;
     let Some(row) = row else { return Ok(None) };
     let first_version: i64 = row.try_get(0)?;
     let stream_version: i64 = row.try_get(1)?;
@@ -240,19 +248,13 @@ impl PgEventStore {
         } else {
             ""
         };
-        sqlx::query(APPEND)
+        let query = sqlx::query(APPEND)
             .bind(stream)
             .bind(expected)
             .bind(command_id)
             .bind(check_ids)
-            .bind(channel)
-            .bind(&batch.ids)
-            .bind(&batch.types)
-            .bind(&batch.schema_versions)
-            .bind(&batch.payloads)
-            .bind(&batch.metadata)
-            .fetch_one(conn)
-            .await
+            .bind(channel);
+        batch.bind(query).fetch_one(conn).await
     }
 
     /// The trait's append, in autocommit mode.
