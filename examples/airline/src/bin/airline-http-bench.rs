@@ -59,7 +59,6 @@ mod bench_support;
 use bench_support::{delete_indexes, es_json};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -82,7 +81,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, Connection, PgConnection};
+use sqlx::{Connection, PgConnection};
 use tokio::net::TcpListener;
 use tokio::runtime::Handle;
 use tokio::task::JoinSet;
@@ -165,24 +164,13 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn main_inner(loadgen: Handle) -> Result<()> {
-    let database_url = std::env::var("DATABASE_URL").map_err(
-        |_| "set DATABASE_URL, e.g. postgres://annals:annals@127.0.0.1:5432/annals_test",
-    )?;
-    let search_url = std::env::var("ELASTICSEARCH_URL")
-        .map_err(|_| "set ELASTICSEARCH_URL, e.g. http://127.0.0.1:9200 (or an OpenSearch URL)")?;
-    let client = annals_elastic::connect(&search_url)?;
-    let server = es_json(&client, Method::Get, "/", None)
-        .await
-        .map_err(|e| format!("cannot reach {search_url}: {e}"))?;
-
-    let base = PgConnectOptions::from_str(&database_url)
-        .map_err(|e| format!("DATABASE_URL: {e}"))?
-        .disable_statement_logging();
-    let mut admin = base
-        .connect()
-        .await
-        .map_err(|e| format!("cannot connect to DATABASE_URL: {e}"))?;
-    let run_id = Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let bench_support::Servers {
+        client,
+        server,
+        base,
+        mut admin,
+        run_id,
+    } = bench_support::servers().await?;
     let prefix = format!("hbench{run_id}_");
     let schema = format!("annals_hbench_{run_id}");
     sqlx::raw_sql(&format!("CREATE SCHEMA {schema}"))

@@ -67,7 +67,6 @@ mod bench_support;
 
 use bench_support::{delete_indexes, es_json, es_json_query};
 use std::collections::HashMap;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -88,8 +87,8 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
+use sqlx::Connection;
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, Connection};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -157,24 +156,13 @@ async fn main_inner() -> Result<()> {
         let filter = tracing_subscriber::EnvFilter::from_default_env();
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
-    let database_url = std::env::var("DATABASE_URL").map_err(
-        |_| "set DATABASE_URL, e.g. postgres://annals:annals@127.0.0.1:5432/annals_test",
-    )?;
-    let search_url = std::env::var("ELASTICSEARCH_URL")
-        .map_err(|_| "set ELASTICSEARCH_URL, e.g. http://127.0.0.1:9200 (or an OpenSearch URL)")?;
-    let client = annals_elastic::connect(&search_url)?;
-    let server = es_json(&client, Method::Get, "/", None)
-        .await
-        .map_err(|e| format!("cannot reach {search_url}: {e}"))?;
-
-    let base = PgConnectOptions::from_str(&database_url)
-        .map_err(|e| format!("DATABASE_URL: {e}"))?
-        .disable_statement_logging();
-    let mut admin = base
-        .connect()
-        .await
-        .map_err(|e| format!("cannot connect to DATABASE_URL: {e}"))?;
-    let run_id = Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let bench_support::Servers {
+        client,
+        server,
+        base,
+        mut admin,
+        run_id,
+    } = bench_support::servers().await?;
     let prefix = format!("pbench{run_id}_");
     let schemas: Vec<String> = LAYOUTS
         .iter()

@@ -1,12 +1,61 @@
-//! Plumbing the benchmark binaries share: JSON requests to the search server.
+//! Plumbing the benchmark binaries share: the servers from the environment,
+//! and JSON requests to the search server.
+
+use std::str::FromStr;
 
 use annals_elastic::elasticsearch::Elasticsearch;
 use annals_elastic::elasticsearch::http::Method;
 use annals_elastic::elasticsearch::http::headers::HeaderMap;
 use annals_elastic::elasticsearch::http::request::JsonBody;
 use serde_json::Value;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, PgConnection};
+use uuid::Uuid;
 
 type Result<T, E = Box<dyn std::error::Error + Send + Sync>> = std::result::Result<T, E>;
+
+/// The servers a benchmark runs against: `DATABASE_URL` and
+/// `ELASTICSEARCH_URL`, both checked to answer.
+pub struct Servers {
+    /// The search server.
+    pub client: Elasticsearch,
+    /// The search server's answer to `GET /` (its name and version).
+    pub server: Value,
+    /// `DATABASE_URL`'s connect options, statement logging off.
+    pub base: PgConnectOptions,
+    /// A connection for set-up, clean-up and probes.
+    pub admin: PgConnection,
+    /// A fresh id for the names of this run's schemas and indexes.
+    pub run_id: String,
+}
+
+/// Connects to the servers the environment names.
+pub async fn servers() -> Result<Servers> {
+    let database_url = std::env::var("DATABASE_URL").map_err(
+        |_| "set DATABASE_URL, e.g. postgres://annals:annals@127.0.0.1:5432/annals_test",
+    )?;
+    let search_url = std::env::var("ELASTICSEARCH_URL")
+        .map_err(|_| "set ELASTICSEARCH_URL, e.g. http://127.0.0.1:9200 (or an OpenSearch URL)")?;
+    let client = annals_elastic::connect(&search_url)?;
+    let server = es_json(&client, Method::Get, "/", None)
+        .await
+        .map_err(|e| format!("cannot reach {search_url}: {e}"))?;
+    let base = PgConnectOptions::from_str(&database_url)
+        .map_err(|e| format!("DATABASE_URL: {e}"))?
+        .disable_statement_logging();
+    let admin = base
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect to DATABASE_URL: {e}"))?;
+    let run_id = Uuid::new_v4().simple().to_string()[..12].to_owned();
+    Ok(Servers {
+        client,
+        server,
+        base,
+        admin,
+        run_id,
+    })
+}
 
 /// A request whose answer must be a 2xx JSON body.
 pub async fn es_json(
