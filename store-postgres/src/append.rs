@@ -188,17 +188,22 @@ pub(crate) async fn try_append_fast(
         .bind(command_id)
         .bind(channel);
     let row = batch.bind(row).fetch_optional(conn).await?;
-    let Some(row) = row else { return Ok(None) };
-    let first_version: i64 = row.try_get(0)?;
-    let stream_version: i64 = row.try_get(1)?;
-    let transaction: Xid8 = row.try_get(2)?;
-    let global_position: i64 = row.try_get(3)?;
-    Ok(Some(Appended {
+    row.map(|row| appended_from(&row, 0)).transpose()
+}
+
+/// A written append from the hot path's result columns, starting at
+/// `first`: first version, stream version, transaction label, position.
+pub(crate) fn appended_from(row: &PgRow, first: usize) -> Result<Appended, sqlx::Error> {
+    let first_version: i64 = row.try_get(first)?;
+    let stream_version: i64 = row.try_get(first + 1)?;
+    let transaction: Xid8 = row.try_get(first + 2)?;
+    let global_position: i64 = row.try_get(first + 3)?;
+    Ok(Appended {
         first_version: xid::version(first_version),
         stream_version: xid::version(stream_version),
         position: xid::position(transaction, global_position),
         replayed: false,
-    }))
+    })
 }
 
 /// Where a pooled append stands between attempts.
@@ -240,14 +245,9 @@ impl PgEventStore {
         expected: i64,
         command_id: Option<Uuid>,
         check_ids: bool,
-        notify: bool,
+        channel: &str,
         batch: &Batch,
     ) -> Result<PgRow, sqlx::Error> {
-        let channel = if notify {
-            self.inner.channel.as_str()
-        } else {
-            ""
-        };
         let query = sqlx::query(APPEND)
             .bind(stream)
             .bind(expected)
@@ -325,7 +325,7 @@ impl PgEventStore {
                         expected_param,
                         options.command_id,
                         attempts.check_ids,
-                        self.inner.notify == NotifyMode::InTransaction,
+                        self.in_transaction_channel(),
                         &batch,
                     )
                     .await?;
@@ -340,13 +340,9 @@ impl PgEventStore {
         }
     }
 
-    /// The channel appends notify in their transaction: '' unless
-    /// [`NotifyMode::InTransaction`].
-    pub(crate) fn in_transaction_channel(&self) -> &str {
-        match self.inner.notify {
-            NotifyMode::InTransaction => self.inner.channel.as_str(),
-            NotifyMode::AfterCommit | NotifyMode::Off => "",
-        }
+    /// The channel pooled appends notify in their transaction.
+    fn in_transaction_channel(&self) -> &str {
+        self.inner.notify.in_transaction(&self.inner.channel)
     }
 
     /// After an append: the after-commit notification, when that is the mode.
@@ -448,7 +444,11 @@ impl PgEventStore {
                 expected_param,
                 options.command_id,
                 true,
-                self.inner.notify != NotifyMode::Off,
+                // The store cannot see the caller's commit: notify inside it.
+                match self.inner.notify {
+                    NotifyMode::Off => "",
+                    NotifyMode::InTransaction | NotifyMode::AfterCommit => &self.inner.channel,
+                },
                 &batch,
             )
             .await;

@@ -36,9 +36,8 @@ use sqlx::types::Json;
 use tokio::sync::{Notify, oneshot};
 use uuid::Uuid;
 
-use crate::append::Batch;
+use crate::append::{Batch, appended_from};
 use crate::conn::Connections;
-use crate::xid::{self, Xid8};
 
 const APPEND_GROUP: &str = include_str!("sql/append_group.sql");
 
@@ -148,18 +147,16 @@ impl GroupCommit {
     pub(crate) fn submit(&self, request: Request) -> Option<Request> {
         let mut queue = self.shared.lock();
         if queue.writers < WRITERS {
-            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-                if queue.writers == 0 {
-                    return Some(request);
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    while queue.writers < WRITERS {
+                        queue.writers += 1;
+                        runtime.spawn(run_writer(self.shared.clone()));
+                    }
                 }
-                queue.waiting.push_back(request);
-                drop(queue);
-                self.shared.wake.notify_one();
-                return None;
-            };
-            while queue.writers < WRITERS {
-                queue.writers += 1;
-                runtime.spawn(run_writer(self.shared.clone()));
+                Err(_) if queue.writers == 0 => return Some(request),
+                // The writers alive take it.
+                Err(_) => {}
             }
         }
         queue.waiting.push_back(request);
@@ -373,18 +370,9 @@ async fn write_group(
     written.resize_with(group.len(), || None);
     for row in rows {
         let k: i64 = row.try_get(0)?;
-        let first_version: i64 = row.try_get(1)?;
-        let stream_version: i64 = row.try_get(2)?;
-        let transaction: Xid8 = row.try_get(3)?;
-        let global_position: i64 = row.try_get(4)?;
         let slot = usize::try_from(k - 1).ok().and_then(|k| written.get_mut(k));
         if let Some(slot) = slot {
-            *slot = Some(Appended {
-                first_version: xid::version(first_version),
-                stream_version: xid::version(stream_version),
-                position: xid::position(transaction, global_position),
-                replayed: false,
-            });
+            *slot = Some(appended_from(&row, 1)?);
         }
     }
     Ok(written)

@@ -46,6 +46,17 @@ pub enum NotifyMode {
     Off,
 }
 
+impl NotifyMode {
+    /// The channel an append notifies inside its own transaction: `channel`
+    /// with [`NotifyMode::InTransaction`], else '' (none).
+    pub(crate) fn in_transaction(self, channel: &str) -> &str {
+        match self {
+            NotifyMode::InTransaction => channel,
+            NotifyMode::AfterCommit | NotifyMode::Off => "",
+        }
+    }
+}
+
 /// The after-commit notifier: one background task per store, started by the
 /// first append that needs it, ended when the store is dropped.
 #[derive(Debug, Default)]

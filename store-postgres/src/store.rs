@@ -309,10 +309,7 @@ impl PgStoreOptions {
     fn build(self, pool: PgPool) -> PgEventStore {
         let conns = Connections::new(pool.clone(), self.cache_connections);
         let group = self.group_commit.then(|| {
-            let channel = match self.notify {
-                NotifyMode::InTransaction => self.channel.clone(),
-                NotifyMode::AfterCommit | NotifyMode::Off => String::new(),
-            };
+            let channel = self.notify.in_transaction(&self.channel).to_owned();
             GroupCommit::new(conns.clone(), channel)
         });
         PgEventStore {
