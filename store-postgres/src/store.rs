@@ -144,8 +144,8 @@ impl PgStoreOptions {
     }
 
     /// When appends notify: in their transaction (the default), right after
-    /// their commit (faster under concurrent appends), or not at all. See
-    /// [`NotifyMode`].
+    /// their commit, or not at all. With group commit on, the first two
+    /// perform alike; see [`NotifyMode`].
     pub fn notify_mode(mut self, mode: NotifyMode) -> Self {
         self.notify = mode;
         self
