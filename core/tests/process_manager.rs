@@ -1231,15 +1231,21 @@ async fn deadlines_survive_a_restart_and_fire_once() {
     );
 }
 
+/// An order of one apple, driven by hand until the process charges it (and
+/// set its charge timeout): the order, its `OrderPlaced`, the process.
+async fn charging(store: &MemoryStore) -> (Uuid, RecordedEvent, Shipper) {
+    let (order_id, placed) = place(store, &["apple"]).await;
+    let process = Shipper::new(store.clone(), Receivers::new(store));
+    process.handle_event(&placed).await.unwrap();
+    let reserved = last_of(store, "stock-apple").await;
+    process.handle_event(&reserved).await.unwrap();
+    (order_id, placed, process)
+}
+
 #[tokio::test]
 async fn a_lagging_process_reads_events_from_before_a_deadline_before_firing_it() {
     let store = MemoryStore::new();
-    let (_, placed) = place(&store, &["apple"]).await;
-    let receivers = Receivers::new(&store);
-    let process = Shipper::new(store.clone(), Arc::clone(&receivers));
-    process.handle_event(&placed).await.unwrap();
-    let reserved = last_of(&store, "stock-apple").await;
-    process.handle_event(&reserved).await.unwrap();
+    let (_, placed, process) = charging(&store).await;
     let later = Utc::now() + chrono::Duration::hours(1);
     assert_eq!(
         store
@@ -1279,12 +1285,7 @@ async fn a_lagging_process_reads_events_from_before_a_deadline_before_firing_it(
 #[tokio::test]
 async fn an_answer_in_time_cancels_the_deadline_that_waited_for_it() {
     let store = MemoryStore::new();
-    let (order_id, placed) = place(&store, &["apple"]).await;
-    let receivers = Receivers::new(&store);
-    let process = Shipper::new(store.clone(), Arc::clone(&receivers));
-    process.handle_event(&placed).await.unwrap();
-    let reserved = last_of(&store, "stock-apple").await;
-    process.handle_event(&reserved).await.unwrap();
+    let (order_id, _, process) = charging(&store).await;
     let later = Utc::now() + chrono::Duration::hours(1);
     let pending = store.due_deadlines("shipping", later, 10).await.unwrap();
     assert_eq!(pending.len(), 1, "{pending:?}");
