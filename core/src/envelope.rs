@@ -8,6 +8,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::event::{DomainEvent, EventError};
+use crate::payload::Payload;
 use crate::position::Position;
 
 /// Who and what caused an event, carried alongside it.
@@ -96,8 +97,8 @@ pub struct RecordedEvent {
     pub event_type: String,
     /// The schema version the payload was written at.
     pub schema_version: u32,
-    /// The event's fields as plain JSON, as written.
-    pub payload: Value,
+    /// The event's fields as JSON text, as written (decoded when asked).
+    pub payload: Payload,
     /// Correlation, causation, actor and extras.
     pub metadata: Metadata,
     /// When the store recorded it.

@@ -2,6 +2,8 @@
 
 use serde_json::Value;
 
+use crate::payload::Payload;
+
 /// A domain event type: an enum whose variants are the events one aggregate
 /// (or context) emits.
 ///
@@ -28,8 +30,11 @@ pub trait DomainEvent: Sized + Send + Sync + 'static {
     fn encode(&self) -> Result<Value, EventError>;
 
     /// Rebuilds an event from its stored type, version and payload, running
-    /// the upcaster chain when the stored version is older than the current one.
-    fn decode(event_type: &str, schema_version: u32, payload: &Value) -> Result<Self, EventError>;
+    /// the upcaster chain when the stored version is older than the current
+    /// one. A payload at the current version is decoded straight from its
+    /// text.
+    fn decode(event_type: &str, schema_version: u32, payload: &Payload)
+    -> Result<Self, EventError>;
 
     /// The names of all event types of this enum, for filtering reads.
     fn type_names() -> Vec<&'static str> {

@@ -20,6 +20,7 @@ pub mod aggregate;
 pub mod envelope;
 pub mod event;
 pub mod memory;
+pub mod payload;
 pub mod position;
 pub mod process;
 pub mod projection;
@@ -32,6 +33,7 @@ pub use aggregate::{Aggregate, AggregateType, Handle};
 pub use annals_derive::{Aggregate, DomainEvent};
 pub use envelope::{Metadata, NewEvent, RecordedEvent};
 pub use event::{DomainEvent, EventError, EventType, UpcastError, Upcaster};
+pub use payload::Payload;
 pub use position::{ParsePositionError, Position};
 pub use repository::{CommandContext, ExecuteError, Executed, Loaded, Repository};
 pub use store::{

@@ -1,6 +1,6 @@
 //! `#[derive(DomainEvent)]` and `#[derive(Aggregate)]` from the user's side.
 
-use annals::{Aggregate, AggregateType, DomainEvent, EventError, EventType, UpcastError};
+use annals::{Aggregate, AggregateType, DomainEvent, EventError, EventType, Payload, UpcastError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -73,7 +73,12 @@ fn refuse(_: Value) -> Result<Value, UpcastError> {
 
 fn roundtrip(event: &SeatEvent) -> Value {
     let payload = event.encode().unwrap();
-    let back = SeatEvent::decode(event.event_type(), event.schema_version(), &payload).unwrap();
+    let back = SeatEvent::decode(
+        event.event_type(),
+        event.schema_version(),
+        &Payload::from(&payload),
+    )
+    .unwrap();
     assert_eq!(&back, event);
     payload
 }
@@ -123,9 +128,15 @@ fn newtype_variant_payload_is_the_inner_value() {
 fn unit_variant_payload_is_an_empty_object() {
     let event = SeatEvent::Closed;
     assert_eq!(roundtrip(&event), json!({}));
-    assert_eq!(SeatEvent::decode("Closed", 1, &Value::Null).unwrap(), event);
-    assert_eq!(SeatEvent::decode("Closed", 1, &json!({})).unwrap(), event);
-    let err = SeatEvent::decode("Closed", 1, &json!("closed")).unwrap_err();
+    assert_eq!(
+        SeatEvent::decode("Closed", 1, &Payload::from(&Value::Null)).unwrap(),
+        event
+    );
+    assert_eq!(
+        SeatEvent::decode("Closed", 1, &Payload::from(&json!({}))).unwrap(),
+        event
+    );
+    let err = SeatEvent::decode("Closed", 1, &Payload::from(&json!("closed"))).unwrap_err();
     assert!(matches!(err, EventError::Decode { .. }), "{err:?}");
 
     assert_eq!(roundtrip(&SeatEvent::Empty {}), json!({}));
@@ -144,7 +155,7 @@ fn name_override_and_field_renames() {
         json!({"amountCents": 1250, "currency": "EUR", "type": "promo"})
     );
     // The variant name is not a type name once overridden.
-    let err = SeatEvent::decode("FareChanged", 1, &json!({})).unwrap_err();
+    let err = SeatEvent::decode("FareChanged", 1, &Payload::from(&json!({}))).unwrap_err();
     assert!(matches!(err, EventError::UnknownType { .. }), "{err:?}");
 }
 
@@ -159,7 +170,7 @@ fn variant_rename_all_is_forwarded() {
 #[test]
 fn serde_default_fills_a_field_absent_from_stored_json() {
     let stored = json!({"amountCents": 900, "type": "base"});
-    let event = SeatEvent::decode("fare.changed", 1, &stored).unwrap();
+    let event = SeatEvent::decode("fare.changed", 1, &Payload::from(&stored)).unwrap();
     assert_eq!(
         event,
         SeatEvent::FareChanged {
@@ -222,7 +233,7 @@ fn types_lists_every_name_with_its_current_version() {
 #[test]
 fn a_v1_payload_is_upcast_through_the_whole_chain() {
     let stored = json!({"seat": 12, "name": "Ada"});
-    let event = SeatEvent::decode("SeatHeld", 1, &stored).unwrap();
+    let event = SeatEvent::decode("SeatHeld", 1, &Payload::from(&stored)).unwrap();
     assert_eq!(
         event,
         SeatEvent::Held {
@@ -238,7 +249,7 @@ fn a_v1_payload_is_upcast_through_the_whole_chain() {
 fn a_v2_payload_runs_only_the_v2_to_v3_step() {
     // Had v1_to_v2 run it would have failed: there is no `name`.
     let stored = json!({"seat": 7, "passenger": "Grace", "note": "aisle"});
-    let event = SeatEvent::decode("SeatHeld", 2, &stored).unwrap();
+    let event = SeatEvent::decode("SeatHeld", 2, &Payload::from(&stored)).unwrap();
     assert_eq!(
         event,
         SeatEvent::Held {
@@ -253,12 +264,12 @@ fn a_v2_payload_runs_only_the_v2_to_v3_step() {
 fn a_current_payload_runs_no_upcaster() {
     // v2_to_v3 would refuse a string seat.
     let stored = json!({"seat": "7A", "passenger": "Grace"});
-    assert!(SeatEvent::decode("SeatHeld", 3, &stored).is_ok());
+    assert!(SeatEvent::decode("SeatHeld", 3, &Payload::from(&stored)).is_ok());
 }
 
 #[test]
 fn a_version_newer_than_the_code_is_unsupported() {
-    let err = SeatEvent::decode("SeatHeld", 4, &json!({})).unwrap_err();
+    let err = SeatEvent::decode("SeatHeld", 4, &Payload::from(&json!({}))).unwrap_err();
     match &err {
         EventError::UnsupportedVersion {
             event_type,
@@ -274,12 +285,12 @@ fn a_version_newer_than_the_code_is_unsupported() {
     assert!(err.to_string().contains("\"SeatHeld\""), "{err}");
     assert!(err.to_string().contains("version 4"), "{err}");
 
-    let err = SeatEvent::decode("Closed", 2, &json!({})).unwrap_err();
+    let err = SeatEvent::decode("Closed", 2, &Payload::from(&json!({}))).unwrap_err();
     assert!(
         matches!(err, EventError::UnsupportedVersion { current: 1, .. }),
         "{err:?}"
     );
-    let err = SeatEvent::decode("Closed", 0, &json!({})).unwrap_err();
+    let err = SeatEvent::decode("Closed", 0, &Payload::from(&json!({}))).unwrap_err();
     assert!(
         matches!(err, EventError::UnsupportedVersion { .. }),
         "{err:?}"
@@ -288,7 +299,7 @@ fn a_version_newer_than_the_code_is_unsupported() {
 
 #[test]
 fn an_unknown_type_names_type_and_version() {
-    let err = SeatEvent::decode("SeatTeleported", 7, &json!({})).unwrap_err();
+    let err = SeatEvent::decode("SeatTeleported", 7, &Payload::from(&json!({}))).unwrap_err();
     assert!(
         matches!(&err, EventError::UnknownType { event_type, schema_version: 7 } if event_type == "SeatTeleported"),
         "{err:?}"
@@ -300,7 +311,7 @@ fn an_unknown_type_names_type_and_version() {
 
 #[test]
 fn a_refusing_upcaster_is_an_upcast_error() {
-    let err = SeatEvent::decode("Refusing", 1, &json!({"n": 1})).unwrap_err();
+    let err = SeatEvent::decode("Refusing", 1, &Payload::from(&json!({"n": 1}))).unwrap_err();
     match &err {
         EventError::Upcast {
             event_type,
@@ -313,12 +324,12 @@ fn a_refusing_upcaster_is_an_upcast_error() {
         }
         other => panic!("expected Upcast, got {other:?}"),
     }
-    assert!(SeatEvent::decode("Refusing", 2, &json!({"n": 1})).is_ok());
+    assert!(SeatEvent::decode("Refusing", 2, &Payload::from(&json!({"n": 1}))).is_ok());
 }
 
 #[test]
 fn a_payload_that_does_not_fit_is_a_decode_error() {
-    let err = SeatEvent::decode("SeatHeld", 3, &json!({"seat": "1A"})).unwrap_err();
+    let err = SeatEvent::decode("SeatHeld", 3, &Payload::from(&json!({"seat": "1A"}))).unwrap_err();
     match &err {
         EventError::Decode {
             event_type,
@@ -353,7 +364,7 @@ fn an_enum_with_its_own_serde_derive() {
         json!({"kind": "Opened", "by": "ops"})
     );
     assert_eq!(
-        AlsoSerde::decode("Opened", 1, &json!({})).unwrap(),
+        AlsoSerde::decode("Opened", 1, &Payload::from(&json!({}))).unwrap(),
         AlsoSerde::Opened { by: String::new() }
     );
     assert_eq!(AlsoSerde::Shut.encode().unwrap(), json!({}));
@@ -391,7 +402,10 @@ fn serde_with_is_forwarded() {
     };
     let payload = event.encode().unwrap();
     assert_eq!(payload, json!({"count": "42"}));
-    assert_eq!(Counted::decode("Counted", 1, &payload).unwrap(), event);
+    assert_eq!(
+        Counted::decode("Counted", 1, &Payload::from(&payload)).unwrap(),
+        event
+    );
 }
 
 /// Field names that the generated code also uses, and `Self::` upcaster paths.
@@ -426,10 +440,14 @@ fn generated_code_does_not_clash_with_field_names() {
         inner: true,
     };
     let payload = event.encode().unwrap();
-    assert_eq!(Clashing::decode("Clashing", 2, &payload).unwrap(), event);
+    assert_eq!(
+        Clashing::decode("Clashing", 2, &Payload::from(&payload)).unwrap(),
+        event
+    );
     let mut old = payload.clone();
     old.as_object_mut().unwrap().remove("chain");
-    let Clashing::Clashing { chain, .. } = Clashing::decode("Clashing", 1, &old).unwrap();
+    let Clashing::Clashing { chain, .. } =
+        Clashing::decode("Clashing", 1, &Payload::from(&old)).unwrap();
     assert_eq!(chain, 9);
 }
 
@@ -440,7 +458,7 @@ enum Nothing {}
 #[test]
 fn an_empty_enum_knows_no_types() {
     assert!(Nothing::TYPES.is_empty());
-    let err = Nothing::decode("Anything", 1, &json!({})).unwrap_err();
+    let err = Nothing::decode("Anything", 1, &Payload::from(&json!({}))).unwrap_err();
     assert!(matches!(err, EventError::UnknownType { .. }));
 }
 

@@ -200,7 +200,11 @@ impl Projection for TestProjection {
             if failed_streams.contains(&event.stream_id) {
                 continue; // the contract: nothing after a failed event of its stream
             }
-            if broken && event.payload["poison"] == json!(true) {
+            let poison = event
+                .payload
+                .to_value()
+                .is_ok_and(|p| p["poison"] == json!(true));
+            if broken && poison {
                 failed_streams.insert(event.stream_id.clone());
                 failed.push(Failed {
                     index,

@@ -1,14 +1,16 @@
 //! Document writes through `_bulk`, with external versions, split by count
 //! and size, and per-item results.
 
-use std::ops::Range;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use elasticsearch::params::Refresh;
 use elasticsearch::{BulkParts, Elasticsearch};
-use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use serde_json::Value;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::error::{ElasticError, describe_error, is_transient_status, json_body};
 
@@ -233,6 +235,9 @@ pub struct BulkWriter {
     refresh: RefreshPolicy,
     timeout: Duration,
     concurrency: usize,
+    min_refresh_interval: Duration,
+    /// When the last refreshing request went out (shared by clones).
+    last_refresh: Arc<Mutex<Option<Instant>>>,
 }
 
 impl BulkWriter {
@@ -245,6 +250,8 @@ impl BulkWriter {
             refresh: RefreshPolicy::default(),
             timeout: Duration::from_secs(60),
             concurrency: 1,
+            min_refresh_interval: Duration::ZERO,
+            last_refresh: Arc::default(),
         }
     }
 
@@ -275,6 +282,15 @@ impl BulkWriter {
         self
     }
 
+    /// With [`RefreshPolicy::Immediate`], the least time between two
+    /// refreshing requests (zero, the default: no pacing). A request that
+    /// comes sooner waits for the rest of the interval. Clones share the
+    /// pacing.
+    pub fn with_min_refresh_interval(mut self, interval: Duration) -> Self {
+        self.min_refresh_interval = interval;
+        self
+    }
+
     /// The limits in force.
     pub fn limits(&self) -> BulkLimits {
         self.limits
@@ -300,24 +316,79 @@ impl BulkWriter {
             })?;
             ops.push(op);
         }
-        self.write_ops(index, &ops).await
+        self.write_ops(index, ops).await
     }
 
-    /// [`write`](Self::write) of operations already encoded.
+    /// [`write`](Self::write) of operations encoded as they are taken: each
+    /// request goes out as soon as it is full, and the next is encoded while
+    /// it is in flight (a projector folds the next documents meanwhile).
     pub(crate) async fn write_ops(
         &self,
         index: &str,
-        ops: &[Op],
+        ops: impl IntoIterator<Item = Op>,
     ) -> Result<Vec<ItemResult>, ElasticError> {
-        let sizes: Vec<usize> = ops.iter().map(Op::len).collect();
-        let requests = split(&sizes, self.limits)
-            .into_iter()
-            .map(|range| self.send(index, &ops[range]));
-        let answers: Vec<Vec<ItemResult>> = futures::stream::iter(requests)
-            .buffered(self.concurrency)
-            .try_collect()
-            .await?;
-        Ok(answers.into_iter().flatten().collect())
+        let mut in_flight = InFlight::default();
+        let mut results = Vec::new();
+        let mut split = Split::default();
+        let mut request = Vec::new();
+        for op in ops {
+            if split.starts_new(op.len(), self.limits) {
+                let full = std::mem::take(&mut request);
+                self.dispatch(index, full, &mut in_flight, &mut results)
+                    .await?;
+            }
+            request.push(op);
+        }
+        if !request.is_empty() {
+            self.dispatch(index, request, &mut in_flight, &mut results)
+                .await?;
+        }
+        while let Some(answer) = in_flight.oldest().await {
+            results.extend(answer?);
+        }
+        Ok(results)
+    }
+
+    /// Sends one request on a task of its own, once fewer than the allowed
+    /// number are in flight (collecting the oldest one's answer if not).
+    async fn dispatch(
+        &self,
+        index: &str,
+        request: Vec<Op>,
+        in_flight: &mut InFlight,
+        results: &mut Vec<ItemResult>,
+    ) -> Result<(), ElasticError> {
+        if in_flight.len() >= self.concurrency {
+            if let Some(answer) = in_flight.oldest().await {
+                results.extend(answer?);
+            }
+        }
+        self.pace_refresh().await;
+        let writer = self.clone();
+        let index = index.to_owned();
+        in_flight.push(tokio::spawn(
+            async move { writer.send(&index, &request).await },
+        ));
+        Ok(())
+    }
+
+    /// Waits until a refreshing request may go out, and counts it as sent.
+    async fn pace_refresh(&self) {
+        let interval = self.min_refresh_interval;
+        if self.refresh != RefreshPolicy::Immediate || interval.is_zero() {
+            return;
+        }
+        let last = *self
+            .last_refresh
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(wait) = last.and_then(|last| interval.checked_sub(last.elapsed())) {
+            tokio::time::sleep(wait).await;
+        }
+        *self
+            .last_refresh
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
     }
 
     /// One `_bulk` request.
@@ -334,6 +405,13 @@ impl BulkWriter {
             .client
             .bulk(BulkParts::Index(index))
             .request_timeout(self.timeout)
+            // Only what the item results need: a few bytes per item.
+            .filter_path(&[
+                "errors",
+                "items.*.status",
+                "items.*.result",
+                "items.*.error",
+            ])
             .body(vec![body]);
         if let Some(refresh) = self.refresh.param() {
             request = request.refresh(refresh);
@@ -343,26 +421,64 @@ impl BulkWriter {
     }
 }
 
-/// Splits operations (given their sizes in bytes) into consecutive ranges
-/// that respect the limits; every range holds at least one operation.
-fn split(sizes: &[usize], limits: BulkLimits) -> Vec<Range<usize>> {
-    let max_operations = limits.max_operations.max(1);
-    let mut ranges = Vec::new();
-    let mut start = 0;
-    let mut bytes = 0;
-    for (i, &size) in sizes.iter().enumerate() {
-        let count = i - start;
-        if count > 0 && (count >= max_operations || bytes + size > limits.max_bytes) {
-            ranges.push(start..i);
-            start = i;
-            bytes = 0;
+/// Where requests end: fed the sizes of the operations in order, it says
+/// which one opens a new request because the current one is full. Every
+/// request holds at least one operation (an oversized one goes alone).
+#[derive(Debug, Default)]
+struct Split {
+    count: usize,
+    bytes: usize,
+}
+
+impl Split {
+    fn starts_new(&mut self, size: usize, limits: BulkLimits) -> bool {
+        let full = self.count > 0
+            && (self.count >= limits.max_operations.max(1) || self.bytes + size > limits.max_bytes);
+        if full {
+            self.count = 0;
+            self.bytes = 0;
         }
-        bytes += size;
+        self.count += 1;
+        self.bytes += size;
+        full
     }
-    if start < sizes.len() {
-        ranges.push(start..sizes.len());
+}
+
+type Answer = Result<Vec<ItemResult>, ElasticError>;
+
+/// Requests in flight, oldest first. Dropping it (an error, or the caller
+/// gave up) aborts them; their writes are harmless to repeat.
+#[derive(Default)]
+struct InFlight(VecDeque<JoinHandle<Answer>>);
+
+impl InFlight {
+    fn len(&self) -> usize {
+        self.0.len()
     }
-    ranges
+
+    fn push(&mut self, request: JoinHandle<Answer>) {
+        self.0.push_back(request);
+    }
+
+    /// The answer of the oldest request, once it is in.
+    async fn oldest(&mut self) -> Option<Answer> {
+        let answer = self.0.front_mut()?.await;
+        self.0.pop_front();
+        Some(answer.unwrap_or_else(|e| {
+            Err(ElasticError::Unexpected {
+                operation: "_bulk".into(),
+                reason: format!("the request's task ended: {e}"),
+            })
+        }))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        for request in &self.0 {
+            request.abort();
+        }
+    }
 }
 
 /// Reads the per-item results of a `_bulk` answer.
@@ -453,6 +569,23 @@ mod tests {
         );
     }
 
+    /// The requests `Split` makes of operations of these sizes.
+    fn split(sizes: &[usize], limits: BulkLimits) -> Vec<std::ops::Range<usize>> {
+        let mut split = Split::default();
+        let mut ranges = Vec::new();
+        let mut start = 0;
+        for (i, &size) in sizes.iter().enumerate() {
+            if split.starts_new(size, limits) {
+                ranges.push(start..i);
+                start = i;
+            }
+        }
+        if start < sizes.len() {
+            ranges.push(start..sizes.len());
+        }
+        ranges
+    }
+
     fn limits(max_operations: usize, max_bytes: usize) -> BulkLimits {
         BulkLimits {
             max_operations,
@@ -463,7 +596,10 @@ mod tests {
     #[test]
     fn splits_by_count() {
         assert_eq!(split(&[1; 5], limits(2, 1000)), vec![0..2, 2..4, 4..5]);
-        assert_eq!(split(&[], limits(2, 1000)), Vec::<Range<usize>>::new());
+        assert_eq!(
+            split(&[], limits(2, 1000)),
+            Vec::<std::ops::Range<usize>>::new()
+        );
         assert_eq!(split(&[1; 3], limits(0, 1000)), vec![0..1, 1..2, 2..3]);
     }
 

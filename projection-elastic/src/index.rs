@@ -29,7 +29,7 @@ use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::bulk::RefreshPolicy;
+use crate::bulk::{BulkLimits, RefreshPolicy};
 use crate::error::{ElasticError, json_body, refusal, status_and_body};
 use crate::projection::{ElasticProjection, ElasticProjector, ProjectorOptions};
 use crate::query::{Page, SearchRequest, get_document, search_documents};
@@ -44,7 +44,8 @@ pub struct ReadModelOptions {
     pub live: ProjectorOptions,
     /// How a build writes: [`RefreshPolicy::None`] (refresh is off while
     /// building), its documents kept in memory (64 MiB of JSON, so that a
-    /// build fetches nothing back), two `_bulk` requests in flight.
+    /// build fetches nothing back), `_bulk` requests of at most 500
+    /// documents, two in flight while the next is folded.
     pub build: ProjectorOptions,
     /// Batching and failure policy of the build's catch-up.
     pub build_runner: RunnerOptions,
@@ -63,17 +64,24 @@ impl Default for ReadModelOptions {
             },
             build: ProjectorOptions {
                 refresh: RefreshPolicy::None,
+                // Requests smaller than a batch's documents, so that the
+                // server indexes some while the client folds the next.
+                bulk: BulkLimits {
+                    max_operations: 500,
+                    ..BulkLimits::default()
+                },
                 concurrent_requests: 2,
                 cache_bytes: 64 * 1024 * 1024,
                 ..ProjectorOptions::default()
             },
             // Large batches: a build reads a backlog, so batches fill at
-            // once (the delay only matters for the last one), and each batch
-            // costs one `_mget`, `_bulk` requests (of at most 1,000
-            // documents) and a checkpoint save, while a document fed by
-            // several events of one batch is written once.
+            // once (the delay only matters for the last one). The end of a
+            // batch waits for its last `_bulk` request and saves the
+            // checkpoint, and a document fed by several events of one batch
+            // is written once. 20,000 events of ~0.5 KiB, twice (the batch
+            // and the page read ahead), is ~20 MiB.
             build_runner: RunnerOptions {
-                batch_size: 5000,
+                batch_size: 20_000,
                 batch_delay: Duration::from_millis(50),
                 ..RunnerOptions::default()
             },

@@ -55,7 +55,9 @@
 //!     }
 //!     fn apply(&self, doc: Option<Account>, event: &RecordedEvent) -> Result<DocChange<Account>, String> {
 //!         let id = self.document_id(event).ok_or("not an account")?;
-//!         let amount = event.payload["amount"].as_i64().ok_or("no amount")?;
+//!         #[derive(serde::Deserialize)]
+//!         struct Deposited { amount: i64 }
+//!         let Deposited { amount } = event.payload.decode().map_err(|e| e.to_string())?;
 //!         let mut doc = doc.unwrap_or(Account { id, balance: 0 });
 //!         doc.balance += amount;
 //!         Ok(DocChange::Upsert(doc))

@@ -206,8 +206,6 @@ pub struct ElasticProjector<P: ElasticProjection> {
     options: ProjectorOptions,
     writer: BulkWriter,
     cache: Mutex<DocCache<P::Doc>>,
-    /// When the last refreshing write went out.
-    last_refresh: Mutex<Option<Instant>>,
 }
 
 impl<P: ElasticProjection> ElasticProjector<P> {
@@ -224,7 +222,6 @@ impl<P: ElasticProjection> ElasticProjector<P> {
             name,
             options,
             cache: Mutex::new(DocCache::new(options.cache_bytes)),
-            last_refresh: Mutex::new(None),
         }
     }
 
@@ -248,26 +245,6 @@ impl<P: ElasticProjection> ElasticProjector<P> {
     pub fn cached(&self) -> (usize, usize) {
         let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         (cache.entries.len(), cache.used)
-    }
-
-    /// Waits until a refreshing write may go out
-    /// ([`ProjectorOptions::min_refresh_interval`]), and counts it as sent.
-    async fn pace_refresh(&self) {
-        let interval = self.options.min_refresh_interval;
-        if self.options.refresh != RefreshPolicy::Immediate || interval.is_zero() {
-            return;
-        }
-        let last = *self
-            .last_refresh
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(wait) = last.and_then(|last| interval.checked_sub(last.elapsed())) {
-            tokio::time::sleep(wait).await;
-        }
-        *self
-            .last_refresh
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
     }
 
     /// The index written to.
@@ -360,6 +337,7 @@ fn writer(client: &Elasticsearch, options: ProjectorOptions) -> BulkWriter {
         .with_refresh(options.refresh)
         .with_timeout(options.request_timeout)
         .with_concurrency(options.concurrent_requests)
+        .with_min_refresh_interval(options.min_refresh_interval)
 }
 
 fn missing_index(index: &str) -> ProjectionError {
@@ -400,17 +378,6 @@ pub(crate) struct Write<D> {
     pub(crate) bytes: usize,
     /// The batch index of the first event folded into it.
     pub(crate) first_event: usize,
-}
-
-/// The writes a batch needs, and the events that failed.
-#[derive(Debug)]
-pub(crate) struct Plan<D> {
-    /// The writes, one per changed document.
-    pub(crate) writes: Vec<Write<D>>,
-    /// Their `_bulk` operations, in the same order.
-    pub(crate) ops: Vec<Op>,
-    /// Events that failed to fold.
-    pub(crate) failed: Vec<Failed>,
 }
 
 /// The documents a batch touches, in order of first appearance, each with the
@@ -454,111 +421,106 @@ fn group<P: ElasticProjection>(
     groups
 }
 
-/// Folds each document's new events onto its state before the batch (pure:
-/// no I/O). `bases` holds the states known (a document missing from it has
-/// none yet); `undecodable` the stored documents that no longer decode.
-pub(crate) fn plan<P: ElasticProjection>(
+/// Folds one document's new events (`events`: batch indexes, in log order)
+/// onto its state before the batch (pure: no I/O), and encodes its write.
+/// `base` is the state known (`None`: none yet); `undecodable` holds the
+/// stored documents that no longer decode. `None` when the document is
+/// unchanged, or failed at its first new event (pushed to `failed`).
+pub(crate) fn fold_document<P: ElasticProjection>(
     projection: &P,
     batch: &[RecordedEvent],
-    groups: Vec<(String, Vec<usize>)>,
-    mut bases: HashMap<String, Base<P::Doc>>,
+    id: String,
+    events: &[usize],
+    base: Option<Base<P::Doc>>,
     undecodable: &HashMap<String, (u64, String)>,
-    mut failed: Vec<Failed>,
-) -> Plan<P::Doc> {
-    let mut writes = Vec::new();
-    let mut ops = Vec::new();
-    for (id, events) in groups {
-        if let Some((version, error)) = undecodable.get(&id) {
-            // The stored document no longer decodes: a fold changed shape
-            // without a version bump. Fail its first new event.
-            if let Some(&i) = events.iter().find(|&&i| batch[i].stream_version > *version) {
+    failed: &mut Vec<Failed>,
+) -> Option<(Write<P::Doc>, Op)> {
+    if let Some((version, error)) = undecodable.get(&id) {
+        // The stored document no longer decodes: a fold changed shape
+        // without a version bump. Fail its first new event.
+        if let Some(&i) = events.iter().find(|&&i| batch[i].stream_version > *version) {
+            failed.push(Failed {
+                index: i,
+                error: format!(
+                    "cannot apply {}: stored document {id:?} (version {version}) does \
+                     not decode: {error}",
+                    describe_event(&batch[i]),
+                ),
+            });
+        }
+        return None;
+    }
+    let (stored_version, base) = base.unwrap_or((0, None));
+    let mut doc = base.clone();
+    let mut changed = false;
+    let mut first = None;
+    let mut last_version = stored_version;
+    // The fold takes the document by value. It is handed over without a
+    // copy while every step changes it; the first step that does not
+    // (unchanged, or failed) gets the state back by folding again from
+    // the base, and from then on each step gets a copy.
+    let mut folded: Vec<usize> = Vec::new();
+    let mut copying = false;
+    for &i in events {
+        let event = &batch[i];
+        if event.stream_version <= stored_version {
+            continue; // already in the document
+        }
+        let input = if copying { doc.clone() } else { doc.take() };
+        let outcome = projection.apply(input, event);
+        if !copying && !matches!(outcome, Ok(DocChange::Upsert(_) | DocChange::Delete)) {
+            doc = refold(projection, &base, &folded, batch);
+            copying = true;
+        }
+        match outcome {
+            Ok(DocChange::Upsert(new)) => {
+                doc = Some(new);
+                changed = true;
+                folded.push(i);
+            }
+            Ok(DocChange::Delete) => {
+                doc = None;
+                changed = true;
+                folded.push(i);
+            }
+            Ok(DocChange::Unchanged) => {}
+            Err(why) => {
                 failed.push(Failed {
                     index: i,
-                    error: format!(
-                        "cannot apply {}: stored document {id:?} (version {version}) does \
-                         not decode: {error}",
-                        describe_event(&batch[i]),
-                    ),
+                    error: format!("cannot apply {}: {why}", describe_event(event)),
                 });
+                break;
             }
-            continue;
         }
-        let (stored_version, base) = bases.remove(&id).unwrap_or((0, None));
-        let mut doc = base.clone();
-        let mut changed = false;
-        let mut first = None;
-        let mut last_version = stored_version;
-        // The fold takes the document by value. It is handed over without a
-        // copy while every step changes it; the first step that does not
-        // (unchanged, or failed) gets the state back by folding again from
-        // the base, and from then on each step gets a copy.
-        let mut folded: Vec<usize> = Vec::new();
-        let mut copying = false;
-        for &i in &events {
-            let event = &batch[i];
-            if event.stream_version <= stored_version {
-                continue; // already in the document
-            }
-            let input = if copying { doc.clone() } else { doc.take() };
-            let outcome = projection.apply(input, event);
-            if !copying && !matches!(outcome, Ok(DocChange::Upsert(_) | DocChange::Delete)) {
-                doc = refold(projection, &base, &folded, batch);
-                copying = true;
-            }
-            match outcome {
-                Ok(DocChange::Upsert(new)) => {
-                    doc = Some(new);
-                    changed = true;
-                    folded.push(i);
-                }
-                Ok(DocChange::Delete) => {
-                    doc = None;
-                    changed = true;
-                    folded.push(i);
-                }
-                Ok(DocChange::Unchanged) => {}
-                Err(why) => {
-                    failed.push(Failed {
-                        index: i,
-                        error: format!("cannot apply {}: {why}", describe_event(event)),
-                    });
-                    break;
-                }
-            }
-            first.get_or_insert(i);
-            last_version = event.stream_version;
-        }
-        let Some(first) = first.filter(|_| changed) else {
-            continue;
-        };
-        let op = match &doc {
-            Some(doc) => Op::index(&id, last_version, doc),
-            None => Op::delete(&id, last_version),
-        };
-        match op {
-            Ok(op) => {
-                writes.push(Write {
-                    id,
-                    version: last_version,
-                    doc,
-                    bytes: op.len(),
-                    first_event: first,
-                });
-                ops.push(op);
-            }
-            Err(e) => failed.push(Failed {
+        first.get_or_insert(i);
+        last_version = event.stream_version;
+    }
+    let first = first.filter(|_| changed)?;
+    let op = match &doc {
+        Some(doc) => Op::index(&id, last_version, doc),
+        None => Op::delete(&id, last_version),
+    };
+    match op {
+        Ok(op) => Some((
+            Write {
+                id,
+                version: last_version,
+                doc,
+                bytes: op.len(),
+                first_event: first,
+            },
+            op,
+        )),
+        Err(e) => {
+            failed.push(Failed {
                 index: first,
                 error: format!(
                     "cannot apply {}: document {id:?} does not encode: {e}",
                     describe_event(&batch[first])
                 ),
-            }),
+            });
+            None
         }
-    }
-    Plan {
-        writes,
-        ops,
-        failed,
     }
 }
 
@@ -647,63 +609,65 @@ impl<P: ElasticProjection> Projection for ElasticProjector<P> {
         }
         let fetched_in = started.elapsed();
 
-        let plan = plan(
-            &*self.projection,
-            batch,
-            groups,
-            bases,
-            &undecodable,
-            failed,
-        );
-        let mut failed = plan.failed;
-        let writes = plan.writes;
-        if !writes.is_empty() {
-            self.pace_refresh().await;
-        }
+        // Each document is folded as its `_bulk` request is filled, so the
+        // next request is folded while the previous one is in flight.
+        let mut writes = Vec::with_capacity(groups.len());
         let written_in = Instant::now();
-        if !writes.is_empty() {
-            let results = self
-                .writer
-                .write_ops(&self.index, &plan.ops)
-                .await
-                .map_err(|e| to_projection_error(&self.index, e))?;
-            let mut retry = None;
-            let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-            for (result, write) in results.iter().zip(writes) {
-                match result {
-                    ItemResult::Written => {
-                        cache.insert(write.id, write.version, write.doc, write.bytes);
-                    }
-                    // The server had something this projector did not know:
-                    // fetch the document the next time.
-                    ItemResult::AlreadyApplied => cache.remove(&write.id),
-                    ItemResult::Retryable { status, reason } => {
-                        retry.get_or_insert(format!(
-                            "writing document {:?} to {:?} answered {status}: {reason}",
-                            write.id, self.index
-                        ));
-                    }
-                    ItemResult::Rejected { error_type, .. }
-                        if error_type.as_deref() == Some("index_not_found_exception") =>
-                    {
-                        return Err(missing_index(&self.index));
-                    }
-                    ItemResult::Rejected { status, reason, .. } => failed.push(Failed {
-                        index: write.first_event,
-                        error: format!(
-                            "cannot apply {}: {:?} refused document {:?} (version {}) with \
-                             {status}: {reason}",
-                            describe_event(&batch[write.first_event]),
-                            self.index,
-                            write.id,
-                            write.version
-                        ),
-                    }),
+        let ops = groups.into_iter().filter_map(|(id, events)| {
+            let base = bases.remove(&id);
+            let (write, op) = fold_document(
+                &*self.projection,
+                batch,
+                id,
+                &events,
+                base,
+                &undecodable,
+                &mut failed,
+            )?;
+            writes.push(write);
+            Some(op)
+        });
+        let results = self
+            .writer
+            .write_ops(&self.index, ops)
+            .await
+            .map_err(|e| to_projection_error(&self.index, e))?;
+        let mut retry = None;
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        for (result, write) in results.iter().zip(writes) {
+            match result {
+                ItemResult::Written => {
+                    cache.insert(write.id, write.version, write.doc, write.bytes);
                 }
+                // The server had something this projector did not know:
+                // fetch the document the next time.
+                ItemResult::AlreadyApplied => cache.remove(&write.id),
+                ItemResult::Retryable { status, reason } => {
+                    retry.get_or_insert(format!(
+                        "writing document {:?} to {:?} answered {status}: {reason}",
+                        write.id, self.index
+                    ));
+                }
+                ItemResult::Rejected { error_type, .. }
+                    if error_type.as_deref() == Some("index_not_found_exception") =>
+                {
+                    return Err(missing_index(&self.index));
+                }
+                ItemResult::Rejected { status, reason, .. } => failed.push(Failed {
+                    index: write.first_event,
+                    error: format!(
+                        "cannot apply {}: {:?} refused document {:?} (version {}) with \
+                         {status}: {reason}",
+                        describe_event(&batch[write.first_event]),
+                        self.index,
+                        write.id,
+                        write.version
+                    ),
+                }),
             }
-            if let Some(reason) = retry {
-                return Err(ProjectionError::Transient(reason));
-            }
+        }
+        if let Some(reason) = retry {
+            return Err(ProjectionError::Transient(reason));
         }
         tracing::debug!(
             index = %self.index, events = batch.len(), fetched, failed = failed.len(),
@@ -828,7 +792,7 @@ mod tests {
             event.stream_id.strip_prefix("s-").map(str::to_owned)
         }
         fn apply(&self, doc: Option<i64>, event: &RecordedEvent) -> Result<DocChange<i64>, String> {
-            match event.payload["n"].as_i64().unwrap_or_default() {
+            match event.payload.decode::<i64>().unwrap_or_default() {
                 0 => Ok(DocChange::Unchanged),
                 n if n < 0 => Err("negative".into()),
                 n => Ok(DocChange::Upsert(doc.unwrap_or_default() + n)),
@@ -844,16 +808,28 @@ mod tests {
             position: Position::START,
             event_type: "N".into(),
             schema_version: 1,
-            payload: json!({ "n": n }),
+            payload: json!(n).into(),
             metadata: Metadata::default(),
             recorded_at: chrono::Utc::now(),
         }
     }
 
-    fn run(batch: &[RecordedEvent], bases: HashMap<String, Base<i64>>) -> Plan<i64> {
+    /// The writes a batch needs, and the events that failed.
+    fn run(
+        batch: &[RecordedEvent],
+        mut bases: HashMap<String, Base<i64>>,
+    ) -> (Vec<Write<i64>>, Vec<Failed>) {
         let mut failed = Vec::new();
         let groups = group(&Sum, batch, &mut failed);
-        plan(&Sum, batch, groups, bases, &HashMap::new(), failed)
+        let writes = groups
+            .into_iter()
+            .filter_map(|(id, events)| {
+                let base = bases.remove(&id);
+                fold_document(&Sum, batch, id, &events, base, &HashMap::new(), &mut failed)
+            })
+            .map(|(write, _)| write)
+            .collect();
+        (writes, failed)
     }
 
     #[test]
@@ -867,15 +843,14 @@ mod tests {
             event("b", 6, 7),
         ];
         let bases = HashMap::from([("b".to_owned(), (3, Some(10)))]);
-        let plan = run(&batch, bases);
-        let writes: Vec<_> = plan
-            .writes
+        let (writes, failed) = run(&batch, bases);
+        let writes: Vec<_> = writes
             .iter()
             .map(|w| (w.id.as_str(), w.version, w.doc, w.first_event))
             .collect();
         assert_eq!(writes, [("a", 3, Some(3), 0), ("b", 4, Some(15), 3)]);
-        assert_eq!(plan.failed.len(), 1);
-        assert_eq!(plan.failed[0].index, 4);
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].index, 4);
     }
 
     #[test]

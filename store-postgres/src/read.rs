@@ -3,9 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use annals::{EventFilter, Metadata, Position, RecordedEvent, StoreError};
+use annals::{EventFilter, Metadata, Payload, Position, RecordedEvent, StoreError};
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
+use serde_json::value::RawValue;
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
@@ -75,6 +76,8 @@ pub(crate) fn recorded_event(row: &PgRow) -> Result<RecordedEvent, sqlx::Error> 
     let stream_version: i64 = row.try_get(4)?;
     let schema_version: i32 = row.try_get(6)?;
     let Json(metadata): Json<Metadata> = row.try_get(8)?;
+    // The payload's text, checked but not parsed into a tree.
+    let Json(payload): Json<Box<RawValue>> = row.try_get(7)?;
     Ok(RecordedEvent {
         event_id: row.try_get(2)?,
         stream_id: row.try_get(3)?,
@@ -82,7 +85,7 @@ pub(crate) fn recorded_event(row: &PgRow) -> Result<RecordedEvent, sqlx::Error> 
         position: xid::position(transaction, global_position),
         event_type: row.try_get(5)?,
         schema_version: u32::try_from(schema_version).unwrap_or(0),
-        payload: row.try_get(7)?,
+        payload: Payload::from(payload),
         metadata,
         recorded_at: row.try_get(9)?,
     })

@@ -384,14 +384,17 @@ fn generate(ident: &Ident, variants: &[EventVariant<'_>]) -> TokenStream {
             })
         };
 
-        // `decode_current`: `&Value` at the current version -> `Result<Self, serde_json::Error>`.
+        // `decode_current`: any JSON deserializer of the payload at the
+        // current version (its text, or the tree an upcast left) ->
+        // `Result<Self, serde_json::Error>`. A `fn` item, so it cannot name
+        // `Self`: the derive refuses generic enums, so `#ident` is the type.
         let decode_current = match &v.shape {
             Shape::Unit => {
                 needs_unit = true;
                 let construct = match &v.variant.fields {
-                    Fields::Named(_) => quote!(Self::#vident {}),
-                    Fields::Unnamed(_) => quote!(Self::#vident()),
-                    Fields::Unit => quote!(Self::#vident),
+                    Fields::Named(_) => quote!(#ident::#vident {}),
+                    Fields::Unnamed(_) => quote!(#ident::#vident()),
+                    Fields::Unit => quote!(#ident::#vident),
                 };
                 encode_arms.push(quote! {
                     #pattern => ::std::result::Result::Ok(
@@ -399,12 +402,9 @@ fn generate(ident: &Ident, variants: &[EventVariant<'_>]) -> TokenStream {
                     ),
                 });
                 quote! {
-                    |payload: &#json::Value| -> ::std::result::Result<Self, #json::Error> {
-                        if !payload.is_null() {
-                            <__AnnalsUnitPayload as #serde::Deserialize>::deserialize(payload)?;
-                        }
-                        ::std::result::Result::Ok(#construct)
-                    }
+                    // `null` or `{}`.
+                    <::std::option::Option<__AnnalsUnitPayload> as #serde::Deserialize>::deserialize(payload)?;
+                    ::std::result::Result::Ok(#construct)
                 }
             }
             Shape::Newtype(ty) => {
@@ -412,9 +412,7 @@ fn generate(ident: &Ident, variants: &[EventVariant<'_>]) -> TokenStream {
                     Self::#vident(inner) => #json::to_value(inner) #map_encode,
                 });
                 quote! {
-                    |payload: &#json::Value| -> ::std::result::Result<Self, #json::Error> {
-                        <#ty as #serde::Deserialize>::deserialize(payload).map(Self::#vident)
-                    }
+                    <#ty as #serde::Deserialize>::deserialize(payload).map(#ident::#vident)
                 }
             }
             Shape::Named => {
@@ -454,11 +452,9 @@ fn generate(ident: &Ident, variants: &[EventVariant<'_>]) -> TokenStream {
                     Self::#vident { #(#names),* } => #json::to_value(&#enc { #(#names),* }) #map_encode,
                 });
                 quote! {
-                    |payload: &#json::Value| -> ::std::result::Result<Self, #json::Error> {
-                        let #dec { #(#names),* } =
-                            <#dec as #serde::Deserialize>::deserialize(payload)?;
-                        ::std::result::Result::Ok(Self::#vident { #(#names),* })
-                    }
+                    let #dec { #(#names),* } =
+                        <#dec as #serde::Deserialize>::deserialize(payload)?;
+                    ::std::result::Result::Ok(#ident::#vident { #(#names),* })
                 }
             }
         };
@@ -467,16 +463,28 @@ fn generate(ident: &Ident, variants: &[EventVariant<'_>]) -> TokenStream {
         let chain_len = v.chain.len();
         decode_arms.push(quote! {
             #name => {
-                let decode_current = #decode_current;
+                fn decode_current<'de, D>(payload: D) -> ::std::result::Result<#ident, #json::Error>
+                where
+                    D: #serde::Deserializer<'de, Error = #json::Error>,
+                {
+                    #decode_current
+                }
                 let decoded = if schema_version == #version {
-                    decode_current(payload)
+                    // Straight from the text: no JSON tree in between.
+                    let mut text = #json::Deserializer::from_str(payload.json());
+                    decode_current(&mut text).and_then(|event| text.end().map(|()| event))
                 } else {
+                    let tree = payload.to_value().map_err(|source| #annals::EventError::Decode {
+                        event_type: ::std::borrow::ToOwned::to_owned(#name),
+                        schema_version,
+                        source,
+                    })?;
                     // A local, not a `const`, so that `Self::...` upcaster paths resolve.
                     let chain: [#annals::Upcaster; #chain_len] = [#(#chain),*];
                     let upcast = #annals::event::upcast(
-                        #name, schema_version, #version, &chain, payload,
+                        #name, schema_version, #version, &chain, &tree,
                     )?;
-                    decode_current(&upcast)
+                    decode_current(upcast)
                 };
                 decoded.map_err(|source| #annals::EventError::Decode {
                     event_type: ::std::borrow::ToOwned::to_owned(#name),
@@ -542,7 +550,7 @@ fn generate(ident: &Ident, variants: &[EventVariant<'_>]) -> TokenStream {
                 fn decode(
                     event_type: &str,
                     schema_version: u32,
-                    payload: &#json::Value,
+                    payload: &#annals::Payload,
                 ) -> ::std::result::Result<Self, #annals::EventError> {
                     match event_type {
                         #(#decode_arms)*

@@ -105,7 +105,7 @@ mod domain_event;
 /// assert_eq!(event.encode().unwrap(), json!({}));
 ///
 /// let old = json!({ "seat": 12, "name": "Ada" });
-/// let event = SeatEvent::decode("SeatHeld", 1, &old).unwrap();
+/// let event = SeatEvent::decode("SeatHeld", 1, &old.into()).unwrap();
 /// assert_eq!(
 ///     event,
 ///     SeatEvent::Held { seat: "12".into(), passenger: "Ada".into(), note: None }

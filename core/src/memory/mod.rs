@@ -65,6 +65,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::envelope::{NewEvent, RecordedEvent};
+use crate::payload::Payload;
 use crate::position::Position;
 use crate::store::{
     AppendLimits, AppendOptions, Appended, EventFilter, EventStore, EventStream, ExpectedVersion,
@@ -238,7 +239,7 @@ impl State {
                 position,
                 event_type: event.event_type,
                 schema_version: event.schema_version,
-                payload: event.payload,
+                payload: Payload::from(event.payload),
                 metadata: event.metadata,
                 recorded_at,
             });

@@ -346,7 +346,17 @@ where
                 }
             };
             let mut batch = match first {
-                Some(Ok(event)) => vec![event],
+                Some(Ok(event)) => {
+                    // A catch-up reads a backlog: its batches fill.
+                    let room = if until_caught_up {
+                        self.options.batch_size
+                    } else {
+                        64
+                    };
+                    let mut batch = Vec::with_capacity(room);
+                    batch.push(event);
+                    batch
+                }
                 Some(Err(error)) => {
                     self.note_failure(&error.to_string());
                     self.pause(&mut delays, shutdown).await;
@@ -712,12 +722,9 @@ fn read_ahead<S: EventStore>(
         let page = received.recv().await?;
         Some((page, received))
     })
-    .flat_map(|page| {
-        let items: Vec<Result<RecordedEvent, StoreError>> = match page {
-            Ok(events) => events.into_iter().map(Ok).collect(),
-            Err(error) => vec![Err(error)],
-        };
-        futures::stream::iter(items)
+    .flat_map(|page| match page {
+        Ok(events) => futures::stream::iter(events.into_iter().map(Ok)).left_stream(),
+        Err(error) => futures::stream::iter(std::iter::once(Err(error))).right_stream(),
     })
     .boxed()
 }

@@ -56,6 +56,7 @@ use uuid::Uuid;
 use crate::aggregate::{Aggregate, AggregateType, Handle};
 use crate::envelope::{Metadata, NewEvent, RecordedEvent};
 use crate::event::{DomainEvent, EventError, EventType};
+use crate::payload::Payload;
 use crate::position::Position;
 use crate::repository::{CommandContext, ExecuteError, Repository};
 use crate::store::{
@@ -1769,7 +1770,11 @@ impl DomainEvent for CounterEvent {
         Ok(json!({ "by": by }))
     }
 
-    fn decode(event_type: &str, schema_version: u32, payload: &Value) -> Result<Self, EventError> {
+    fn decode(
+        event_type: &str,
+        schema_version: u32,
+        payload: &Payload,
+    ) -> Result<Self, EventError> {
         if event_type != INCREMENTED {
             return Err(EventError::UnknownType {
                 event_type: event_type.to_owned(),
@@ -1783,12 +1788,15 @@ impl DomainEvent for CounterEvent {
                 current: 1,
             });
         }
-        let by = serde_json::from_value(payload.get("by").cloned().unwrap_or(Value::Null))
-            .map_err(|source| EventError::Decode {
-                event_type: event_type.to_owned(),
-                schema_version,
-                source,
-            })?;
+        #[derive(serde::Deserialize)]
+        struct Fields {
+            by: u64,
+        }
+        let Fields { by } = payload.decode().map_err(|source| EventError::Decode {
+            event_type: event_type.to_owned(),
+            schema_version,
+            source,
+        })?;
         Ok(CounterEvent::Incremented { by })
     }
 }

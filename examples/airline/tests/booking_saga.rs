@@ -34,7 +34,7 @@ fn recorded(stream: String, event_type: &str, payload: Value, seconds: i64) -> R
         position: Position::new(1, 1),
         event_type: event_type.into(),
         schema_version: 1,
-        payload,
+        payload: payload.into(),
         metadata: Metadata::default(),
         recorded_at: at(seconds),
     }
@@ -390,7 +390,7 @@ fn the_saga_reads_what_the_other_contexts_write() {
     }
     .encode()
     .unwrap();
-    assert_eq!(trip_encoding, requested.payload);
+    assert_eq!(requested.payload, trip_encoding);
 
     let reserved = recorded(
         format!("flight-{flight}"),

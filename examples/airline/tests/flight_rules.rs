@@ -2,8 +2,8 @@
 
 use airline::scheduling::*;
 use airline::values::{AirportCode, Money};
-use annals::DomainEvent;
 use annals::testing::given;
+use annals::{DomainEvent, Payload};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 use uuid::Uuid;
@@ -262,7 +262,7 @@ fn stored_v1_flight_scheduled_upcasts_to_today() {
         "seats": 180,
         "price_cents": 45000
     });
-    let event = FlightEvent::decode("FlightScheduled", 1, &v1).unwrap();
+    let event = FlightEvent::decode("FlightScheduled", 1, &Payload::from(&v1)).unwrap();
     let FlightEvent::FlightScheduled {
         price, seats, from, ..
     } = &event
@@ -280,19 +280,19 @@ fn stored_v1_flight_scheduled_upcasts_to_today() {
 
     let old_price = json!({ "price_cents": 39900 });
     assert_eq!(
-        FlightEvent::decode("PriceChanged", 1, &old_price).unwrap(),
+        FlightEvent::decode("PriceChanged", 1, &Payload::from(&old_price)).unwrap(),
         FlightEvent::PriceChanged {
             price: Money::usd(39900)
         }
     );
     // A v1 payload that lacks the field names the event and the version.
-    let err = FlightEvent::decode("PriceChanged", 1, &json!({})).unwrap_err();
+    let err = FlightEvent::decode("PriceChanged", 1, &Payload::from(&json!({}))).unwrap_err();
     assert!(err.to_string().contains("PriceChanged"), "{err}");
 }
 
 #[test]
 fn unknown_event_types_are_named() {
-    let err = FlightEvent::decode("FlightTeleported", 3, &json!({})).unwrap_err();
+    let err = FlightEvent::decode("FlightTeleported", 3, &Payload::from(&json!({}))).unwrap_err();
     let text = err.to_string();
     assert!(
         text.contains("FlightTeleported") && text.contains('3'),

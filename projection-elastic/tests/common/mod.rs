@@ -90,7 +90,7 @@ impl ElasticProjection for Tallies {
     }
 
     fn apply(&self, doc: Option<Tally>, event: &RecordedEvent) -> Result<DocChange<Tally>, String> {
-        let p = &event.payload;
+        let p = event.payload.to_value().map_err(|e| e.to_string())?;
         let change = |mut doc: Tally, f: &dyn Fn(&mut Tally)| {
             f(&mut doc);
             doc.events += 1;
@@ -277,7 +277,7 @@ pub async fn assert_match_store<S: EventStore>(store: &S, docs: &BTreeMap<String
         let total: i64 = stream
             .iter()
             .filter(|e| e.event_type == "Added")
-            .map(|e| e.payload["n"].as_i64().unwrap())
+            .map(|e| e.payload.to_value().unwrap()["n"].as_i64().unwrap())
             .sum();
         let last = stream.last().map_or(0, |e| e.stream_version);
         assert_eq!(

@@ -29,9 +29,11 @@
 //!    options, timed end to end: index created with refresh off and no
 //!    replicas, `ProjectionRunner::catch_up` over
 //!    `ElasticProjector<FlightIndex>` (batches of
-//!    `ReadModelOptions::default().build_runner.batch_size` events, one
-//!    `_mget` and `_bulk` requests of at most 1,000 documents each), serving
-//!    settings restored, a second catch-up, refresh, alias swap.
+//!    `ReadModelOptions::default().build_runner.batch_size` events, folded
+//!    into `_bulk` requests of at most
+//!    `ReadModelOptions::default().build.bulk.max_operations` documents, two
+//!    in flight while the next is folded), serving settings restored, a
+//!    second catch-up, refresh, alias swap.
 //!
 //!    The raw baseline bulk-indexes the 5,000 final documents (folded in
 //!    memory beforehand with `FlightView::fold`, the projection's own fold)

@@ -5,7 +5,6 @@ use annals::process::{Effects, Input, ProcessManager};
 use annals::{Aggregate, EventFilter, RecordedEvent};
 use chrono::Duration;
 use serde::Deserialize;
-use serde_json::Value;
 use uuid::Uuid;
 
 use crate::values::Money;
@@ -187,7 +186,7 @@ impl BookingSaga {
     }
 
     fn on_event(&self, event: &RecordedEvent) -> Vec<SagaEvent> {
-        let p = &event.payload;
+        let p = Fields::of(event);
         match (event.event_type.as_str(), self.stage) {
             ("BookingRequested", SagaStage::NotStarted) => started(event).into_iter().collect(),
             ("SeatsReserved", SagaStage::Reserving) => {
@@ -217,7 +216,7 @@ impl BookingSaga {
                 .collect(),
             ("PaymentTaken", SagaStage::Paying) => vec![SagaEvent::PaymentSucceeded {
                 booking_id: self.booking_id,
-                payment_id: p["payment_id"].as_str().unwrap_or_default().to_owned(),
+                payment_id: p.payment_id.unwrap_or_default(),
             }],
             ("PaymentTaken", SagaStage::Compensating | SagaStage::Cancelled) => {
                 vec![SagaEvent::LatePaymentRefunded {
@@ -225,12 +224,12 @@ impl BookingSaga {
                 }]
             }
             ("PaymentDeclined", SagaStage::Paying) => {
-                let why = p["reason"].as_str().unwrap_or("declined");
+                let why = p.reason.as_deref().unwrap_or("declined");
                 vec![self.compensate(format!("payment failed: {why}"), false, true)]
             }
             ("BookingConfirmed", SagaStage::Confirming) => vec![SagaEvent::SagaConfirmed],
             ("BookingCancelled", stage) => {
-                let reason = p["reason"].as_str().unwrap_or_default().to_owned();
+                let reason = p.reason.unwrap_or_default();
                 match stage {
                     SagaStage::Compensating => vec![SagaEvent::SagaCancelled { reason }],
                     SagaStage::Reserving
@@ -266,7 +265,7 @@ fn started(event: &RecordedEvent) -> Option<SagaEvent> {
         total: Money,
         card_token: String,
     }
-    let r: Requested = serde_json::from_value(event.payload.clone()).ok()?;
+    let r: Requested = event.payload.decode().ok()?;
     Some(SagaEvent::SagaStarted {
         booking_id: r.booking_id,
         segments: r.segments,
@@ -275,8 +274,19 @@ fn started(event: &RecordedEvent) -> Option<SagaEvent> {
     })
 }
 
-fn booking_in_payload(payload: &Value) -> Option<Uuid> {
-    payload["booking_id"].as_str()?.parse().ok()
+/// The fields the saga reads from the other events it follows, where they
+/// have them.
+#[derive(Debug, Default, Deserialize)]
+struct Fields {
+    booking_id: Option<String>,
+    payment_id: Option<String>,
+    reason: Option<String>,
+}
+
+impl Fields {
+    fn of(event: &RecordedEvent) -> Self {
+        event.payload.decode().unwrap_or_default()
+    }
 }
 
 impl Aggregate for BookingSaga {
@@ -331,7 +341,7 @@ impl ProcessManager for BookingSaga {
     fn correlate(event: &RecordedEvent) -> Option<Uuid> {
         match event.stream_id.split_once('-') {
             Some(("booking", id)) => id.parse().ok(),
-            _ => booking_in_payload(&event.payload),
+            _ => Fields::of(event).booking_id?.parse().ok(),
         }
     }
 
