@@ -599,6 +599,7 @@ fn options() -> RunnerOptions {
     RunnerOptions {
         batch_size: 100,
         batch_delay: Duration::from_millis(2),
+        min_batch_interval: Duration::ZERO,
         backoff: Backoff {
             initial: Duration::from_millis(5),
             max: Duration::from_millis(20),

@@ -77,6 +77,7 @@ fn fast(policy: FailurePolicy) -> RunnerOptions {
     RunnerOptions {
         batch_size: 500,
         batch_delay: Duration::from_millis(5),
+        min_batch_interval: Duration::ZERO,
         backoff: Backoff {
             initial: Duration::from_millis(5),
             max: Duration::from_millis(20),
@@ -108,6 +109,8 @@ struct Model {
     delivered: Vec<(Position, String)>,
     /// Calls of `apply`.
     calls: u32,
+    /// When each call started, and how many events it got.
+    batches: Vec<(Instant, usize)>,
 }
 
 /// An idempotent read model that can be told to fail.
@@ -174,7 +177,11 @@ impl Projection for TestProjection {
 
     async fn apply(&self, batch: &[RecordedEvent]) -> Result<Applied, ProjectionError> {
         self.entered.store(true, Ordering::SeqCst);
-        self.model.lock().unwrap().calls += 1;
+        {
+            let mut model = self.model.lock().unwrap();
+            model.calls += 1;
+            model.batches.push((Instant::now(), batch.len()));
+        }
         let delay = self.delay_ms.load(Ordering::SeqCst);
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -740,6 +747,90 @@ async fn live_events_are_applied_and_shutdown_finishes_the_batch() {
     assert_eq!(checkpoint(&store, "live").await, Some(in_flight.position));
     assert_eq!(status.borrow().state, RunnerState::Stopped);
     assert_eq!(status.borrow().checkpoint, in_flight.position);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_paced_under_a_trickle_but_not_when_quiet_or_behind() {
+    let interval = Duration::from_millis(200);
+    let store = MemoryStore::new();
+    // Behind: a backlog of four full batches before the runner starts.
+    let mut last = handled(&store, "s-0").await;
+    for i in 1..400 {
+        last = handled(&store, &format!("s-{}", i % 7)).await;
+    }
+    let projection = TestProjection::new("paced");
+    let options = RunnerOptions {
+        batch_size: 100,
+        min_batch_interval: interval,
+        ..fast(FailurePolicy::Stop { max_attempts: 1 })
+    };
+    let runner =
+        ProjectionRunner::new(store.clone(), Arc::clone(&projection)).with_options(options);
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { runner.run(shutdown).await }
+    });
+    let started = Instant::now();
+    eventually("the backlog applied", || {
+        projection.has_applied(last.position)
+    })
+    .await;
+    let backlog = started.elapsed();
+    let batches = projection.model.lock().unwrap().batches.clone();
+    assert!(batches.iter().all(|&(_, n)| n == 100), "{batches:?}");
+    assert!(
+        backlog < interval * 2,
+        "full batches wait for nothing: {backlog:?}"
+    );
+
+    // Quiet: a lone event goes at once.
+    tokio::time::sleep(interval * 2).await;
+    let lone = handled(&store, "s-1").await;
+    let appended = Instant::now();
+    eventually("the lone event applied", || {
+        projection.has_applied(lone.position)
+    })
+    .await;
+    assert!(
+        appended.elapsed() < interval / 2,
+        "{:?}",
+        appended.elapsed()
+    );
+
+    // A trickle: one event every 10 ms for a second; batches start at least
+    // an interval apart and gather what came meanwhile.
+    let before = projection.model.lock().unwrap().batches.len();
+    let trickle_started = Instant::now();
+    for i in 0..100 {
+        last = handled(&store, &format!("s-{}", i % 7)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eventually("the trickle applied", || {
+        projection.has_applied(last.position)
+    })
+    .await;
+    let trickle: Vec<_> = projection.model.lock().unwrap().batches[before..].to_vec();
+    let span = trickle_started.elapsed();
+    assert_eq!(trickle.iter().map(|&(_, n)| n).sum::<usize>(), 100);
+    for pair in trickle.windows(2) {
+        let gap = pair[1].0 - pair[0].0;
+        assert!(gap >= interval, "batches {gap:?} apart: {trickle:?}");
+    }
+    let most = span.as_millis() / interval.as_millis() + 2;
+    assert!(
+        trickle.len() as u128 <= most,
+        "{} batches in {span:?}",
+        trickle.len()
+    );
+    assert_eq!(projection.applied(), handled_positions(&store).await);
+
+    shutdown.cancel();
+    tokio::time::timeout(PATIENCE, task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,6 @@
 //! and size, and per-item results.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use elasticsearch::params::Refresh;
@@ -10,7 +9,6 @@ use elasticsearch::{BulkParts, Elasticsearch};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
 use crate::error::{ElasticError, describe_error, is_transient_status, json_body};
 
@@ -235,9 +233,6 @@ pub struct BulkWriter {
     refresh: RefreshPolicy,
     timeout: Duration,
     concurrency: usize,
-    min_refresh_interval: Duration,
-    /// When the last refreshing request went out (shared by clones).
-    last_refresh: Arc<Mutex<Option<Instant>>>,
 }
 
 impl BulkWriter {
@@ -250,8 +245,6 @@ impl BulkWriter {
             refresh: RefreshPolicy::default(),
             timeout: Duration::from_secs(60),
             concurrency: 1,
-            min_refresh_interval: Duration::ZERO,
-            last_refresh: Arc::default(),
         }
     }
 
@@ -279,15 +272,6 @@ impl BulkWriter {
     /// Replaces the timeout of each request.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
-        self
-    }
-
-    /// With [`RefreshPolicy::Immediate`], the least time between two
-    /// refreshing requests (zero, the default: no pacing). A request that
-    /// comes sooner waits for the rest of the interval. Clones share the
-    /// pacing.
-    pub fn with_min_refresh_interval(mut self, interval: Duration) -> Self {
-        self.min_refresh_interval = interval;
         self
     }
 
@@ -363,32 +347,12 @@ impl BulkWriter {
                 results.extend(answer?);
             }
         }
-        self.pace_refresh().await;
         let writer = self.clone();
         let index = index.to_owned();
         in_flight.push(tokio::spawn(
             async move { writer.send(&index, &request).await },
         ));
         Ok(())
-    }
-
-    /// Waits until a refreshing request may go out, and counts it as sent.
-    async fn pace_refresh(&self) {
-        let interval = self.min_refresh_interval;
-        if self.refresh != RefreshPolicy::Immediate || interval.is_zero() {
-            return;
-        }
-        let last = *self
-            .last_refresh
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(wait) = last.and_then(|last| interval.checked_sub(last.elapsed())) {
-            tokio::time::sleep(wait).await;
-        }
-        *self
-            .last_refresh
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
     }
 
     /// One `_bulk` request.

@@ -38,10 +38,18 @@ use crate::query::{Page, SearchRequest, get_document, search_documents};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadModelOptions {
     /// How the live projector writes: [`RefreshPolicy::Immediate`], so that
-    /// a saved checkpoint means searchable documents, at most one refresh
-    /// per 200 ms, and 16 MiB of documents kept in memory (hot documents are
-    /// not fetched back before each write).
+    /// a saved checkpoint means searchable documents, and 16 MiB of
+    /// documents kept in memory (hot documents are not fetched back before
+    /// each write).
     pub live: ProjectorOptions,
+    /// The least time between two live batches, and so between two
+    /// refreshes ([`RunnerOptions::min_batch_interval`]; 200 ms): each
+    /// refresh makes a segment the server must later merge, so under a
+    /// steady trickle of events refreshes would cost more than the writes.
+    /// A quiet index is written at once, and a live runner behind a backlog
+    /// (full batches) is not held back. [`run`](ReadModel::run) uses the
+    /// larger of this and its options' interval.
+    pub live_batch_interval: Duration,
     /// How a build writes: [`RefreshPolicy::None`] (refresh is off while
     /// building), its documents kept in memory (64 MiB of JSON, so that a
     /// build fetches nothing back), `_bulk` requests of at most 500
@@ -59,9 +67,9 @@ impl Default for ReadModelOptions {
         Self {
             live: ProjectorOptions {
                 cache_bytes: 16 * 1024 * 1024,
-                min_refresh_interval: Duration::from_millis(200),
                 ..ProjectorOptions::default()
             },
+            live_batch_interval: Duration::from_millis(200),
             build: ProjectorOptions {
                 refresh: RefreshPolicy::None,
                 // Requests smaller than a batch's documents, so that the
@@ -328,7 +336,8 @@ impl<P: ElasticProjection> ReadModel<P> {
 
     /// Keeps the read model current until `shutdown`: [`open`](Self::open),
     /// then a [`ProjectionRunner::run`] of the live projector (lease, hot
-    /// standby, retries and parking as `options` say). When a rebuild in
+    /// standby, retries and parking as `options` say; batches at most once
+    /// per [`ReadModelOptions::live_batch_interval`]). When a rebuild in
     /// another process (`rebuild`, or a newer version's start) replaced the
     /// live index, the runner stops at its next batch; this opens the read
     /// model again and goes on with the new index and its checkpoint.
@@ -348,6 +357,12 @@ impl<P: ElasticProjection> ReadModel<P> {
         S: ProjectionStore + Clone,
         F: FnMut(&ProjectionRunner<S, ElasticProjector<P>>) + Send,
     {
+        let options = RunnerOptions {
+            min_batch_interval: options
+                .min_batch_interval
+                .max(self.options.live_batch_interval),
+            ..options
+        };
         loop {
             let projector = self.open(&store).await?;
             let index = projector.index().to_owned();

@@ -143,14 +143,6 @@ pub struct ProjectorOptions {
     /// documents (see [`ReadModelOptions`](crate::ReadModelOptions)), so a
     /// build does no `_mget` at all while its documents fit.
     pub cache_bytes: usize,
-    /// With [`RefreshPolicy::Immediate`], the least time between two
-    /// refreshing writes (zero, the default: a refresh per batch). Each
-    /// refresh makes a new segment that the server must later merge, so
-    /// under a steady stream of small batches refreshes cost more than the
-    /// writes. A batch that comes sooner waits for the rest of the interval,
-    /// while the next one gathers behind it; a quiet index is written at
-    /// once.
-    pub min_refresh_interval: Duration,
 }
 
 impl Default for ProjectorOptions {
@@ -161,7 +153,6 @@ impl Default for ProjectorOptions {
             request_timeout: Duration::from_secs(60),
             concurrent_requests: 1,
             cache_bytes: 0,
-            min_refresh_interval: Duration::ZERO,
         }
     }
 }
@@ -175,7 +166,9 @@ impl Default for ProjectorOptions {
 /// are folded; the resulting documents go out through `_bulk` with
 /// `version_type=external` and the stream version of the last event folded.
 /// So a batch delivered twice, or written concurrently by two runners, has
-/// the effect of one delivery.
+/// the effect of one delivery. Documents are folded as their request fills:
+/// a full request goes out at once, and the next one is folded while it is in
+/// flight ([`ProjectorOptions::concurrent_requests`] of them at most).
 ///
 /// The `_mget` is skipped for a document whose events in the batch start at
 /// its stream's first version (it is folded from nothing), and for one kept
@@ -337,7 +330,6 @@ fn writer(client: &Elasticsearch, options: ProjectorOptions) -> BulkWriter {
         .with_refresh(options.refresh)
         .with_timeout(options.request_timeout)
         .with_concurrency(options.concurrent_requests)
-        .with_min_refresh_interval(options.min_refresh_interval)
 }
 
 fn missing_index(index: &str) -> ProjectionError {

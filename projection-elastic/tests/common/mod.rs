@@ -183,6 +183,7 @@ pub fn fast_runner(policy: FailurePolicy) -> RunnerOptions {
     RunnerOptions {
         batch_size: 50,
         batch_delay: Duration::from_millis(5),
+        min_batch_interval: Duration::ZERO,
         backoff: Backoff {
             initial: Duration::from_millis(10),
             max: Duration::from_millis(100),
