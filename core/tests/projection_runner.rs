@@ -40,6 +40,15 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// What a runner's task returned, once it ends (within [`PATIENCE`]).
+async fn finished<T>(task: tokio::task::JoinHandle<Result<T, RunnerError>>) -> T {
+    tokio::time::timeout(PATIENCE, task)
+        .await
+        .expect("the runner ends")
+        .expect("the runner's task does not panic")
+        .expect("the runner ends without an error")
+}
+
 /// [`eventually`] for conditions that need the store.
 async fn eventually_async<F, Fut>(what: &str, mut cond: F)
 where
@@ -412,11 +421,7 @@ async fn transient_failures_retry_with_backoff_and_hold_the_checkpoint() {
     }
     assert!(!task.is_finished());
     held.hold.store(false, Ordering::SeqCst);
-    let done = tokio::time::timeout(PATIENCE, task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let done = finished(task).await;
     assert_eq!(done, last.position);
     assert_eq!(checkpoint(&store, "held").await, Some(last.position));
     assert!(store.parked("held").await.unwrap().is_empty());
@@ -512,11 +517,7 @@ async fn poison_events_park_their_stream_and_are_retried_on_request() {
 
     // A restart remembers which streams are parked.
     shutdown.cancel();
-    tokio::time::timeout(PATIENCE, task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    finished(task).await;
     let runner = Arc::new(
         ProjectionRunner::new(store.clone(), Arc::clone(&projection)).with_options(options),
     );
@@ -565,11 +566,7 @@ async fn poison_events_park_their_stream_and_are_retried_on_request() {
     assert!(store.parked("parking").await.unwrap().is_empty());
 
     shutdown.cancel();
-    tokio::time::timeout(PATIENCE, task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    finished(task).await;
     assert_eq!(checkpoint(&store, "parking").await, Some(a6.position));
     assert_eq!(projection.rows(), clean_build(&store).await);
     let _ = (a1, b1, b2);
@@ -614,11 +611,7 @@ async fn parked_events_are_retried_under_steady_traffic() {
     assert!(projection.has_applied(poison.position));
     shutdown.cancel();
     traffic.await.unwrap();
-    tokio::time::timeout(PATIENCE, task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    finished(task).await;
 }
 
 #[tokio::test]
@@ -826,11 +819,7 @@ async fn batches_are_paced_under_a_trickle_but_not_when_quiet_or_behind() {
     assert_eq!(projection.applied(), handled_positions(&store).await);
 
     shutdown.cancel();
-    tokio::time::timeout(PATIENCE, task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    finished(task).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1292,11 +1281,7 @@ async fn a_live_runner_rides_out_store_outages() {
     assert!(status.borrow().retries > 0);
 
     shutdown.cancel();
-    tokio::time::timeout(PATIENCE, task)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    finished(task).await;
     assert_eq!(checkpoint(&memory, "outages").await, Some(after.position));
     let mut rows = projection.rows();
     rows.entry("p".into()).or_default().push(1);
