@@ -56,7 +56,7 @@
 
 mod bench_support;
 
-use bench_support::{delete_indexes, es_json};
+use bench_support::es_json;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -81,7 +81,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{Connection, PgConnection};
+use sqlx::PgConnection;
 use tokio::net::TcpListener;
 use tokio::runtime::Handle;
 use tokio::task::JoinSet;
@@ -182,26 +182,7 @@ async fn main_inner(loadgen: Handle) -> Result<()> {
     )
     .await;
 
-    // Clean up whatever happened.
-    let mut cleanup: Vec<String> = Vec::new();
-    if let Err(e) = sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(&mut admin)
-        .await
-    {
-        cleanup.push(format!("dropping schema {schema}: {e}"));
-    }
-    if let Err(e) = delete_indexes(&client, &prefix).await {
-        cleanup.push(format!("deleting indexes {prefix}*: {e}"));
-    }
-    admin.close().await.ok();
-    for problem in &cleanup {
-        eprintln!("cleanup failed: {problem}");
-    }
-    outcome?;
-    if !cleanup.is_empty() {
-        return Err("cleanup failed (see above)".into());
-    }
-    Ok(())
+    bench_support::clean_up(&client, admin, &[schema], &prefix, outcome).await
 }
 
 // ---------------------------------------------------------------------------

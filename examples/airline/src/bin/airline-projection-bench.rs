@@ -71,7 +71,7 @@
 
 mod bench_support;
 
-use bench_support::{delete_indexes, es_json, es_json_query};
+use bench_support::{es_json, es_json_query};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -93,7 +93,6 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
-use sqlx::Connection;
 use sqlx::postgres::PgConnectOptions;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -184,28 +183,7 @@ async fn main_inner() -> Result<()> {
 
     let outcome = run(&client, &server, &base, &schemas, &prefix, &run_id).await;
 
-    // Clean up whatever happened.
-    let mut cleanup: Vec<String> = Vec::new();
-    for schema in &schemas {
-        if let Err(e) = sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE"))
-            .execute(&mut admin)
-            .await
-        {
-            cleanup.push(format!("dropping schema {schema}: {e}"));
-        }
-    }
-    if let Err(e) = delete_indexes(&client, &prefix).await {
-        cleanup.push(format!("deleting indexes {prefix}*: {e}"));
-    }
-    admin.close().await.ok();
-    for problem in &cleanup {
-        eprintln!("cleanup failed: {problem}");
-    }
-    outcome?;
-    if !cleanup.is_empty() {
-        return Err("cleanup failed (see above)".into());
-    }
-    Ok(())
+    bench_support::clean_up(&client, admin, &schemas, &prefix, outcome).await
 }
 
 // ---------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 //! Plumbing the benchmark binaries share: the servers from the environment,
-//! and JSON requests to the search server.
+//! JSON requests to the search server, and the clean-up after a run.
 
 use std::str::FromStr;
 
@@ -110,4 +110,36 @@ pub async fn delete_indexes(client: &Elasticsearch, prefix: &str) -> Result<()> 
         }
     }
     Ok(())
+}
+
+/// Drops a run's schemas and deletes its indexes (`prefix*`), whatever the
+/// run's `outcome`, which it then returns; a failed clean-up is an error too.
+pub async fn clean_up<T>(
+    client: &Elasticsearch,
+    mut admin: PgConnection,
+    schemas: &[String],
+    prefix: &str,
+    outcome: Result<T>,
+) -> Result<T> {
+    let mut problems: Vec<String> = Vec::new();
+    for schema in schemas {
+        if let Err(e) = sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE"))
+            .execute(&mut admin)
+            .await
+        {
+            problems.push(format!("dropping schema {schema}: {e}"));
+        }
+    }
+    if let Err(e) = delete_indexes(client, prefix).await {
+        problems.push(format!("deleting indexes {prefix}*: {e}"));
+    }
+    sqlx::Connection::close(admin).await.ok();
+    for problem in &problems {
+        eprintln!("cleanup failed: {problem}");
+    }
+    let value = outcome?;
+    if !problems.is_empty() {
+        return Err("cleanup failed (see above)".into());
+    }
+    Ok(value)
 }
