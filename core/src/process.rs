@@ -206,6 +206,14 @@ where
         }
     }
 
+    /// Keeps the states of the `instances` most recently active process
+    /// instances in memory ([`Repository::cache`]): an instance that takes
+    /// several inputs in a row is read once.
+    pub fn cache(mut self, instances: usize) -> Self {
+        self.repository = self.repository.cache(instances);
+        self
+    }
+
     /// The repository holding process instances, to inspect their state.
     pub fn repository(&self) -> &Repository<P, S> {
         &self.repository

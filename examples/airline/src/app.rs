@@ -105,6 +105,11 @@ impl<S: Clone> Clone for Airline<S> {
     }
 }
 
+/// Aggregates (and saga instances) of each kind kept in memory between
+/// commands: a flight takes a command per booking, a booking and its saga a
+/// few in a row. A few hundred bytes each.
+const HOT_STREAMS: usize = 20_000;
+
 impl<S> Airline<S>
 where
     S: ProjectionStore + Clone,
@@ -114,9 +119,10 @@ where
         Self {
             flights: Repository::new(store.clone())
                 .max_attempts(20)
-                .snapshot_every(100),
-            bookings: Repository::new(store.clone()),
-            payments: Repository::new(store.clone()),
+                .snapshot_every(100)
+                .cache(HOT_STREAMS),
+            bookings: Repository::new(store.clone()).cache(HOT_STREAMS),
+            payments: Repository::new(store.clone()).cache(HOT_STREAMS),
             store,
             provider,
         }
@@ -140,6 +146,7 @@ where
                 airline: self.clone(),
             }),
         )
+        .cache(HOT_STREAMS)
     }
 
     /// Schedules a new flight.

@@ -80,8 +80,8 @@ use chrono::{DateTime, DurationRound, NaiveDate, TimeDelta, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
-use sqlx::postgres::PgConnectOptions;
 use sqlx::PgConnection;
+use sqlx::postgres::PgConnectOptions;
 use tokio::net::TcpListener;
 use tokio::runtime::Handle;
 use tokio::task::JoinSet;
@@ -384,7 +384,9 @@ async fn phases(
             );
             next_line += Duration::from_secs(10);
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        // Counting takes the server tens of milliseconds over a large log;
+        // more often would take CPU from the saga being watched.
+        tokio::time::sleep(Duration::from_secs(1)).await;
     };
     let settled_after = settle_started.elapsed();
     let reasons = cancel_reasons(admin, schema).await?;

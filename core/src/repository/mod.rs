@@ -1,7 +1,10 @@
 //! Command execution: load, decide, append, retry on conflict.
 
+mod cache;
+
 use std::fmt::Display;
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use uuid::Uuid;
 
@@ -10,6 +13,7 @@ use crate::envelope::{Metadata, NewEvent, RecordedEvent};
 use crate::event::{DomainEvent, EventError};
 use crate::position::Position;
 use crate::store::{AppendOptions, Appended, EventStore, ExpectedVersion, Snapshot, StoreError};
+use cache::StateCache;
 
 /// Events read per call while loading a stream.
 const LOAD_PAGE: usize = 4096;
@@ -61,6 +65,8 @@ pub struct Repository<A, S> {
     store: S,
     max_attempts: u32,
     snapshot_every: Option<u64>,
+    /// Shared by clones.
+    cache: Option<Arc<StateCache<A>>>,
     aggregate: PhantomData<fn() -> A>,
 }
 
@@ -70,6 +76,7 @@ impl<A, S: Clone> Clone for Repository<A, S> {
             store: self.store.clone(),
             max_attempts: self.max_attempts,
             snapshot_every: self.snapshot_every,
+            cache: self.cache.clone(),
             aggregate: PhantomData,
         }
     }
@@ -143,8 +150,21 @@ where
             store,
             max_attempts: 5,
             snapshot_every: None,
+            cache: None,
             aggregate: PhantomData,
         }
+    }
+
+    /// Keeps the states of the `streams` most recently written aggregates
+    /// in memory (clones of this repository share them), so that the next
+    /// command against one does not read its stream again. A kept state may
+    /// be stale when other processes write the same streams: the command's
+    /// append then fails its version check, and the command is decided again
+    /// on the stream as stored. Worth it for streams that take many commands
+    /// in a row (a flight's seats, a process instance); 0 keeps none.
+    pub fn cache(mut self, streams: usize) -> Self {
+        self.cache = (streams > 0).then(|| Arc::new(StateCache::new(streams)));
+        self
     }
 
     /// How many times a command is tried when concurrent writers conflict (at least 1).
@@ -209,7 +229,14 @@ where
 
         let mut attempt = 1;
         loop {
-            let Loaded { mut state, version } = self.load_stream(&stream).await?;
+            // After a conflict, the stream as stored.
+            let kept = (attempt == 1)
+                .then(|| self.cache.as_ref().and_then(|cache| cache.take(&stream)))
+                .flatten();
+            let Loaded { mut state, version } = match kept {
+                Some(loaded) => loaded,
+                None => self.load_stream(&stream).await?,
+            };
             // A command id that already ran is found by the append (the
             // store answers `replayed`), so the common case costs no lookup;
             // only when this run would write nothing is the first outcome
@@ -227,17 +254,15 @@ where
                             )
                             .await;
                     }
-                    decided.map_err(ExecuteError::Rejected)?
+                    self.keep(&stream, Loaded { state, version });
+                    return Ok(Executed {
+                        events: decided.map_err(ExecuteError::Rejected)?,
+                        stream_version: version,
+                        position: self.store.head().await?,
+                        replayed: false,
+                    });
                 }
             };
-            if events.is_empty() {
-                return Ok(Executed {
-                    events,
-                    stream_version: version,
-                    position: self.store.head().await?,
-                    replayed: false,
-                });
-            }
             let new = events
                 .iter()
                 .map(|e| NewEvent::from_domain(e, metadata.clone()))
@@ -265,6 +290,11 @@ where
                     }
                     self.maybe_snapshot(&stream, &state, version, done.stream_version)
                         .await;
+                    let loaded = Loaded {
+                        state,
+                        version: done.stream_version,
+                    };
+                    self.keep(&stream, loaded);
                     return Ok(Executed {
                         events,
                         stream_version: done.stream_version,
@@ -278,6 +308,13 @@ where
                 }
                 Err(error) => return Err(error.into()),
             }
+        }
+    }
+
+    /// Keeps a state for the next command on its stream (with a cache).
+    fn keep(&self, stream: &str, loaded: Loaded<A>) {
+        if let Some(cache) = &self.cache {
+            cache.put(stream, loaded);
         }
     }
 
