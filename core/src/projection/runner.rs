@@ -357,9 +357,10 @@ where
             };
             let mut batch = match first {
                 Some(Ok(event)) => {
-                    // A catch-up reads a backlog: its batches fill.
+                    // A catch-up reads a backlog: its batches fill. (Bounded,
+                    // for a batch size meant as "no limit".)
                     let room = if until_caught_up {
-                        self.options.batch_size
+                        self.options.batch_size.min(1 << 16)
                     } else {
                         64
                     };

@@ -10,4 +10,4 @@ pub use commands::{
     CancelFlight, ChangePrice, ReleaseSeats, RescheduleFlight, ReserveSeats, ScheduleFlight,
 };
 pub use events::FlightEvent;
-pub use flight::{Flight, FlightError, FlightStatus};
+pub use flight::{Flight, FlightError, FlightStatus, MAX_SEATS};
