@@ -22,7 +22,7 @@
 //! checkpoint, retries, dead letters and a single-runner lease.
 //! [`Process::fire_deadlines`] fires what is due.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
@@ -425,14 +425,16 @@ where
         // Instances are independent: each one takes its inputs in log order,
         // different instances go side by side.
         let mut groups: Vec<(Uuid, Vec<usize>)> = Vec::new();
+        let mut group_of: HashMap<Uuid, usize> = HashMap::new();
         for (index, event) in batch.iter().enumerate() {
             let Some(instance) = P::correlate(event) else {
                 continue;
             };
-            match groups.iter_mut().find(|(id, _)| *id == instance) {
-                Some((_, indexes)) => indexes.push(index),
-                None => groups.push((instance, vec![index])),
-            }
+            let group = *group_of.entry(instance).or_insert_with(|| {
+                groups.push((instance, Vec::new()));
+                groups.len() - 1
+            });
+            groups[group].1.push(index);
         }
         let outcomes: Vec<Result<(), (usize, ProcessError)>> = futures::stream::iter(groups)
             .map(|(_, indexes)| async move {
