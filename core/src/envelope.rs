@@ -57,8 +57,8 @@ pub struct NewEvent {
     pub event_type: String,
     /// The schema version of `payload`.
     pub schema_version: u32,
-    /// The event's fields as plain JSON.
-    pub payload: Value,
+    /// The event's fields as JSON text (`json!({..}).into()` builds one).
+    pub payload: Payload,
     /// Correlation, causation, actor and extras.
     pub metadata: Metadata,
 }

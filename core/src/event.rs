@@ -26,8 +26,8 @@ pub trait DomainEvent: Sized + Send + Sync + 'static {
     /// The schema version this event is written at (its current version).
     fn schema_version(&self) -> u32;
 
-    /// The payload: the variant's fields as plain JSON.
-    fn encode(&self) -> Result<Value, EventError>;
+    /// The payload: the variant's fields as JSON text.
+    fn encode(&self) -> Result<Payload, EventError>;
 
     /// Rebuilds an event from its stored type, version and payload, running
     /// the upcaster chain when the stored version is older than the current

@@ -7,8 +7,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-/// A recorded event's payload: its fields as the JSON text the store keeps,
-/// checked to be JSON but not parsed into a tree.
+/// An event's payload: its fields as JSON text, checked to be JSON but not
+/// parsed into a tree. Domain events encode straight into it
+/// ([`DomainEvent::encode`](crate::DomainEvent::encode)), stores keep the
+/// text, and readers get it back as written.
 ///
 /// Readers decode it straight into the type they want
 /// ([`RecordedEvent::decode`](crate::RecordedEvent::decode) into a domain

@@ -16,7 +16,7 @@ fn tick() -> NewEvent {
         event_id: Uuid::now_v7(),
         event_type: "Tick".into(),
         schema_version: 1,
-        payload: json!({}),
+        payload: json!({}).into(),
         metadata: Metadata::default(),
     }
 }
@@ -46,7 +46,7 @@ async fn enforces_its_own_limits() {
     });
     assert_eq!(store.limits().max_batch, 2);
     let mut big = tick();
-    big.payload = json!({ "text": "more than ten bytes" });
+    big.payload = json!({ "text": "more than ten bytes" }).into();
     for (stream, events) in [
         ("toolong", vec![tick()]),
         ("s", vec![tick(), tick(), tick()]),

@@ -631,7 +631,7 @@ fn recorded(
         position: Position::new(version, version),
         event_type: event.event_type().into(),
         schema_version: event.schema_version(),
-        payload: event.encode().unwrap().into(),
+        payload: event.encode().unwrap(),
         metadata: Metadata::default(),
         recorded_at: at,
     }

@@ -69,7 +69,7 @@ async fn add(store: &MemoryStore, stream: &str, kind: &str, poison: bool) -> App
         event_id: Uuid::now_v7(),
         event_type: kind.into(),
         schema_version: 1,
-        payload: json!({ "stream": stream, "poison": poison }),
+        payload: json!({ "stream": stream, "poison": poison }).into(),
         metadata: Metadata::default(),
     };
     store

@@ -8,8 +8,7 @@
 //! why: a replay, a conflict with the actual version, or a duplicate id.
 //! Appends inside the caller's transaction use the function directly.
 
-use annals::{AppendOptions, Appended, ExpectedVersion, Metadata, NewEvent, StoreError};
-use serde_json::Value;
+use annals::{AppendOptions, Appended, ExpectedVersion, Metadata, NewEvent, Payload, StoreError};
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::types::Json;
 use sqlx::{PgConnection, Postgres, Row, Transaction};
@@ -70,7 +69,7 @@ pub(crate) struct Batch {
     pub(crate) ids: Vec<Uuid>,
     pub(crate) types: Vec<String>,
     pub(crate) schema_versions: Vec<i32>,
-    pub(crate) payloads: Vec<Value>,
+    pub(crate) payloads: Vec<Json<Payload>>,
     pub(crate) metadata: Vec<Json<Metadata>>,
 }
 
@@ -110,7 +109,7 @@ impl Batch {
             batch.ids.push(event.event_id);
             batch.types.push(event.event_type);
             batch.schema_versions.push(schema_version);
-            batch.payloads.push(event.payload);
+            batch.payloads.push(Json(event.payload));
             batch.metadata.push(Json(event.metadata));
         }
         Ok(batch)

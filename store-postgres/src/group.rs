@@ -30,7 +30,6 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use annals::Appended;
-use serde_json::Value;
 use sqlx::Row;
 use sqlx::types::Json;
 use tokio::sync::{Notify, oneshot};
@@ -330,7 +329,7 @@ async fn write_group(
     let mut ids = Vec::with_capacity(events);
     let mut types = Vec::with_capacity(events);
     let mut schema_versions = Vec::with_capacity(events);
-    let mut payloads: Vec<&Value> = Vec::with_capacity(events);
+    let mut payloads = Vec::with_capacity(events);
     let mut metadata = Vec::with_capacity(events);
     for (k, request) in (1i64..).zip(group) {
         let batch = &request.batch;
@@ -344,11 +343,10 @@ async fn write_group(
             ids.push(batch.ids[event]);
             types.push(batch.types[event].as_str());
             schema_versions.push(batch.schema_versions[event]);
-            payloads.push(&batch.payloads[event]);
+            payloads.push(Json(&batch.payloads[event].0));
             metadata.push(Json(&batch.metadata[event].0));
         }
     }
-    let payloads: Vec<Json<&Value>> = payloads.into_iter().map(Json).collect();
     let mut conn = shared.conns.get().await?;
     let rows = sqlx::query(APPEND_GROUP)
         .bind(&streams)

@@ -20,7 +20,7 @@
 //!     event_id: Uuid::now_v7(),
 //!     event_type: "FlightScheduled".into(),
 //!     schema_version: 1,
-//!     payload: json!({ "flight_number": "AN123" }),
+//!     payload: json!({ "flight_number": "AN123" }).into(),
 //!     metadata: Metadata::default().actor("ops"),
 //! };
 //! let appended = store

@@ -34,7 +34,7 @@ async fn postgres_malformed_input_is_refused_before_sql() {
     assert_eq!(store.limits().max_payload_bytes, 1024);
 
     let mut oversized = common::event("Ticked", 1);
-    oversized.payload = json!({ "blob": "x".repeat(2000) });
+    oversized.payload = json!({ "blob": "x".repeat(2000) }).into();
     let cases = [
         ("empty stream id", "", common::events(1)),
         ("blank stream id", "  ", common::events(1)),
@@ -56,7 +56,7 @@ async fn postgres_malformed_input_is_refused_before_sql() {
     }
     // A payload just under the configured limit goes through.
     let mut fits = common::event("Ticked", 1);
-    fits.payload = json!({ "blob": "x".repeat(900) });
+    fits.payload = json!({ "blob": "x".repeat(900) }).into();
     store
         .append("fits", ExpectedVersion::NoStream, vec![fits])
         .await

@@ -397,9 +397,8 @@ fn generate(ident: &Ident, variants: &[EventVariant<'_>]) -> TokenStream {
                     Fields::Unit => quote!(#ident::#vident),
                 };
                 encode_arms.push(quote! {
-                    #pattern => ::std::result::Result::Ok(
-                        #json::Value::Object(#json::Map::new())
-                    ),
+                    #pattern => #json::value::to_raw_value(&#json::Map::new())
+                        .map(#annals::Payload::from) #map_encode,
                 });
                 quote! {
                     // `null` or `{}`.
@@ -409,7 +408,8 @@ fn generate(ident: &Ident, variants: &[EventVariant<'_>]) -> TokenStream {
             }
             Shape::Newtype(ty) => {
                 encode_arms.push(quote! {
-                    Self::#vident(inner) => #json::to_value(inner) #map_encode,
+                    Self::#vident(inner) => #json::value::to_raw_value(inner)
+                        .map(#annals::Payload::from) #map_encode,
                 });
                 quote! {
                     <#ty as #serde::Deserialize>::deserialize(payload).map(#ident::#vident)
@@ -449,7 +449,8 @@ fn generate(ident: &Ident, variants: &[EventVariant<'_>]) -> TokenStream {
                     }
                 });
                 encode_arms.push(quote! {
-                    Self::#vident { #(#names),* } => #json::to_value(&#enc { #(#names),* }) #map_encode,
+                    Self::#vident { #(#names),* } => #json::value::to_raw_value(&#enc { #(#names),* })
+                        .map(#annals::Payload::from) #map_encode,
                 });
                 quote! {
                     let #dec { #(#names),* } =
@@ -543,7 +544,7 @@ fn generate(ident: &Ident, variants: &[EventVariant<'_>]) -> TokenStream {
                     #version_body
                 }
 
-                fn encode(&self) -> ::std::result::Result<#json::Value, #annals::EventError> {
+                fn encode(&self) -> ::std::result::Result<#annals::Payload, #annals::EventError> {
                     #encode_body
                 }
 

@@ -25,7 +25,7 @@
 //!     event_id: Uuid::now_v7(),
 //!     event_type: "SeatReserved".into(),
 //!     schema_version: 1,
-//!     payload: json!({ "seat": "12A" }),
+//!     payload: json!({ "seat": "12A" }).into(),
 //!     metadata: Metadata::default().actor("alice"),
 //! };
 //!
@@ -65,7 +65,6 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::envelope::{NewEvent, RecordedEvent};
-use crate::payload::Payload;
 use crate::position::Position;
 use crate::store::{
     AppendLimits, AppendOptions, Appended, EventFilter, EventStore, EventStream, ExpectedVersion,
@@ -239,7 +238,7 @@ impl State {
                 position,
                 event_type: event.event_type,
                 schema_version: event.schema_version,
-                payload: Payload::from(event.payload),
+                payload: event.payload,
                 metadata: event.metadata,
                 recorded_at,
             });
@@ -473,7 +472,7 @@ mod tests {
             event_id: Uuid::now_v7(),
             event_type: kind.into(),
             schema_version: 1,
-            payload: json!({}),
+            payload: json!({}).into(),
             metadata: Default::default(),
         }
     }

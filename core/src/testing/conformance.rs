@@ -226,7 +226,7 @@ fn event(event_type: &str, n: u64) -> NewEvent {
         event_id: Uuid::now_v7(),
         event_type: event_type.to_owned(),
         schema_version: 1,
-        payload: json!({ "n": n }),
+        payload: json!({ "n": n }).into(),
         metadata: Metadata::default(),
     }
 }
@@ -767,9 +767,9 @@ pub async fn invalid_input_is_refused<S: EventStore + Clone>(store: &S) {
     version_zero.schema_version = 0;
     let twice = event(TICK, 1);
     let mut huge = event(TICK, 1);
-    huge.payload = json!({ "blob": "x".repeat(limits.max_payload_bytes + 1) });
+    huge.payload = json!({ "blob": "x".repeat(limits.max_payload_bytes + 1) }).into();
     let mut nul = event(TICK, 1);
-    nul.payload = json!({ "note": "a\u{0}b" });
+    nul.payload = json!({ "note": "a\u{0}b" }).into();
     let too_many = (0..=limits.max_batch as u64)
         .map(|n| event(TICK, n))
         .collect();
@@ -1422,15 +1422,15 @@ pub async fn payload_and_metadata_round_trip<S: EventStore + Clone>(store: &S) {
         event_id: Uuid::now_v7(),
         event_type: "conformance.Rich.Type-v3".to_owned(),
         schema_version: 3,
-        payload,
+        payload: payload.into(),
         metadata,
     };
     let plain = NewEvent {
-        payload: json!([1, 2, 3]),
+        payload: json!([1, 2, 3]).into(),
         ..event(TICK, 0)
     };
     let scalar = NewEvent {
-        payload: json!("just a string"),
+        payload: json!("just a string").into(),
         ..event(TICK, 0)
     };
     let sent = vec![rich, plain, scalar];
@@ -1765,9 +1765,9 @@ impl DomainEvent for CounterEvent {
         1
     }
 
-    fn encode(&self) -> Result<Value, EventError> {
+    fn encode(&self) -> Result<Payload, EventError> {
         let CounterEvent::Incremented { by } = self;
-        Ok(json!({ "by": by }))
+        Ok(json!({ "by": by }).into())
     }
 
     fn decode(

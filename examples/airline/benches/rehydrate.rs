@@ -18,7 +18,7 @@ fn v1(event_type: &str, payload: serde_json::Value) -> NewEvent {
         event_id: Uuid::now_v7(),
         event_type: event_type.into(),
         schema_version: 1,
-        payload,
+        payload: payload.into(),
         metadata: Metadata::default(),
     }
 }

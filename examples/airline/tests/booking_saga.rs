@@ -14,9 +14,9 @@ use airline::scheduling::FlightEvent;
 use airline::values::Money;
 use annals::process::{Due, Input, ProcessManager, Trigger};
 use annals::testing::given;
-use annals::{DomainEvent, Metadata, Position, RecordedEvent};
+use annals::{DomainEvent, Metadata, Payload, Position, RecordedEvent};
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use serde_json::{Value, json};
+use serde_json::json;
 use uuid::Uuid;
 
 const PAYMENT_DEADLINE: &str = "payment-timeout";
@@ -26,7 +26,12 @@ fn at(seconds: i64) -> DateTime<Utc> {
 }
 
 /// An event as the log hands it to the saga.
-fn recorded(stream: String, event_type: &str, payload: Value, seconds: i64) -> RecordedEvent {
+fn recorded(
+    stream: String,
+    event_type: &str,
+    payload: impl Into<Payload>,
+    seconds: i64,
+) -> RecordedEvent {
     RecordedEvent {
         event_id: Uuid::now_v7(),
         stream_id: stream,

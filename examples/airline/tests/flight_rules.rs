@@ -274,7 +274,7 @@ fn stored_v1_flight_scheduled_upcasts_to_today() {
     // Written today, it is v2 with a Money price.
     assert_eq!(event.schema_version(), 2);
     assert_eq!(
-        event.encode().unwrap()["price"],
+        event.encode().unwrap().to_value().unwrap()["price"],
         json!({"amount": 45000, "currency": "USD"})
     );
 

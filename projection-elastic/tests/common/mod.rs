@@ -130,7 +130,7 @@ pub fn event(event_type: &str, payload: Value) -> NewEvent {
         event_id: Uuid::now_v7(),
         event_type: event_type.to_owned(),
         schema_version: 1,
-        payload,
+        payload: payload.into(),
         metadata: Metadata::default(),
     }
 }

@@ -25,9 +25,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use annals::{EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, Position};
+use annals::{EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, Payload, Position};
 use annals_postgres::{NotifyMode, PgEventStore, PgStoreOptions};
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::types::Json;
 use sqlx::{ConnectOptions, Connection, PgConnection};
@@ -253,7 +253,8 @@ fn event() -> NewEvent {
             "booking_id": id(),
             "seats": 2,
             "price": { "amount": 45000, "currency": "USD" },
-        }),
+        })
+        .into(),
         metadata: Metadata::default().correlated(id()).actor("bench"),
     }
 }
@@ -323,7 +324,7 @@ async fn raw_single_inserts(options: &PgConnectOptions, round: usize) -> Result<
                     .bind(e.event_id)
                     .bind(&e.event_type)
                     .bind(e.schema_version as i32)
-                    .bind(&e.payload)
+                    .bind(Json(&e.payload))
                     .bind(Json(&e.metadata))
                     .execute(&mut conn)
                     .await?;
@@ -374,7 +375,8 @@ async fn raw_batch_inserts(options: &PgConnectOptions, round: usize) -> Result<u
                 let ids: Vec<Uuid> = batch.iter().map(|e| e.event_id).collect();
                 let types: Vec<&str> = batch.iter().map(|e| e.event_type.as_str()).collect();
                 let versions: Vec<i32> = batch.iter().map(|e| e.schema_version as i32).collect();
-                let payloads: Vec<&Value> = batch.iter().map(|e| &e.payload).collect();
+                let payloads: Vec<Json<&Payload>> =
+                    batch.iter().map(|e| Json(&e.payload)).collect();
                 let metadata: Vec<Json<&Metadata>> =
                     batch.iter().map(|e| Json(&e.metadata)).collect();
                 sqlx::query(RAW_BATCH_INSERT)

@@ -43,7 +43,7 @@ pub fn event(event_type: &str, n: u64) -> NewEvent {
         event_id: Uuid::now_v7(),
         event_type: event_type.to_owned(),
         schema_version: 1,
-        payload: json!({ "n": n }),
+        payload: json!({ "n": n }).into(),
         metadata: Metadata::default(),
     }
 }
