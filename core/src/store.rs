@@ -347,7 +347,10 @@ mod tests {
         assert!(contains_nul(r#"{"note":"a\u0000b"}"#));
         assert!(contains_nul(r#"{"a\u0000":1}"#));
         assert!(contains_nul(r#"["\\\u0000"]"#), "a backslash, then a NUL");
-        assert!(!contains_nul(r#"{"note":"\\u0000"}"#), "a backslash, then text");
+        assert!(
+            !contains_nul(r#"{"note":"\\u0000"}"#),
+            "a backslash, then text"
+        );
         assert!(!contains_nul(r#"{"note":"\u0001 u0000"}"#));
         assert!(!contains_nul(r#"{"n":0}"#));
         assert!(!contains_nul("\\"));
