@@ -137,7 +137,7 @@ pub fn upcast(
     stored: u32,
     current: u32,
     chain: &[Upcaster],
-    payload: &Value,
+    payload: Value,
 ) -> Result<Value, EventError> {
     if stored == 0 || stored > current || chain.len() + 1 < current as usize {
         return Err(EventError::UnsupportedVersion {
@@ -146,7 +146,7 @@ pub fn upcast(
             current,
         });
     }
-    let mut value = payload.clone();
+    let mut value = payload;
     for version in stored..current {
         let step = chain[(version - 1) as usize];
         value = step(value).map_err(|source| EventError::Upcast {
@@ -178,19 +178,19 @@ mod tests {
     #[test]
     fn runs_the_chain_from_the_stored_version() {
         let chain: [Upcaster; 2] = [add_b, add_c];
-        let v = upcast("t", 1, 3, &chain, &json!({"a": 1})).unwrap();
+        let v = upcast("t", 1, 3, &chain, json!({"a": 1})).unwrap();
         assert_eq!(v, json!({"a": 1, "b": 2, "c": 3}));
-        let v = upcast("t", 2, 3, &chain, &json!({"a": 1})).unwrap();
+        let v = upcast("t", 2, 3, &chain, json!({"a": 1})).unwrap();
         assert_eq!(v, json!({"a": 1, "c": 3}));
     }
 
     #[test]
     fn names_type_and_version_when_it_cannot() {
         let chain: [Upcaster; 1] = [refuse];
-        let err = upcast("Seat", 4, 2, &chain, &json!({})).unwrap_err();
+        let err = upcast("Seat", 4, 2, &chain, json!({})).unwrap_err();
         assert!(err.to_string().contains("\"Seat\""));
         assert!(err.to_string().contains("version 4"));
-        let err = upcast("Seat", 1, 2, &chain, &json!({})).unwrap_err();
+        let err = upcast("Seat", 1, 2, &chain, json!({})).unwrap_err();
         assert!(matches!(
             err,
             EventError::Upcast {

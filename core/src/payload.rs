@@ -74,11 +74,11 @@ impl From<Value> for Payload {
 
 impl From<&Value> for Payload {
     fn from(value: &Value) -> Self {
-        // A `Value` prints as valid JSON, which `RawValue` accepts.
-        let text = value.to_string();
-        match RawValue::from_string(text) {
+        // Serialising a `Value` cannot fail (its keys are strings), and what
+        // it prints is JSON, so it is kept without being parsed again.
+        match serde_json::value::to_raw_value(value) {
             Ok(raw) => Self(raw),
-            Err(_) => unreachable!("a serde_json::Value always prints as JSON"),
+            Err(_) => unreachable!("a serde_json::Value always serialises"),
         }
     }
 }

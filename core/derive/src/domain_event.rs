@@ -483,7 +483,7 @@ fn generate(ident: &Ident, variants: &[EventVariant<'_>]) -> TokenStream {
                     // A local, not a `const`, so that `Self::...` upcaster paths resolve.
                     let chain: [#annals::Upcaster; #chain_len] = [#(#chain),*];
                     let upcast = #annals::event::upcast(
-                        #name, schema_version, #version, &chain, &tree,
+                        #name, schema_version, #version, &chain, tree,
                     )?;
                     decode_current(upcast)
                 };
