@@ -186,7 +186,6 @@ impl BookingSaga {
     }
 
     fn on_event(&self, event: &RecordedEvent) -> Vec<SagaEvent> {
-        let p = Fields::of(event);
         match (event.event_type.as_str(), self.stage) {
             ("BookingRequested", SagaStage::NotStarted) => started(event).into_iter().collect(),
             ("SeatsReserved", SagaStage::Reserving) => {
@@ -216,7 +215,7 @@ impl BookingSaga {
                 .collect(),
             ("PaymentTaken", SagaStage::Paying) => vec![SagaEvent::PaymentSucceeded {
                 booking_id: self.booking_id,
-                payment_id: p.payment_id.unwrap_or_default(),
+                payment_id: Fields::of(event).payment_id.unwrap_or_default(),
             }],
             ("PaymentTaken", SagaStage::Compensating | SagaStage::Cancelled) => {
                 vec![SagaEvent::LatePaymentRefunded {
@@ -224,12 +223,13 @@ impl BookingSaga {
                 }]
             }
             ("PaymentDeclined", SagaStage::Paying) => {
-                let why = p.reason.as_deref().unwrap_or("declined");
+                let why = Fields::of(event).reason;
+                let why = why.as_deref().unwrap_or("declined");
                 vec![self.compensate(format!("payment failed: {why}"), false, true)]
             }
             ("BookingConfirmed", SagaStage::Confirming) => vec![SagaEvent::SagaConfirmed],
             ("BookingCancelled", stage) => {
-                let reason = p.reason.unwrap_or_default();
+                let reason = Fields::of(event).reason.unwrap_or_default();
                 match stage {
                     SagaStage::Compensating => vec![SagaEvent::SagaCancelled { reason }],
                     SagaStage::Reserving
@@ -284,6 +284,8 @@ struct Fields {
 }
 
 impl Fields {
+    /// Decoded only by the arms that read them: most events the saga sees
+    /// need none.
     fn of(event: &RecordedEvent) -> Self {
         event.payload.decode().unwrap_or_default()
     }
