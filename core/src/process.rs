@@ -24,8 +24,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Debug;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -35,7 +35,7 @@ use uuid::Uuid;
 
 use crate::aggregate::{Aggregate, Handle};
 use crate::envelope::{Metadata, RecordedEvent};
-use crate::projection::{Applied, Deadline, Projection, ProjectionError, ProjectionStore};
+use crate::projection::{Applied, Backoff, Deadline, Projection, ProjectionError, ProjectionStore};
 use crate::repository::{CommandContext, ExecuteError, Repository};
 use crate::store::{EventFilter, StoreError};
 
@@ -186,10 +186,61 @@ pub trait Dispatcher<C>: Send + Sync + 'static {
     async fn dispatch(&self, command: C, context: CommandContext) -> Result<(), DispatchError>;
 }
 
+/// How a process retries what fails for a reason that may pass (a receiver
+/// that is down, a circuit that is open, a store that is unreachable).
+///
+/// Together these bound how long an instance can be stuck: an event whose
+/// commands cannot be delivered is retried for `retry_for`, then reported
+/// failed, and the runner's [`FailurePolicy`](crate::projection::FailurePolicy)
+/// parks it in the dead letters; a deadline that cannot fire is tried
+/// `deadline_attempts` times, `deadline_retry` apart, then kept as a dead
+/// letter. Either way an operator sees it (and can retry it with
+/// [`ProjectionStore::request_retry`]); nothing is dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessOptions {
+    /// Delays between tries of an event whose commands were not delivered.
+    pub retry: Backoff,
+    /// How long an event's commands are retried before the event is
+    /// reported as failed.
+    pub retry_for: Duration,
+    /// Delays between attempts at firing a deadline.
+    pub deadline_retry: Backoff,
+    /// Attempts at firing a deadline before it becomes a dead letter (at least 1).
+    pub deadline_attempts: u32,
+    /// How long a claimed deadline is reserved for its firer: a firer that
+    /// dies leaves it to fire again after this.
+    pub deadline_hold: Duration,
+}
+
+impl Default for ProcessOptions {
+    /// An event is retried for a minute; a deadline 10 times over about a
+    /// minute and a half. A stuck instance is a dead letter within about two
+    /// minutes.
+    fn default() -> Self {
+        Self {
+            retry: Backoff {
+                initial: Duration::from_millis(200),
+                max: Duration::from_secs(5),
+            },
+            retry_for: Duration::from_secs(60),
+            deadline_retry: Backoff {
+                initial: Duration::from_millis(500),
+                max: Duration::from_secs(15),
+            },
+            deadline_attempts: 10,
+            deadline_hold: Duration::from_secs(30),
+        }
+    }
+}
+
 /// Runs a process manager over a store with a dispatcher.
 pub struct Process<P, S, D> {
     repository: Repository<P, S>,
     dispatcher: Arc<D>,
+    options: ProcessOptions,
+    /// When each event whose commands keep failing first failed, so that
+    /// its retry budget spans the runner's re-deliveries.
+    failing_since: Mutex<HashMap<Uuid, Instant>>,
 }
 
 impl<P, S, D> Process<P, S, D>
@@ -203,7 +254,15 @@ where
         Self {
             repository: Repository::new(store).max_attempts(10),
             dispatcher,
+            options: ProcessOptions::default(),
+            failing_since: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Replaces the retry options.
+    pub fn with_options(mut self, options: ProcessOptions) -> Self {
+        self.options = options;
+        self
     }
 
     /// Keeps the states of the `instances` most recently active process
@@ -235,10 +294,17 @@ where
     }
 
     /// Fires every deadline due at `now`; returns how many fired.
+    ///
+    /// A deadline is completed only once what it triggered is recorded and
+    /// sent. One that fails is tried again later with backoff, and after
+    /// [`ProcessOptions::deadline_attempts`] it becomes a dead letter.
     pub async fn fire_deadlines(&self, now: DateTime<Utc>) -> Result<usize, ProcessError> {
         let store = self.repository.store();
-        let mut due = store.due_deadlines(P::NAME, now, 100).await?;
-        if due.is_empty() {
+        if store
+            .next_deadline(P::NAME)
+            .await?
+            .is_none_or(|at| at > now)
+        {
             // The common tick: nothing due, so no need to look at the log.
             return Ok(0);
         }
@@ -246,22 +312,75 @@ where
         // events recorded before a deadline fell due, those come first (a
         // payment answered in time but not read yet must not time out).
         // Applies to a process driven by a runner, which keeps a checkpoint.
+        let mut due_by = now;
         if let Some(checkpoint) = store.load_checkpoint(P::NAME).await? {
             let pending = store.read_all(checkpoint, 1, &P::filter()).await?;
             if let Some(first) = pending.first() {
-                due.retain(|deadline| deadline.due_at <= first.recorded_at);
+                due_by = due_by.min(first.recorded_at);
             }
         }
-        for deadline in &due {
-            let input = Input::Deadline {
-                name: deadline.name.clone(),
-                due_at: deadline.due_at,
-            };
-            self.run(deadline.instance, input, deadline.id, None)
-                .await?;
-            store.complete_deadline(P::NAME, deadline.id).await?;
+        let claimed = store
+            .claim_deadlines(P::NAME, due_by, 100, self.options.deadline_hold)
+            .await?;
+        // Deadlines of different instances fire side by side; each
+        // instance's in order.
+        let fired: Vec<Result<usize, ProcessError>> =
+            futures::stream::iter(by_instance(claimed, |d: &Deadline| d.instance))
+                .map(|deadlines| async move {
+                    let mut fired = 0;
+                    for deadline in deadlines {
+                        fired += usize::from(self.fire(deadline).await?);
+                    }
+                    Ok(fired)
+                })
+                .buffer_unordered(INSTANCES_IN_PARALLEL)
+                .collect()
+                .await;
+        fired.into_iter().sum()
+    }
+
+    /// Fires one claimed deadline; true when it is done, false when it
+    /// failed and was left to retry (or dead-lettered).
+    async fn fire(&self, deadline: Deadline) -> Result<bool, ProcessError> {
+        let store = self.repository.store();
+        let input = Input::Deadline {
+            name: deadline.name.clone(),
+            due_at: deadline.due_at,
+        };
+        match self.run(deadline.instance, input, deadline.id, None).await {
+            Ok(()) => {
+                store.complete_deadline(P::NAME, deadline.id).await?;
+                Ok(true)
+            }
+            Err(error) => {
+                let error = error.to_string();
+                let attempts = deadline.attempts.max(1);
+                // A retry by an operator gives a dead letter another round.
+                let retry_at = (attempts % self.options.deadline_attempts.max(1) != 0).then(|| {
+                    let delay = self
+                        .options
+                        .deadline_retry
+                        .delays()
+                        .nth(attempts as usize - 1)
+                        .unwrap_or(self.options.deadline_retry.max);
+                    Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default()
+                });
+                match retry_at {
+                    Some(at) => tracing::warn!(
+                        process = P::NAME, instance = %deadline.instance, deadline = deadline.name,
+                        attempts, %error, retry_at = %at, "deadline failed, will retry"
+                    ),
+                    None => tracing::error!(
+                        process = P::NAME, instance = %deadline.instance, deadline = deadline.name,
+                        attempts, %error, "deadline failed too often: dead-lettered"
+                    ),
+                }
+                store
+                    .fail_deadline(P::NAME, deadline.id, &error, retry_at)
+                    .await?;
+                Ok(false)
+            }
         }
-        Ok(due.len())
     }
 
     /// Fires due deadlines every `interval` until `shutdown`.
@@ -320,14 +439,9 @@ where
                         Due::At(at) => at,
                         Due::After(after) => Utc::now() + after,
                     };
-                    let deadline = Deadline {
-                        id,
-                        process: P::NAME.to_owned(),
-                        instance,
-                        name,
-                        due_at,
-                    };
-                    store.schedule_deadline(deadline).await?;
+                    store
+                        .schedule_deadline(Deadline::new(P::NAME, id, instance, name, due_at))
+                        .await?;
                 }
                 for name in &effects.cancels {
                     store.cancel_deadlines(P::NAME, instance, name).await?;
@@ -365,7 +479,7 @@ where
                             queue.push_back((feedback, refusal, Some(command_id)));
                         }
                         Err(DispatchError::Transient(reason)) => {
-                            return Err(ProcessError::Transient(reason));
+                            return Err(ProcessError::Transient(format!("{command:?}: {reason}")));
                         }
                     }
                 }
@@ -424,22 +538,15 @@ where
     async fn apply(&self, batch: &[RecordedEvent]) -> Result<Applied, ProjectionError> {
         // Instances are independent: each one takes its inputs in log order,
         // different instances go side by side.
-        let mut groups: Vec<(Uuid, Vec<usize>)> = Vec::new();
-        let mut group_of: HashMap<Uuid, usize> = HashMap::new();
-        for (index, event) in batch.iter().enumerate() {
-            let Some(instance) = P::correlate(event) else {
-                continue;
-            };
-            let group = *group_of.entry(instance).or_insert_with(|| {
-                groups.push((instance, Vec::new()));
-                groups.len() - 1
-            });
-            groups[group].1.push(index);
-        }
+        let correlated = batch
+            .iter()
+            .enumerate()
+            .filter_map(|(index, event)| Some((P::correlate(event)?, index)));
+        let groups = by_instance(correlated, |(instance, _)| *instance);
         let outcomes: Vec<Result<(), (usize, ProcessError)>> = futures::stream::iter(groups)
-            .map(|(_, indexes)| async move {
-                for index in indexes {
-                    self.handle_event(&batch[index])
+            .map(|group| async move {
+                for (_, index) in group {
+                    self.handle_with_retries(&batch[index])
                         .await
                         .map_err(|error| (index, error))?;
                 }
@@ -454,8 +561,9 @@ where
                 continue;
             };
             match error {
-                ProcessError::Transient(reason) => return Err(ProjectionError::Transient(reason)),
                 ProcessError::Store(error) if error.is_transient() => {
+                    // The store itself is down: nothing could be recorded,
+                    // not even a dead letter; the runner retries.
                     return Err(ProjectionError::Transient(error.to_string()));
                 }
                 error => {
@@ -476,4 +584,73 @@ where
         applied.failed.sort_by_key(|f| f.index);
         Ok(applied)
     }
+
+    fn key(&self, event: &RecordedEvent) -> String {
+        // A dead-lettered input holds back its instance, not the stream it
+        // came from (a flight's events feed many bookings).
+        P::correlate(event).map_or_else(|| event.stream_id.clone(), |id| id.to_string())
+    }
+}
+
+impl<P, S, D> Process<P, S, D>
+where
+    P: ProcessManager,
+    S: ProjectionStore + Clone,
+    D: Dispatcher<P::Command>,
+{
+    /// Handles an event, retrying while its commands fail for a transient
+    /// reason, for at most [`ProcessOptions::retry_for`] since it first
+    /// failed (across re-deliveries).
+    async fn handle_with_retries(&self, event: &RecordedEvent) -> Result<(), ProcessError> {
+        let mut delays = self.options.retry.delays();
+        loop {
+            match self.handle_event(event).await {
+                Err(ProcessError::Transient(reason)) => {
+                    let since = self.failing_since(event.event_id);
+                    if since.elapsed() >= self.options.retry_for {
+                        return Err(ProcessError::Transient(reason));
+                    }
+                    tracing::debug!(process = P::NAME, event = %event.event_id, %reason, "retrying");
+                    tokio::time::sleep(delays.next().unwrap_or(self.options.retry.max)).await;
+                }
+                outcome => {
+                    self.lock_failing().remove(&event.event_id);
+                    return outcome;
+                }
+            }
+        }
+    }
+
+    fn failing_since(&self, event_id: Uuid) -> Instant {
+        let mut failing = self.lock_failing();
+        if failing.len() > 10_000 {
+            // Events that were dead-lettered long ago.
+            let horizon = self.options.retry_for * 10;
+            failing.retain(|_, since| since.elapsed() < horizon);
+        }
+        *failing.entry(event_id).or_insert_with(Instant::now)
+    }
+
+    fn lock_failing(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Instant>> {
+        self.failing_since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Groups items by instance, keeping their order within each instance.
+fn by_instance<T>(
+    items: impl IntoIterator<Item = T>,
+    instance: impl Fn(&T) -> Uuid,
+) -> Vec<Vec<T>> {
+    let mut groups: Vec<Vec<T>> = Vec::new();
+    let mut group_of: HashMap<Uuid, usize> = HashMap::new();
+    for item in items {
+        let group = *group_of.entry(instance(&item)).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[group].push(item);
+    }
+    groups
 }

@@ -2,19 +2,11 @@
 //! suite catches broken stores.
 
 use std::panic::AssertUnwindSafe;
-use std::time::Duration;
 
+use annals::ExpectedVersion;
 use annals::memory::MemoryStore;
-use annals::subscription::{SubscriptionOptions, catch_up_then_live};
-use annals::testing::conformance;
-use annals::{
-    AppendOptions, Appended, EventFilter, EventStore, EventStream, ExpectedVersion, NewEvent,
-    Position, RecordedEvent, Snapshot, StoreError,
-};
-use async_trait::async_trait;
+use annals::testing::{Faulty, conformance};
 use futures::FutureExt;
-use tokio::sync::watch;
-use uuid::Uuid;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_store_passes_the_suite() {
@@ -53,117 +45,28 @@ enum Fault {
 }
 
 /// A `MemoryStore` with one deliberate bug.
-#[derive(Clone)]
-struct Broken {
-    inner: MemoryStore,
-    fault: Fault,
-    /// Never fires: subscriptions poll, through the broken `read_all`.
-    wake: watch::Receiver<u64>,
-    _wake: std::sync::Arc<watch::Sender<u64>>,
-}
-
-impl Broken {
-    fn new(fault: Fault) -> Self {
-        let (tx, rx) = watch::channel(0);
-        Self {
-            inner: MemoryStore::new(),
-            fault,
-            wake: rx,
-            _wake: std::sync::Arc::new(tx),
-        }
-    }
-}
-
-#[async_trait]
-impl EventStore for Broken {
-    async fn append_with(
-        &self,
-        stream: &str,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-        options: AppendOptions,
-    ) -> Result<Appended, StoreError> {
-        let expected = match self.fault {
-            Fault::IgnoresExpectedVersion => ExpectedVersion::Any,
-            _ => expected,
-        };
-        self.inner
-            .append_with(stream, expected, events, options)
-            .await
-    }
-
-    async fn command_outcome(&self, command_id: Uuid) -> Result<Option<Appended>, StoreError> {
-        self.inner.command_outcome(command_id).await
-    }
-
-    async fn read_stream(
-        &self,
-        stream: &str,
-        from_version: u64,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_stream(stream, from_version, limit).await
-    }
-
-    async fn stream_version(&self, stream: &str) -> Result<u64, StoreError> {
-        self.inner.stream_version(stream).await
-    }
-
-    async fn read_all(
-        &self,
-        after: Position,
-        limit: usize,
-        filter: &EventFilter,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let mut events = self.inner.read_all(after, limit, filter).await?;
-        match self.fault {
-            Fault::IgnoresExpectedVersion => {}
-            Fault::DropsEvents => events.retain(|e| e.position.sequence() % 5 != 0),
-            Fault::DuplicatesEvents => {
-                if let Some(first) = events.first().cloned() {
-                    events.insert(0, first);
-                    events.truncate(limit.max(1));
-                }
+fn broken(fault: Fault) -> Faulty<MemoryStore> {
+    let store = Faulty::new(MemoryStore::new());
+    match fault {
+        Fault::IgnoresExpectedVersion => store.rewrite_append(|_| ExpectedVersion::Any),
+        Fault::DropsEvents => store.rewrite_read_all(|mut events, _| {
+            events.retain(|e| e.position.sequence() % 5 != 0);
+            events
+        }),
+        Fault::DuplicatesEvents => store.rewrite_read_all(|mut events, limit| {
+            if let Some(first) = events.first().cloned() {
+                events.insert(0, first);
+                events.truncate(limit.max(1));
             }
-        }
-        Ok(events)
+            events
+        }),
     }
-
-    async fn head(&self) -> Result<Position, StoreError> {
-        self.inner.head().await
-    }
-
-    fn subscribe(&self, after: Position, filter: EventFilter) -> EventStream {
-        if self.fault == Fault::IgnoresExpectedVersion {
-            return self.inner.subscribe(after, filter);
-        }
-        let options = SubscriptionOptions {
-            poll_interval: Duration::from_millis(20),
-            ..SubscriptionOptions::default()
-        };
-        catch_up_then_live(self.clone(), after, filter, self.wake.clone(), options)
-    }
-
-    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
-        self.inner.save_snapshot(snapshot).await
-    }
-
-    async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, StoreError> {
-        self.inner.load_snapshot(stream).await
-    }
-
-    async fn save_checkpoint(&self, name: &str, position: Position) -> Result<(), StoreError> {
-        self.inner.save_checkpoint(name, position).await
-    }
-
-    async fn load_checkpoint(&self, name: &str) -> Result<Option<Position>, StoreError> {
-        self.inner.load_checkpoint(name).await
-    }
+    store
 }
 
 /// Runs the whole suite against a broken store; returns the failure report.
 async fn suite_failure(fault: Fault) -> String {
-    let outcome = AssertUnwindSafe(conformance::run(move || async move { Broken::new(fault) }))
+    let outcome = AssertUnwindSafe(conformance::run(move || async move { broken(fault) }))
         .catch_unwind()
         .await;
     match outcome {

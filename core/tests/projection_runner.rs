@@ -10,17 +10,14 @@ use std::time::Duration;
 
 use annals::memory::MemoryStore;
 use annals::projection::{
-    Applied, Backoff, Deadline, Failed, FailurePolicy, Lease, ParkedEvent, Projection,
-    ProjectionError, ProjectionRunner, ProjectionStore, RunnerError, RunnerOptions, RunnerState,
-    WaitError, wait_for_checkpoint,
+    Applied, Backoff, Failed, FailurePolicy, Projection, ProjectionError, ProjectionRunner,
+    ProjectionStore, RunnerError, RunnerOptions, RunnerState, WaitError, wait_for_checkpoint,
 };
-use annals::subscription::{SubscriptionOptions, catch_up_then_live};
+use annals::testing::{Faulty, Operation};
 use annals::{
-    AppendOptions, Appended, EventFilter, EventStore, EventStream, ExpectedVersion, Metadata,
-    NewEvent, Position, RecordedEvent, Snapshot, StoreError,
+    Appended, EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent,
 };
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use serde_json::json;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -1077,165 +1074,18 @@ async fn wait_for_checkpoint_does_not_wait_for_events_the_projection_ignores() {
 // ---------------------------------------------------------------------------
 // Store outages
 
-/// A [`MemoryStore`] whose named operations can be told to fail as unavailable.
-#[derive(Clone)]
-struct FlakyStore {
-    inner: MemoryStore,
-    failing: Arc<Mutex<HashMap<&'static str, u32>>>,
-}
-
-impl FlakyStore {
-    fn new(inner: MemoryStore) -> Self {
-        Self {
-            inner,
-            failing: Arc::default(),
-        }
-    }
-
-    fn fail(&self, operation: &'static str, times: u32) {
-        self.failing.lock().unwrap().insert(operation, times);
-    }
-
-    fn pending(&self) -> u32 {
-        self.failing.lock().unwrap().values().sum()
-    }
-
-    fn check(&self, operation: &'static str) -> Result<(), StoreError> {
-        let mut failing = self.failing.lock().unwrap();
-        match failing.get_mut(operation) {
-            Some(n) if *n > 0 => {
-                *n -= 1;
-                Err(StoreError::Unavailable(
-                    format!("{operation}: connection reset").into(),
-                ))
-            }
-            _ => Ok(()),
-        }
-    }
-}
-
-#[async_trait]
-impl EventStore for FlakyStore {
-    async fn append_with(
-        &self,
-        stream: &str,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-        options: AppendOptions,
-    ) -> Result<Appended, StoreError> {
-        self.inner
-            .append_with(stream, expected, events, options)
-            .await
-    }
-    async fn command_outcome(&self, command_id: Uuid) -> Result<Option<Appended>, StoreError> {
-        self.inner.command_outcome(command_id).await
-    }
-    async fn read_stream(
-        &self,
-        stream: &str,
-        from_version: u64,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_stream(stream, from_version, limit).await
-    }
-    async fn stream_version(&self, stream: &str) -> Result<u64, StoreError> {
-        self.inner.stream_version(stream).await
-    }
-    async fn read_all(
-        &self,
-        after: Position,
-        limit: usize,
-        filter: &EventFilter,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.check("read_all")?;
-        self.inner.read_all(after, limit, filter).await
-    }
-    async fn head(&self) -> Result<Position, StoreError> {
-        self.check("head")?;
-        self.inner.head().await
-    }
-    fn subscribe(&self, after: Position, filter: EventFilter) -> EventStream {
-        // No wake-ups: poll often.
-        let (_wake, wake) = tokio::sync::watch::channel(0);
-        let options = SubscriptionOptions {
-            page_size: 512,
-            poll_interval: Duration::from_millis(5),
-        };
-        catch_up_then_live(self.clone(), after, filter, wake, options)
-    }
-    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
-        self.inner.save_snapshot(snapshot).await
-    }
-    async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, StoreError> {
-        self.inner.load_snapshot(stream).await
-    }
-    async fn save_checkpoint(&self, name: &str, position: Position) -> Result<(), StoreError> {
-        self.check("save_checkpoint")?;
-        self.inner.save_checkpoint(name, position).await
-    }
-    async fn load_checkpoint(&self, name: &str) -> Result<Option<Position>, StoreError> {
-        self.check("load_checkpoint")?;
-        self.inner.load_checkpoint(name).await
-    }
-}
-
-#[async_trait]
-impl ProjectionStore for FlakyStore {
-    async fn park(&self, projection: &str, events: Vec<ParkedEvent>) -> Result<(), StoreError> {
-        self.check("park")?;
-        self.inner.park(projection, events).await
-    }
-    async fn parked(&self, projection: &str) -> Result<Vec<ParkedEvent>, StoreError> {
-        self.check("parked")?;
-        self.inner.parked(projection).await
-    }
-    async fn unpark(&self, projection: &str, event_ids: &[Uuid]) -> Result<(), StoreError> {
-        self.check("unpark")?;
-        self.inner.unpark(projection, event_ids).await
-    }
-    async fn request_retry(&self, projection: &str) -> Result<u64, StoreError> {
-        self.inner.request_retry(projection).await
-    }
-    async fn try_lease(&self, projection: &str) -> Result<Option<Box<dyn Lease>>, StoreError> {
-        self.check("try_lease")?;
-        self.inner.try_lease(projection).await
-    }
-    async fn schedule_deadline(&self, deadline: Deadline) -> Result<(), StoreError> {
-        self.inner.schedule_deadline(deadline).await
-    }
-    async fn due_deadlines(
-        &self,
-        process: &str,
-        now: DateTime<Utc>,
-        limit: usize,
-    ) -> Result<Vec<Deadline>, StoreError> {
-        self.inner.due_deadlines(process, now, limit).await
-    }
-    async fn cancel_deadlines(
-        &self,
-        process: &str,
-        instance: Uuid,
-        name: &str,
-    ) -> Result<(), StoreError> {
-        self.inner.cancel_deadlines(process, instance, name).await
-    }
-    async fn complete_deadline(&self, process: &str, id: Uuid) -> Result<(), StoreError> {
-        self.inner.complete_deadline(process, id).await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_runner_rides_out_store_outages() {
     let memory = MemoryStore::new();
-    let store = FlakyStore::new(memory.clone());
+    let store = Faulty::new(memory.clone());
     let first = handled(&memory, "a").await;
     let projection = TestProjection::new("outages");
     let runner = ProjectionRunner::new(store.clone(), Arc::clone(&projection))
         .with_options(fast(FailurePolicy::Park { max_attempts: 1 }));
     let status = runner.status();
     let shutdown = CancellationToken::new();
-    store.fail("try_lease", 2);
-    store.fail("load_checkpoint", 2);
+    store.fail(Operation::TryLease, 2);
+    store.fail(Operation::LoadCheckpoint, 2);
     let task = tokio::spawn({
         let shutdown = shutdown.clone();
         async move { runner.run(shutdown).await }
@@ -1244,24 +1094,29 @@ async fn a_live_runner_rides_out_store_outages() {
 
     // Every kind of store call fails a few times while events keep coming.
     let mut last = first;
-    for (operation, times) in [("read_all", 3), ("save_checkpoint", 3), ("parked", 2)] {
+    for (operation, times) in [
+        (Operation::ReadAll, 3),
+        (Operation::SaveCheckpoint, 3),
+        (Operation::Parked, 2),
+    ] {
         store.fail(operation, times);
         for _ in 0..3 {
             last = handled(&memory, "a").await;
         }
-        eventually(&format!("applied through a {operation} outage"), || {
-            projection.has_applied(last.position) && store.pending() == 0 || task.is_finished()
+        eventually(&format!("applied through a {operation:?} outage"), || {
+            projection.has_applied(last.position) && store.pending_failures() == 0
+                || task.is_finished()
         })
         .await;
         assert!(
             !task.is_finished(),
-            "the runner gave up on a {operation} outage: {:?}",
+            "the runner gave up on a {operation:?} outage: {:?}",
             task.await
         );
     }
     // A poison event while parking fails: parked once the store is back.
     projection.broken.store(true, Ordering::SeqCst);
-    store.fail("park", 2);
+    store.fail(Operation::Park, 2);
     let poison = add(&memory, "p", "Added", true).await;
     let after = handled(&memory, "a").await;
     eventually_async("the poison parked despite the outage", || async {

@@ -9,6 +9,7 @@ use annals::{Aggregate, DomainEvent, ExecuteError, Handle, Repository};
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, DomainEvent)]
 enum TankEvent {
     Filled { litres: u32 },
+    Drained { litres: u32 },
 }
 
 thread_local! {
@@ -35,8 +36,10 @@ impl Aggregate for Tank {
     type Error = Overflow;
     fn apply(&mut self, event: &TankEvent) {
         FOLDED.with(|n| n.set(n.get() + 1));
-        let TankEvent::Filled { litres } = event;
-        self.litres += litres;
+        match event {
+            TankEvent::Filled { litres } => self.litres += litres,
+            TankEvent::Drained { litres } => self.litres -= litres,
+        }
     }
 }
 
@@ -48,6 +51,18 @@ impl Handle<Fill> for Tank {
             return Err(Overflow(self.litres + litres));
         }
         Ok(vec![TankEvent::Filled { litres: *litres }])
+    }
+}
+
+/// Empties the tank; an empty tank has nothing to drain (no events).
+struct Drain;
+
+impl Handle<Drain> for Tank {
+    fn handle(&self, _: &Drain) -> Result<Vec<TankEvent>, Overflow> {
+        Ok(match self.litres {
+            0 => vec![],
+            litres => vec![TankEvent::Drained { litres }],
+        })
     }
 }
 
@@ -103,4 +118,52 @@ async fn concurrent_commands_on_a_cached_stream_all_land() {
     }
     let loaded = Repository::<Tank, _>::new(store).load("t2").await.unwrap();
     assert_eq!((loaded.version, loaded.state.litres), (40, 80));
+}
+
+#[tokio::test]
+async fn a_stale_state_that_decides_nothing_is_caught_up_and_decides_again() {
+    let store = MemoryStore::new();
+    let cached = Repository::<Tank, _>::new(store.clone()).cache(10);
+    cached.execute("t3", Fill(5)).await.unwrap();
+    cached.execute("t3", Drain).await.unwrap(); // kept: empty, version 2
+
+    // Another process fills the tank; the kept state still says empty.
+    let other = Repository::<Tank, _>::new(store.clone());
+    let filled = other.execute("t3", Fill(7)).await.unwrap();
+
+    // On the kept state, Drain decides nothing: no append, so no version
+    // check. The repository must notice and decide on the stored stream.
+    let done = cached.execute("t3", Drain).await.unwrap();
+    assert_eq!(done.events, vec![TankEvent::Drained { litres: 7 }]);
+    assert_eq!(done.stream_version, 4);
+    assert_eq!(other.load("t3").await.unwrap().state.litres, 0);
+
+    // A current kept state that decides nothing answers with its stream's
+    // last position: the token of the state the decision saw.
+    let again = cached.execute("t3", Drain).await.unwrap();
+    assert!(again.events.is_empty());
+    assert_eq!(again.stream_version, 4);
+    assert_eq!(again.position, done.position);
+    assert!(filled.position < done.position);
+}
+
+#[tokio::test]
+async fn a_stale_state_that_refuses_is_caught_up_and_decides_again() {
+    let store = MemoryStore::new();
+    let cached = Repository::<Tank, _>::new(store.clone()).cache(10);
+    cached.execute("t4", Fill(95)).await.unwrap(); // kept: 95 litres
+
+    let other = Repository::<Tank, _>::new(store.clone());
+    other.execute("t4", Drain).await.unwrap();
+
+    // 95 + 10 overflows on the kept state; the tank is really empty.
+    let done = cached.execute("t4", Fill(10)).await.unwrap();
+    assert_eq!(done.stream_version, 3);
+    assert_eq!(other.load("t4").await.unwrap().state.litres, 10);
+    // And a refusal on a current state stands.
+    let refused = cached.execute("t4", Fill(91)).await;
+    assert!(matches!(
+        refused,
+        Err(ExecuteError::Rejected(Overflow(101)))
+    ));
 }

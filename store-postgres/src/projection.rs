@@ -12,7 +12,7 @@ use annals::StoreError;
 use annals::projection::{Deadline, Lease, ParkedEvent, ProjectionStore};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::postgres::PgConnection;
+use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::{Connection, Row};
 use uuid::Uuid;
 
@@ -23,6 +23,7 @@ use crate::xid;
 
 const PARK: &str = include_str!("sql/park.sql");
 const PARKED: &str = include_str!("sql/parked.sql");
+const CLAIM_DEADLINES: &str = include_str!("sql/claim_deadlines.sql");
 
 /// How often a lease holder checks its connection.
 const HEARTBEAT: Duration = Duration::from_millis(500);
@@ -118,7 +119,7 @@ impl ProjectionStore for PgEventStore {
     }
 
     async fn request_retry(&self, projection: &str) -> Result<u64, StoreError> {
-        let done = retry_lost(|| {
+        let events = retry_lost(|| {
             sqlx::query(
                 "UPDATE annals_dead_letters SET retry_requested = true, updated_at = now() \
                  WHERE projection = $1",
@@ -128,7 +129,18 @@ impl ProjectionStore for PgEventStore {
         })
         .await
         .map_err(store_error)?;
-        Ok(done.rows_affected())
+        let deadlines = retry_lost(|| {
+            sqlx::query(
+                "UPDATE annals_deadlines SET dead_lettered = false, fire_at = $2 \
+                 WHERE process = $1 AND dead_lettered",
+            )
+            .bind(projection)
+            .bind(Utc::now())
+            .execute(&self.inner.pool)
+        })
+        .await
+        .map_err(store_error)?;
+        Ok(events.rows_affected() + deadlines.rows_affected())
     }
 
     async fn try_lease(&self, projection: &str) -> Result<Option<Box<dyn Lease>>, StoreError> {
@@ -153,8 +165,8 @@ impl ProjectionStore for PgEventStore {
     async fn schedule_deadline(&self, deadline: Deadline) -> Result<(), StoreError> {
         retry_lost(|| {
             sqlx::query(
-                "INSERT INTO annals_deadlines (process, id, instance, name, due_at) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (process, id) DO NOTHING",
+                "INSERT INTO annals_deadlines (process, id, instance, name, due_at, fire_at) \
+                 VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (process, id) DO NOTHING",
             )
             .bind(&deadline.process)
             .bind(deadline.id)
@@ -168,35 +180,82 @@ impl ProjectionStore for PgEventStore {
         Ok(())
     }
 
-    async fn due_deadlines(
-        &self,
-        process: &str,
-        now: DateTime<Utc>,
-        limit: usize,
-    ) -> Result<Vec<Deadline>, StoreError> {
+    async fn deadlines(&self, process: &str, limit: usize) -> Result<Vec<Deadline>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows: Vec<(Uuid, Uuid, String, DateTime<Utc>)> = retry_lost(|| {
-            sqlx::query_as(
-                "SELECT id, instance, name, due_at FROM annals_deadlines \
-                 WHERE process = $1 AND due_at <= $2 ORDER BY due_at, id LIMIT $3",
+        let rows = retry_lost(|| {
+            sqlx::query(
+                "SELECT id, instance, name, due_at, attempts, error, dead_lettered \
+                 FROM annals_deadlines WHERE process = $1 ORDER BY due_at, id LIMIT $2",
             )
             .bind(process)
-            .bind(now)
             .bind(limit)
             .fetch_all(&self.inner.pool)
         })
         .await
         .map_err(store_error)?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, instance, name, due_at)| Deadline {
-                id,
-                process: process.to_owned(),
-                instance,
-                name,
-                due_at,
-            })
-            .collect())
+        deadlines(process, &rows)
+    }
+
+    async fn next_deadline(&self, process: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        retry_lost(|| {
+            sqlx::query_scalar(
+                "SELECT min(fire_at) FROM annals_deadlines \
+                 WHERE process = $1 AND NOT dead_lettered",
+            )
+            .bind(process)
+            .fetch_one(&self.inner.pool)
+        })
+        .await
+        .map_err(store_error)
+    }
+
+    async fn claim_deadlines(
+        &self,
+        process: &str,
+        due_by: DateTime<Utc>,
+        limit: usize,
+        hold: Duration,
+    ) -> Result<Vec<Deadline>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let until = Utc::now() + chrono::Duration::from_std(hold).unwrap_or(chrono::Duration::MAX);
+        // Not retried on a lost connection: the claim may have committed,
+        // and claiming again would count an attempt twice. The claims come
+        // back after `hold`.
+        let rows = sqlx::query(CLAIM_DEADLINES)
+            .bind(process)
+            .bind(due_by)
+            .bind(limit)
+            .bind(until)
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(store_error)?;
+        let mut claimed = deadlines(process, &rows)?;
+        claimed.sort_by_key(|d| (d.due_at, d.id));
+        Ok(claimed)
+    }
+
+    async fn fail_deadline(
+        &self,
+        process: &str,
+        id: Uuid,
+        error: &str,
+        retry_at: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        retry_lost(|| {
+            sqlx::query(
+                "UPDATE annals_deadlines SET error = $3, \
+                 fire_at = coalesce($4, fire_at), dead_lettered = ($4 IS NULL) \
+                 WHERE process = $1 AND id = $2",
+            )
+            .bind(process)
+            .bind(id)
+            .bind(error)
+            .bind(retry_at)
+            .execute(&self.inner.pool)
+        })
+        .await
+        .map_err(store_error)?;
+        Ok(())
     }
 
     async fn cancel_deadlines(
@@ -207,7 +266,8 @@ impl ProjectionStore for PgEventStore {
     ) -> Result<(), StoreError> {
         retry_lost(|| {
             sqlx::query(
-                "DELETE FROM annals_deadlines WHERE process = $1 AND instance = $2 AND name = $3",
+                "DELETE FROM annals_deadlines \
+                 WHERE process = $1 AND instance = $2 AND name = $3 AND attempts = 0",
             )
             .bind(process)
             .bind(instance)
@@ -230,6 +290,25 @@ impl ProjectionStore for PgEventStore {
         .map_err(store_error)?;
         Ok(())
     }
+}
+
+/// Deadlines from rows of `id, instance, name, due_at, attempts, error, dead_lettered`.
+fn deadlines(process: &str, rows: &[PgRow]) -> Result<Vec<Deadline>, StoreError> {
+    rows.iter()
+        .map(|row| {
+            Ok(Deadline {
+                id: row.try_get("id")?,
+                process: process.to_owned(),
+                instance: row.try_get("instance")?,
+                name: row.try_get("name")?,
+                due_at: row.try_get("due_at")?,
+                attempts: u32::try_from(row.try_get::<i32, _>("attempts")?).unwrap_or(0),
+                error: row.try_get("error")?,
+                dead_lettered: row.try_get("dead_lettered")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(store_error)
 }
 
 /// A projection's lease: an advisory lock on a dedicated connection.

@@ -4,10 +4,8 @@ mod common;
 
 use std::time::Duration;
 
-use annals::projection::{Deadline, ParkedEvent, ProjectionStore};
+use annals::projection::{ParkedEvent, ProjectionStore};
 use annals::{EventFilter, EventStore, ExpectedVersion, Position};
-use chrono::{Duration as Span, Utc};
-use uuid::Uuid;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_parks_lists_retries_and_unparks_in_log_order() {
@@ -135,86 +133,5 @@ async fn postgres_lease_admits_one_holder_and_passes_on_release_or_death() {
     }
     drop(second);
     other_pg.cleanup().await;
-    pg.cleanup().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_deadlines_fire_in_order_once() {
-    let Some((pg, store)) = common::store().await else {
-        return;
-    };
-    let now = Utc::now();
-    let deadline = |minutes: i64| Deadline {
-        id: Uuid::now_v7(),
-        process: "saga".into(),
-        instance: Uuid::now_v7(),
-        name: "timeout".into(),
-        due_at: now + Span::minutes(minutes),
-    };
-    let (late, early, future) = (deadline(-1), deadline(-5), deadline(10));
-    for d in [&late, &early, &future] {
-        store.schedule_deadline(d.clone()).await.unwrap();
-        // Idempotent by id.
-        store.schedule_deadline(d.clone()).await.unwrap();
-    }
-    let due = store.due_deadlines("saga", now, 10).await.unwrap();
-    assert_eq!(
-        due.iter().map(|d| d.id).collect::<Vec<_>>(),
-        [early.id, late.id]
-    );
-    assert_eq!(
-        due[0].due_at.timestamp_micros(),
-        early.due_at.timestamp_micros()
-    );
-    assert!(
-        store
-            .due_deadlines("other", now, 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert_eq!(store.due_deadlines("saga", now, 1).await.unwrap().len(), 1);
-    store.complete_deadline("saga", early.id).await.unwrap();
-    store.complete_deadline("saga", late.id).await.unwrap();
-    assert!(
-        store
-            .due_deadlines("saga", now, 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert_eq!(
-        store
-            .due_deadlines("saga", now + Span::hours(1), 10)
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
-
-    // Cancelling by instance and name removes only that instance's deadline
-    // of that name.
-    let other_name = Deadline {
-        id: Uuid::now_v7(),
-        name: "reminder".into(),
-        ..future.clone()
-    };
-    store.schedule_deadline(other_name.clone()).await.unwrap();
-    store
-        .cancel_deadlines("saga", Uuid::now_v7(), "timeout")
-        .await
-        .unwrap();
-    store
-        .cancel_deadlines("saga", future.instance, "timeout")
-        .await
-        .unwrap();
-    let left = store
-        .due_deadlines("saga", now + Span::hours(1), 10)
-        .await
-        .unwrap();
-    assert_eq!(
-        left.iter().map(|d| d.id).collect::<Vec<_>>(),
-        [other_name.id]
-    );
     pg.cleanup().await;
 }

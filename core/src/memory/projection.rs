@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -12,11 +13,19 @@ use crate::position::Position;
 use crate::projection::{Deadline, Lease, ParkedEvent, ProjectionStore};
 use crate::store::StoreError;
 
+/// A deadline and when it is next to fire (its due time, or after a claim
+/// or a failure, later).
+#[derive(Debug, Clone)]
+struct Pending {
+    deadline: Deadline,
+    fire_at: DateTime<Utc>,
+}
+
 /// What projections and process managers keep beside the events.
 #[derive(Debug, Default)]
 pub(super) struct Projections {
     parked: HashMap<String, BTreeMap<Position, ParkedEvent>>,
-    deadlines: HashMap<String, HashMap<Uuid, Deadline>>,
+    deadlines: HashMap<String, HashMap<Uuid, Pending>>,
     leases: Arc<Mutex<HashSet<String>>>,
 }
 
@@ -62,11 +71,26 @@ impl ProjectionStore for MemoryStore {
     }
 
     async fn request_retry(&self, projection: &str) -> Result<u64, StoreError> {
+        let now = Utc::now();
         Ok(self.projections(|p| {
-            p.parked.get_mut(projection).map_or(0, |parked| {
+            let events = p.parked.get_mut(projection).map_or(0, |parked| {
                 parked.values_mut().for_each(|e| e.retry_requested = true);
                 parked.len() as u64
-            })
+            });
+            let mut deadlines = 0;
+            for pending in p
+                .deadlines
+                .get_mut(projection)
+                .into_iter()
+                .flat_map(|all| all.values_mut())
+            {
+                if pending.deadline.dead_lettered {
+                    pending.deadline.dead_lettered = false;
+                    pending.fire_at = now;
+                    deadlines += 1;
+                }
+            }
+            events + deadlines
         }))
     }
 
@@ -90,26 +114,63 @@ impl ProjectionStore for MemoryStore {
                 .entry(deadline.process.clone())
                 .or_default()
                 .entry(deadline.id)
-                .or_insert(deadline);
+                .or_insert(Pending {
+                    fire_at: deadline.due_at,
+                    deadline,
+                });
         });
         Ok(())
     }
 
-    async fn due_deadlines(
-        &self,
-        process: &str,
-        now: DateTime<Utc>,
-        limit: usize,
-    ) -> Result<Vec<Deadline>, StoreError> {
+    async fn deadlines(&self, process: &str, limit: usize) -> Result<Vec<Deadline>, StoreError> {
         Ok(self.projections(|p| {
-            let mut due: Vec<Deadline> = p
+            let mut all: Vec<Deadline> = p
                 .deadlines
                 .get(process)
-                .map(|all| all.values().filter(|d| d.due_at <= now).cloned().collect())
+                .map(|all| all.values().map(|d| d.deadline.clone()).collect())
                 .unwrap_or_default();
-            due.sort_by_key(|d| (d.due_at, d.id));
+            all.sort_by_key(|d| (d.due_at, d.id));
+            all.truncate(limit);
+            all
+        }))
+    }
+
+    async fn next_deadline(&self, process: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(self.projections(|p| {
+            p.deadlines.get(process).and_then(|all| {
+                all.values()
+                    .filter(|d| !d.deadline.dead_lettered)
+                    .map(|d| d.fire_at)
+                    .min()
+            })
+        }))
+    }
+
+    async fn claim_deadlines(
+        &self,
+        process: &str,
+        due_by: DateTime<Utc>,
+        limit: usize,
+        hold: Duration,
+    ) -> Result<Vec<Deadline>, StoreError> {
+        let until = Utc::now() + chrono::Duration::from_std(hold).unwrap_or(chrono::Duration::MAX);
+        Ok(self.projections(|p| {
+            let Some(all) = p.deadlines.get_mut(process) else {
+                return Vec::new();
+            };
+            let mut due: Vec<&mut Pending> = all
+                .values_mut()
+                .filter(|d| !d.deadline.dead_lettered && d.fire_at <= due_by)
+                .collect();
+            due.sort_by_key(|d| (d.fire_at, d.deadline.id));
             due.truncate(limit);
-            due
+            due.into_iter()
+                .map(|pending| {
+                    pending.deadline.attempts += 1;
+                    pending.fire_at = until;
+                    pending.deadline.clone()
+                })
+                .collect()
         }))
     }
 
@@ -117,6 +178,30 @@ impl ProjectionStore for MemoryStore {
         self.projections(|p| {
             if let Some(all) = p.deadlines.get_mut(process) {
                 all.remove(&id);
+            }
+        });
+        Ok(())
+    }
+
+    async fn fail_deadline(
+        &self,
+        process: &str,
+        id: Uuid,
+        error: &str,
+        retry_at: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        self.projections(|p| {
+            let Some(pending) = p
+                .deadlines
+                .get_mut(process)
+                .and_then(|all| all.get_mut(&id))
+            else {
+                return;
+            };
+            pending.deadline.error = Some(error.to_owned());
+            match retry_at {
+                Some(at) => pending.fire_at = at,
+                None => pending.deadline.dead_lettered = true,
             }
         });
         Ok(())
@@ -130,7 +215,10 @@ impl ProjectionStore for MemoryStore {
     ) -> Result<(), StoreError> {
         self.projections(|p| {
             if let Some(all) = p.deadlines.get_mut(process) {
-                all.retain(|_, d| d.instance != instance || d.name != name);
+                all.retain(|_, d| {
+                    let d = &d.deadline;
+                    d.instance != instance || d.name != name || d.attempts > 0
+                });
             }
         });
         Ok(())

@@ -9,8 +9,8 @@
 //! Failures: a transient error retries the batch with exponential backoff and
 //! jitter, the checkpoint held; an event that keeps failing is parked in the
 //! dead-letter store ([`ProjectionStore::park`]) together with every later event
-//! of its stream, so no read model sees a stream's events out of order, while
-//! other streams go on. An operator asks for a retry
+//! of its key (its stream, by default: [`Projection::key`]), so no read model
+//! sees a stream's events out of order, while other keys go on. An operator asks for a retry
 //! ([`ProjectionStore::request_retry`]) once the cause is fixed, and the runner
 //! applies the parked events in order. With [`FailurePolicy::Stop`] the
 //! projection stops at the poison event instead.
@@ -46,6 +46,14 @@ pub trait Projection: Send + Sync + 'static {
     /// outcome, and the projection must then not apply the later events of
     /// the same stream in this batch (the runner parks them behind it).
     async fn apply(&self, batch: &[RecordedEvent]) -> Result<Applied, ProjectionError>;
+
+    /// The key that orders this projection's events: a dead-lettered event
+    /// holds back the later events of its key, and no others. The stream id
+    /// by default (one read-model document per stream); a process manager
+    /// orders by instance.
+    fn key(&self, event: &RecordedEvent) -> String {
+        event.stream_id.clone()
+    }
 }
 
 /// What became of a batch.

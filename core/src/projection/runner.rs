@@ -52,7 +52,9 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    fn delays(self) -> impl Iterator<Item = Duration> {
+    /// The delays of successive retries: exponential from `initial` to
+    /// `max`, with jitter, without end.
+    pub fn delays(self) -> impl Iterator<Item = Duration> + Send {
         ExponentialBuilder::default()
             .with_min_delay(self.initial)
             .with_max_delay(self.max)
@@ -497,7 +499,7 @@ where
             let (runnable, waiting): (Vec<_>, Vec<_>) = batch
                 .iter()
                 .cloned()
-                .partition(|e| !blocked.contains(&e.stream_id));
+                .partition(|e| !blocked.contains(&self.projection.key(e)));
             to_park.extend(waiting.into_iter().map(waiting_behind));
             Cow::Owned(runnable)
         };
@@ -562,14 +564,16 @@ where
                         version = event.stream_version, event_type = %event.event_type,
                         %error, "parking event"
                     );
-                    blocked.insert(event.stream_id.clone());
+                    blocked.insert(self.projection.key(event));
                     to_park.push(ParkedEvent {
                         event: event.clone(),
                         error: Some(error.clone()),
                         attempts,
                         retry_requested: false,
                     });
-                } else if blocked.contains(&event.stream_id) && is_after_failure(&to_park, event) {
+                } else if blocked.contains(&self.projection.key(event))
+                    && self.is_after_failure(&to_park, event)
+                {
                     to_park.push(waiting_behind(event.clone()));
                 }
             }
@@ -591,7 +595,7 @@ where
         let retry = !at_start && parked.iter().any(|p| p.retry_requested);
         if !retry {
             self.set(|s| s.parked = parked.len());
-            return Ok(parked.into_iter().map(|p| p.event.stream_id).collect());
+            return Ok(self.keys_of(&parked));
         }
         tracing::info!(projection = %self.name, events = parked.len(), "retrying parked events");
         let events: Vec<RecordedEvent> = parked.iter().map(|p| p.event.clone()).collect();
@@ -599,7 +603,7 @@ where
             Ok(applied) => applied,
             Err(ProjectionError::Transient(error)) => {
                 self.note_failure(&error);
-                return Ok(parked.into_iter().map(|p| p.event.stream_id).collect());
+                return Ok(self.keys_of(&parked));
             }
             Err(ProjectionError::Fatal(error)) => {
                 return Err(RunnerError::Fatal {
@@ -617,13 +621,14 @@ where
         let mut keep = Vec::new();
         let mut done = Vec::new();
         for (i, mut p) in parked.into_iter().enumerate() {
+            let key = self.projection.key(&p.event);
             if let Some(error) = errors.get(&i) {
-                still_blocked.insert(p.event.stream_id.clone());
+                still_blocked.insert(key);
                 p.error = Some(error.clone());
                 p.attempts += 1;
                 p.retry_requested = false;
                 keep.push(p);
-            } else if still_blocked.contains(&p.event.stream_id) {
+            } else if still_blocked.contains(&key) {
                 p.error = None;
                 p.retry_requested = false;
                 keep.push(p);
@@ -639,6 +644,13 @@ where
         self.set(|s| s.parked = left);
         tracing::info!(projection = %self.name, applied = done.len(), left, "parked events retried");
         Ok(still_blocked)
+    }
+
+    fn keys_of(&self, parked: &[ParkedEvent]) -> HashSet<String> {
+        parked
+            .iter()
+            .map(|p| self.projection.key(&p.event))
+            .collect()
     }
 
     async fn save_checkpoint(
@@ -680,6 +692,16 @@ where
         });
     }
 
+    /// Whether `event` comes after a failed event of its key already set to park.
+    fn is_after_failure(&self, to_park: &[ParkedEvent], event: &RecordedEvent) -> bool {
+        let key = self.projection.key(event);
+        to_park.iter().any(|p| {
+            p.error.is_some()
+                && p.event.position < event.position
+                && self.projection.key(&p.event) == key
+        })
+    }
+
     fn set(&self, change: impl FnOnce(&mut RunnerStatus)) {
         self.status.send_modify(change);
     }
@@ -692,15 +714,6 @@ fn waiting_behind(event: RecordedEvent) -> ParkedEvent {
         attempts: 0,
         retry_requested: false,
     }
-}
-
-/// Whether `event` comes after a failed event of its stream already set to park.
-fn is_after_failure(to_park: &[ParkedEvent], event: &RecordedEvent) -> bool {
-    to_park.iter().any(|p| {
-        p.error.is_some()
-            && p.event.stream_id == event.stream_id
-            && p.event.position < event.position
-    })
 }
 
 /// Reads the log after `after` in pages of `page` events on a task of its

@@ -1,7 +1,9 @@
-//! What a store offers projections beyond events and checkpoints:
-//! dead letters and a single-runner lease.
+//! What a store offers projections beyond events and checkpoints: dead
+//! letters, a single-runner lease, and process managers' deadlines.
 
 use async_trait::async_trait;
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -33,7 +35,9 @@ pub trait ProjectionStore: EventStore {
     /// Removes events from the dead letters once they are applied.
     async fn unpark(&self, projection: &str, event_ids: &[Uuid]) -> Result<(), StoreError>;
 
-    /// Marks every parked event of the projection for a retry; returns how many.
+    /// Marks every parked event of the projection for a retry, and makes the
+    /// dead-lettered deadlines of the process manager of this name due to
+    /// fire again now; returns how many events and deadlines.
     async fn request_retry(&self, projection: &str) -> Result<u64, StoreError>;
 
     /// Tries to become the projection's one active runner. `None` when
@@ -44,19 +48,46 @@ pub trait ProjectionStore: EventStore {
     /// even after a restart.
     async fn schedule_deadline(&self, deadline: Deadline) -> Result<(), StoreError>;
 
-    /// The process's deadlines due at `now`, earliest first, at most `limit`.
-    async fn due_deadlines(
+    /// The process's deadlines not yet completed, dead letters included,
+    /// earliest due first, at most `limit`: for operators and tests.
+    async fn deadlines(&self, process: &str, limit: usize) -> Result<Vec<Deadline>, StoreError>;
+
+    /// When the process's next deadline is to fire (dead letters aside);
+    /// `None` when none is pending.
+    async fn next_deadline(&self, process: &str) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    /// Claims the process's deadlines whose firing time is at or before
+    /// `due_by` (earliest first, at most `limit`), so that one firer has
+    /// them at a time: each claimed deadline counts an attempt and is not
+    /// claimed again for `hold` (a firer that dies leaves it to fire again
+    /// after that). A claimed deadline is no longer cancelled by
+    /// [`cancel_deadlines`](Self::cancel_deadlines): what it started must
+    /// finish. Dead letters are never claimed.
+    async fn claim_deadlines(
         &self,
         process: &str,
-        now: DateTime<Utc>,
+        due_by: DateTime<Utc>,
         limit: usize,
+        hold: Duration,
     ) -> Result<Vec<Deadline>, StoreError>;
 
-    /// Removes a deadline once it has fired.
+    /// Removes a deadline once what it triggered is recorded.
     async fn complete_deadline(&self, process: &str, id: Uuid) -> Result<(), StoreError>;
 
-    /// Removes an instance's pending deadlines of this name: what they
-    /// waited for has happened.
+    /// Records that firing a claimed deadline failed: it fires again at
+    /// `retry_at`, or, with `None`, it becomes a dead letter (kept with its
+    /// error and never claimed again until an operator asks for a retry with
+    /// [`request_retry`](Self::request_retry)).
+    async fn fail_deadline(
+        &self,
+        process: &str,
+        id: Uuid,
+        error: &str,
+        retry_at: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError>;
+
+    /// Removes an instance's deadlines of this name that have not started
+    /// firing: what they waited for has happened.
     async fn cancel_deadlines(
         &self,
         process: &str,
@@ -78,6 +109,34 @@ pub struct Deadline {
     pub name: String,
     /// When it is due.
     pub due_at: DateTime<Utc>,
+    /// How many times it was claimed to fire (0: not yet).
+    pub attempts: u32,
+    /// Why the last firing failed, if it did.
+    pub error: Option<String>,
+    /// Set aside after failing too often: it waits for an operator.
+    pub dead_lettered: bool,
+}
+
+impl Deadline {
+    /// A deadline not yet fired.
+    pub fn new(
+        process: impl Into<String>,
+        id: Uuid,
+        instance: Uuid,
+        name: impl Into<String>,
+        due_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id,
+            process: process.into(),
+            instance,
+            name: name.into(),
+            due_at,
+            attempts: 0,
+            error: None,
+            dead_lettered: false,
+        }
+    }
 }
 
 /// The right to run a projection, held until released or lost.

@@ -11,9 +11,9 @@ use super::Loaded;
 ///
 /// A state is taken out while a command runs on it and stored again after
 /// the append, so no state is ever copied and two commands never share one.
-/// Whether a stored state is still current is not this cache's concern: a
-/// command decided on a stale one fails its append with a conflict, and the
-/// repository decides again from the store.
+/// Whether a stored state is still current is not this cache's concern: the
+/// repository checks a state taken from here against the store before it
+/// trusts a decision made on it (see [`Repository::cache`](super::Repository::cache)).
 pub(super) struct StateCache<A> {
     capacity: usize,
     inner: Mutex<Inner<A>>,
@@ -90,6 +90,7 @@ mod tests {
         Loaded {
             state: version * 10,
             version,
+            position: None,
         }
     }
 

@@ -89,6 +89,9 @@ pub struct Loaded<A> {
     pub state: A,
     /// The version of the last event folded in (0 = no stream).
     pub version: u64,
+    /// The position of the last event folded in, when known (not for a
+    /// state restored from a snapshot with no events after it).
+    pub position: Option<Position>,
 }
 
 /// What a command did.
@@ -99,7 +102,8 @@ pub struct Executed<E> {
     /// The stream version after the command.
     pub stream_version: u64,
     /// A read-your-writes token: once a projection has passed it, it has
-    /// seen this command's events.
+    /// seen this command's events (for a command that wrote nothing, the
+    /// events of the stream its decision saw).
     pub position: Position,
     /// True when the command id had already run and nothing was written.
     pub replayed: bool,
@@ -157,11 +161,20 @@ where
 
     /// Keeps the states of the `streams` most recently written aggregates
     /// in memory (clones of this repository share them), so that the next
-    /// command against one does not read its stream again. A kept state may
-    /// be stale when other processes write the same streams: the command's
-    /// append then fails its version check, and the command is decided again
-    /// on the stream as stored. Worth it for streams that take many commands
-    /// in a row (a flight's seats, a process instance); 0 keeps none.
+    /// command against one does not read its stream again. Worth it for
+    /// streams that take many commands in a row (a flight's seats, a process
+    /// instance); 0 keeps none.
+    ///
+    /// A kept state may be stale when other processes write the same
+    /// streams. No decision made on a stale state is ever reported:
+    /// - a command that appends is checked by the append itself (its
+    ///   expected version is the kept state's), and on a conflict it is
+    ///   decided again on the stream as stored, at no extra cost when the
+    ///   state was current;
+    /// - a command that appends nothing (it decides no events, or the
+    ///   aggregate refuses it) is confirmed by reading what the stream holds
+    ///   after the kept version, one read; if there is anything, the state
+    ///   catches up and the command is decided again.
     pub fn cache(mut self, streams: usize) -> Self {
         self.cache = (streams > 0).then(|| Arc::new(StateCache::new(streams)));
         self
@@ -227,24 +240,38 @@ where
             command_id: context.command_id,
         };
 
+        // The state to decide on: the kept one first (if any), then the
+        // stream as stored.
+        let mut next = self.cache.as_ref().and_then(|cache| cache.take(&stream));
+        let mut kept = next.is_some();
         let mut attempt = 1;
         loop {
-            // After a conflict, the stream as stored.
-            let kept = (attempt == 1)
-                .then(|| self.cache.as_ref().and_then(|cache| cache.take(&stream)))
-                .flatten();
-            let Loaded { mut state, version } = match kept {
+            let mut loaded = match next.take() {
                 Some(loaded) => loaded,
-                None => self.load_stream(&stream).await?,
+                None => {
+                    kept = false;
+                    self.load_stream(&stream).await?
+                }
             };
-            // A command id that already ran is found by the append (the
-            // store answers `replayed`), so the common case costs no lookup;
-            // only when this run would write nothing is the first outcome
-            // looked up, since the state may have moved on since.
-            let events = match state.handle(&command) {
+            let events = match loaded.state.handle(&command) {
                 Ok(events) if !events.is_empty() => events,
                 decided => {
-                    if let Some(first) = self.first_outcome(context.command_id).await? {
+                    // Nothing to append, so no version check will tell
+                    // whether a kept state was current: ask the store for
+                    // what came after it (one read, beside the command-id
+                    // lookup). A command id that already ran is found by
+                    // the append in the common case; only a run that
+                    // writes nothing looks its first outcome up.
+                    let (newer, first) = futures::join!(
+                        async {
+                            match kept {
+                                true => self.catch_up(&stream, &mut loaded).await,
+                                false => Ok(false),
+                            }
+                        },
+                        self.first_outcome(context.command_id)
+                    );
+                    if let Some(first) = first? {
                         return self
                             .replay(
                                 &stream,
@@ -254,11 +281,23 @@ where
                             )
                             .await;
                     }
-                    self.keep(&stream, Loaded { state, version });
+                    if newer? {
+                        tracing::debug!(stream, "kept state was stale, deciding again");
+                        kept = false;
+                        next = Some(loaded);
+                        continue;
+                    }
+                    let decided = decided.map_err(ExecuteError::Rejected);
+                    let position = match loaded.position {
+                        Some(position) => position,
+                        None => self.store.head().await?,
+                    };
+                    let stream_version = loaded.version;
+                    self.keep(&stream, loaded);
                     return Ok(Executed {
-                        events: decided.map_err(ExecuteError::Rejected)?,
-                        stream_version: version,
-                        position: self.store.head().await?,
+                        events: decided?,
+                        stream_version,
+                        position,
                         replayed: false,
                     });
                 }
@@ -268,7 +307,7 @@ where
                 .map(|e| NewEvent::from_domain(e, metadata.clone()))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(ExecuteError::Encode)?;
-            let expected = ExpectedVersion::Exact(version);
+            let expected = ExpectedVersion::Exact(loaded.version);
             match self
                 .store
                 .append_with(&stream, expected, new, options.clone())
@@ -285,6 +324,9 @@ where
                         .await;
                 }
                 Ok(done) => {
+                    let Loaded {
+                        mut state, version, ..
+                    } = loaded;
                     for event in &events {
                         state.apply(event);
                     }
@@ -293,6 +335,7 @@ where
                     let loaded = Loaded {
                         state,
                         version: done.stream_version,
+                        position: Some(done.position),
                     };
                     self.keep(&stream, loaded);
                     return Ok(Executed {
@@ -322,6 +365,7 @@ where
         let mut loaded = Loaded {
             state: A::default(),
             version: 0,
+            position: Some(Position::START),
         };
         if self.snapshot_every.is_some() {
             if let Some(snapshot) = self.store.load_snapshot(stream).await? {
@@ -330,11 +374,23 @@ where
                         loaded = Loaded {
                             state,
                             version: snapshot.stream_version,
+                            position: None,
                         };
                     }
                 }
             }
         }
+        self.catch_up(stream, &mut loaded).await?;
+        Ok(loaded)
+    }
+
+    /// Folds the events stored after `loaded` into it; true when there were any.
+    async fn catch_up(
+        &self,
+        stream: &str,
+        loaded: &mut Loaded<A>,
+    ) -> Result<bool, ExecuteError<A::Error>> {
+        let mut newer = false;
         loop {
             let page = self
                 .store
@@ -344,9 +400,11 @@ where
             for recorded in &page {
                 loaded.state.apply(&decode::<A>(recorded)?);
                 loaded.version = recorded.stream_version;
+                loaded.position = Some(recorded.position);
+                newer = true;
             }
             if !full {
-                return Ok(loaded);
+                return Ok(newer);
             }
         }
     }
