@@ -9,6 +9,7 @@ use std::error::Error;
 use std::sync::Arc;
 use std::time::Duration;
 
+use airline::airports::{self, Airport, HUBS};
 use airline::app::Airline;
 use airline::booking::{ResilientPayments, SimulatedPayments};
 use airline::config::{Config, ReadModelKind, StoreKind};
@@ -397,79 +398,10 @@ async fn rebuild_command(config: Config, projection: &str) -> Result<()> {
 // ---------------------------------------------------------------------------
 // seed data
 
-/// Where each airport of the reference list is (latitude, longitude), for
-/// realistic durations and prices.
-const COORDINATES: &[(&str, f64, f64)] = &[
-    ("AMS", 52.31, 4.76),
-    ("ATH", 37.94, 23.94),
-    ("ATL", 33.64, -84.43),
-    ("AUS", 30.19, -97.67),
-    ("BCN", 41.30, 2.08),
-    ("BER", 52.36, 13.50),
-    ("BKK", 13.69, 100.75),
-    ("BOG", 4.70, -74.15),
-    ("BOS", 42.36, -71.01),
-    ("BRU", 50.90, 4.48),
-    ("CDG", 49.01, 2.55),
-    ("CPH", 55.62, 12.66),
-    ("CPT", -33.96, 18.60),
-    ("DEL", 28.56, 77.10),
-    ("DEN", 39.86, -104.67),
-    ("DFW", 32.90, -97.04),
-    ("DOH", 25.27, 51.61),
-    ("DUB", 53.43, -6.25),
-    ("DXB", 25.25, 55.36),
-    ("EWR", 40.69, -74.17),
-    ("EZE", -34.82, -58.54),
-    ("FCO", 41.80, 12.25),
-    ("FRA", 50.03, 8.57),
-    ("GIG", -22.81, -43.25),
-    ("GRU", -23.43, -46.47),
-    ("HEL", 60.32, 24.96),
-    ("HKG", 22.31, 113.92),
-    ("HND", 35.55, 139.78),
-    ("IAD", 38.95, -77.46),
-    ("ICN", 37.46, 126.44),
-    ("IST", 41.26, 28.74),
-    ("JFK", 40.64, -73.78),
-    ("JNB", -26.14, 28.25),
-    ("LAS", 36.08, -115.15),
-    ("LAX", 33.94, -118.41),
-    ("LGA", 40.78, -73.87),
-    ("LGW", 51.15, -0.19),
-    ("LHR", 51.47, -0.45),
-    ("LIS", 38.77, -9.13),
-    ("MAD", 40.49, -3.57),
-    ("MAN", 53.35, -2.28),
-    ("MEL", -37.67, 144.84),
-    ("MEX", 19.44, -99.07),
-    ("MIA", 25.79, -80.29),
-    ("MUC", 48.35, 11.79),
-    ("MXP", 45.63, 8.72),
-    ("NRT", 35.77, 140.39),
-    ("ORD", 41.97, -87.91),
-    ("OSL", 60.19, 11.10),
-    ("PEK", 40.08, 116.58),
-    ("PHX", 33.43, -112.01),
-    ("PRG", 50.10, 14.26),
-    ("PVG", 31.14, 121.81),
-    ("SEA", 47.45, -122.31),
-    ("SFO", 37.62, -122.38),
-    ("SIN", 1.36, 103.99),
-    ("SYD", -33.94, 151.18),
-    ("TLV", 32.01, 34.89),
-    ("VIE", 48.11, 16.57),
-    ("WAW", 52.17, 20.97),
-    ("YUL", 45.47, -73.74),
-    ("YVR", 49.19, -123.18),
-    ("YYZ", 43.68, -79.63),
-    ("ZRH", 47.46, 8.55),
-];
-
 /// Great-circle distance in kilometres.
-fn distance_km(a: (f64, f64), b: (f64, f64)) -> f64 {
-    let (lat1, lon1) = (a.0.to_radians(), a.1.to_radians());
-    let (lat2, lon2) = (b.0.to_radians(), b.1.to_radians());
+fn distance_km(a: &Airport, b: &Airport) -> f64 {
+    let (lat1, lon1) = (a.latitude.to_radians(), a.longitude.to_radians());
+    let (lat2, lon2) = (b.latitude.to_radians(), b.longitude.to_radians());
     let h = ((lat2 - lat1) / 2.0).sin().powi(2)
         + lat1.cos() * lat2.cos() * ((lon2 - lon1) / 2.0).sin().powi(2);
     2.0 * 6371.0 * h.sqrt().asin()
@@ -477,20 +409,20 @@ fn distance_km(a: (f64, f64), b: (f64, f64)) -> f64 {
 
 /// One generated flight.
 fn generate_flight(rng: &mut StdRng, number: u32) -> Option<ScheduleFlight> {
-    let known: Vec<_> = COORDINATES
+    let hubs: Vec<&Airport> = HUBS
         .iter()
-        .filter(|(code, ..)| airline::airports::lookup(code).is_some())
+        .filter_map(|code| airports::lookup(code))
         .collect();
-    if known.len() < 2 {
+    if hubs.len() < 2 {
         return None;
     }
     // Pick a route 300 to 12,000 km long (no hops across town, no impossible legs).
     let (from, to, km) = loop {
-        let a = known[rng.random_range(0..known.len())];
-        let b = known[rng.random_range(0..known.len())];
-        let km = distance_km((a.1, a.2), (b.1, b.2));
+        let a = hubs[rng.random_range(0..hubs.len())];
+        let b = hubs[rng.random_range(0..hubs.len())];
+        let km = distance_km(a, b);
         if (300.0..=12_000.0).contains(&km) {
-            break (a.0, b.0, km);
+            break (a.code, b.code, km);
         }
     };
     // Block time: cruise at ~830 km/h plus taxi and climb, to 5 minutes.
@@ -520,8 +452,8 @@ fn generate_flight(rng: &mut StdRng, number: u32) -> Option<ScheduleFlight> {
     })
 }
 
-/// Schedules `count` realistic flights over the airports of the reference
-/// list in the next 30 days, prices in USD; `progress` hears each one.
+/// Schedules `count` realistic flights between the hubs ([`HUBS`]) in the
+/// next 30 days, prices in USD; `progress` hears each one.
 /// Deterministic routes and fares for a given `seed`.
 async fn seed_flights<S: ProjectionStore + Clone>(
     airline: &Airline<S>,
@@ -553,14 +485,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_reference_airport_has_coordinates() {
-        for airport in airline::airports::AIRPORTS {
-            assert!(
-                COORDINATES.iter().any(|(code, ..)| *code == airport.code),
-                "{} has no coordinates",
-                airport.code
-            );
+    fn every_hub_has_coordinates() {
+        for hub in HUBS {
+            let airport = airports::lookup(hub).unwrap_or_else(|| panic!("{hub} missing"));
+            assert!(airport.latitude != 0.0 || airport.longitude != 0.0, "{hub}");
         }
+        let (jfk, lhr) = (
+            airports::lookup("JFK").unwrap(),
+            airports::lookup("LHR").unwrap(),
+        );
+        assert!((5_500.0..5_600.0).contains(&distance_km(jfk, lhr)));
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub enum ValueError {
     Currency(String),
 }
 
-/// A three-letter IATA airport code from the reference list, e.g. `JFK`.
+/// A three-letter IATA airport code of a real airport ([`airports::all`]), e.g. `JFK`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct AirportCode([u8; 3]);
@@ -33,7 +33,7 @@ impl AirportCode {
         std::str::from_utf8(&self.0).unwrap_or("???")
     }
 
-    /// The city the airport serves.
+    /// The city the airport serves (see [`airports::Airport::city`]).
     pub fn city(&self) -> &'static str {
         airports::lookup(self.as_str()).map_or("", |a| a.city)
     }
@@ -191,7 +191,17 @@ mod tests {
     fn airport_codes_must_be_known() {
         assert_eq!("jfk".parse::<AirportCode>().unwrap().as_str(), "JFK");
         assert_eq!("LHR".parse::<AirportCode>().unwrap().city(), "London");
-        for bad in ["", "JF", "JFKX", "XXX", "J1K", "ÄÄÄ"] {
+        // Any airport with an IATA code, not only the hubs.
+        for (code, city) in [
+            ("anc", "Anchorage"),
+            ("FAI", "Fairbanks"),
+            ("HNL", "Honolulu"),
+        ] {
+            let airport = code.parse::<AirportCode>().unwrap();
+            assert_eq!(airport.city(), city);
+            assert!(!airport.name().is_empty());
+        }
+        for bad in ["", "JF", "JFKX", "XXX", "XQX", "ZZZ", "J1K", "ÄÄÄ"] {
             assert!(bad.parse::<AirportCode>().is_err(), "{bad} accepted");
         }
     }

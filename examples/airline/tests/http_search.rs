@@ -103,6 +103,8 @@ const FLIGHTS: &[(&str, &str, &str, &str, i64, u32, i64)] = &[
     ("AN120", "SEA", "JFK", "2027-03-04T09:45:00Z", 5, 180, 30900),
     ("AN121", "AUS", "DEN", "2027-03-05T11:50:00Z", 2, 150, 14900),
     ("AN122", "DEN", "AUS", "2027-03-03T12:55:00Z", 2, 150, 14500),
+    // Not a hub: any airport with an IATA code is served.
+    ("AN124", "SEA", "ANC", "2027-03-04T16:00:00Z", 4, 150, 23900),
 ];
 /// Cancelled after scheduling.
 const CANCELLED: &[&str] = &["AN117", "AN118"];
@@ -288,6 +290,13 @@ async fn search_answers_a_table_of_queries() {
             "departure",
             Box::new(|f| f.serves(&["HND", "NRT"])),
         ),
+        ("q=anchorage", "departure", Box::new(|f| f.serves(&["ANC"]))),
+        (
+            "q=Ted%20Stevens",
+            "departure",
+            Box::new(|f| f.serves(&["ANC"])),
+        ),
+        ("to=ANC", "departure", Box::new(|f| f.to == "ANC")),
         (
             "q=new%20york&date=2027-03-01",
             "departure",

@@ -229,7 +229,7 @@ async fn search_flights_answer_as_the_events_imply() {
 
     let elastic = ElasticFlights::new(es.client().clone(), es.prefix());
     let projector = elastic.open(&store).await.unwrap();
-    assert_eq!(elastic.projection_name(), "flights_v1");
+    assert_eq!(elastic.projection_name(), "flights_v2");
     // Later events reach the live index through the runner.
     let late = Uuid::now_v7();
     let mut late_flight = flights.values().next().unwrap().clone();
@@ -564,7 +564,7 @@ async fn search_flights_answer_as_the_events_imply() {
         Err(ReadError::BadCursor(_))
     ));
 
-    assert!(elastic.health().await.unwrap().contains("flights_v1"));
+    assert!(elastic.health().await.unwrap().contains("flights_v2"));
     es.cleanup().await;
 }
 
@@ -584,8 +584,8 @@ async fn search_flight_index_is_rebuilt_on_demand() {
     );
 
     let built = elastic.rebuild(&store).await.unwrap();
-    assert_eq!(built.index, es.index("flights_v1_2"));
-    assert_eq!(elastic.projection_name(), "flights_v1_2");
+    assert_eq!(built.index, es.index("flights_v2_2"));
+    assert_eq!(elastic.projection_name(), "flights_v2_2");
     assert_eq!(elastic.search(&search()).await.unwrap(), before);
     es.cleanup().await;
 }

@@ -119,9 +119,9 @@ const BUILD_LIMIT: Duration = Duration::from_secs(600);
 /// Longest wait for the merges after the build, before searching.
 const MERGE_LIMIT: Duration = Duration::from_secs(30);
 
-/// Hubs get four times the flights of other airports (so sixteen times the
-/// flights on hub-to-hub routes); queries pick routes the same way.
-const HUBS: &[&str] = &[
+/// The busiest hubs get four times the flights of the other hubs (so sixteen
+/// times the flights on routes between them); queries pick routes the same way.
+const BUSIEST: &[&str] = &[
     "LHR", "JFK", "CDG", "FRA", "DXB", "AMS", "LAX", "ORD", "ATL", "SIN", "HND", "IST",
 ];
 
@@ -495,14 +495,15 @@ async fn wait_live(runner: &RunnerInfo, store: &PgEventStore, limit: Duration) -
 // ---------------------------------------------------------------------------
 // seed data
 
-/// Reference airports, hubs first-class: four entries each.
+/// The hubs ([`airline::airports::HUBS`]), the busiest first-class: four
+/// entries each.
 fn weighted_airports() -> Vec<AirportCode> {
     let mut airports = Vec::new();
-    for airport in airline::airports::AIRPORTS {
-        let Ok(code) = airport.code.parse::<AirportCode>() else {
+    for hub in airline::airports::HUBS {
+        let Ok(code) = hub.parse::<AirportCode>() else {
             continue;
         };
-        let weight = if HUBS.contains(&airport.code) { 4 } else { 1 };
+        let weight = if BUSIEST.contains(hub) { 4 } else { 1 };
         airports.extend(std::iter::repeat_n(code, weight));
     }
     airports

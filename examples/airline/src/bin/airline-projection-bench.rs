@@ -474,13 +474,11 @@ impl History {
 /// seats, fare changes, the odd reschedule, and now and then a cancellation
 /// at the end.
 fn history(rng: &mut StdRng, number: usize) -> History {
-    let airports = airline::airports::AIRPORTS;
+    let hubs = airline::airports::HUBS;
     let pick = |rng: &mut StdRng| -> AirportCode {
-        let airport = &airports[rng.random_range(0..airports.len())];
-        airport
-            .code
+        hubs[rng.random_range(0..hubs.len())]
             .parse()
-            .unwrap_or_else(|_| unreachable!("reference airport"))
+            .unwrap_or_else(|_| unreachable!("hubs are reference airports"))
     };
     let from = pick(rng);
     let to = loop {

@@ -99,10 +99,10 @@ pub(super) struct ScheduleFlightBody {
     /// Two-character airline code and 1-4 digits.
     #[schema(example = "AN123")]
     flight_number: String,
-    /// Origin: an IATA code from the reference list.
+    /// Origin: an IATA airport code (any airport that has one).
     #[schema(example = "JFK")]
     from: String,
-    /// Destination: an IATA code from the reference list.
+    /// Destination: an IATA airport code (any airport that has one).
     #[schema(example = "LHR")]
     to: String,
     /// Departure, RFC 3339 UTC.
