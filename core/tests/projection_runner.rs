@@ -1142,3 +1142,49 @@ async fn a_live_runner_rides_out_store_outages() {
     rows.entry("p".into()).or_default().push(1);
     assert_eq!(rows, clean_build(&memory).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_that_cannot_apply_reports_a_lag_that_grows_while_idle() {
+    let store = MemoryStore::new();
+    let projection = TestProjection::new("frozen");
+    let runner = ProjectionRunner::new(store.clone(), Arc::clone(&projection))
+        .with_options(fast(FailurePolicy::Park { max_attempts: 3 }));
+    let status = runner.status();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { runner.run(shutdown).await }
+    });
+    let first = handled(&store, "a").await;
+    eventually("first applied", || projection.has_applied(first.position)).await;
+    eventually("idle", || status.borrow().caught_up).await;
+    assert_eq!(status.borrow().lag_seconds(), 0.0);
+
+    // The read model stops answering; one event arrives, then nothing more.
+    projection.hold.store(true, Ordering::SeqCst);
+    let waiting = handled(&store, "a").await;
+    eventually("failing", || status.borrow().last_error.is_some()).await;
+    let failing = status.borrow().clone();
+    assert!(!failing.caught_up, "{failing:?}");
+    assert_eq!(failing.checkpoint, first.position);
+    let recorded = store.read_stream("a", 2, 1).await.unwrap()[0].recorded_at;
+    assert_eq!(failing.pending_since, Some(recorded));
+    let lag = failing.lag_seconds();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        status.borrow().lag_seconds() >= lag + 0.25,
+        "the lag did not grow: {lag} then {}",
+        status.borrow().lag_seconds()
+    );
+
+    // Back: applied, lag gone.
+    projection.hold.store(false, Ordering::SeqCst);
+    eventually("applied", || projection.has_applied(waiting.position)).await;
+    eventually("caught up", || status.borrow().caught_up).await;
+    let healthy = status.borrow().clone();
+    assert_eq!(healthy.pending_since, None);
+    assert_eq!(healthy.last_error, None);
+    assert_eq!(healthy.lag_seconds(), 0.0);
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}

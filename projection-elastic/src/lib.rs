@@ -101,15 +101,49 @@ pub use query::{
 /// The `elasticsearch` client crate this one is built on.
 pub use elasticsearch;
 
+use std::time::Duration;
+
 use elasticsearch::Elasticsearch;
-use elasticsearch::http::transport::Transport;
+use elasticsearch::auth::Credentials;
+use elasticsearch::http::Url;
+use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
+
+/// How long a request to the search server may take by default before it
+/// fails (and, for a projection, is retried): a frozen server must not hang
+/// its callers.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A client for the server at `url` (e.g. `ELASTICSEARCH_URL`), Elasticsearch
-/// or OpenSearch alike. Credentials in the URL become basic auth.
+/// or OpenSearch alike, whose requests time out after [`DEFAULT_TIMEOUT`].
+/// Credentials in the URL become basic auth.
 pub fn connect(url: &str) -> Result<Elasticsearch, ElasticError> {
-    let transport = Transport::single_node(url).map_err(|e| ElasticError::InvalidUrl {
+    connect_with_timeout(url, DEFAULT_TIMEOUT)
+}
+
+/// [`connect`] with requests that time out after `timeout`.
+pub fn connect_with_timeout(url: &str, timeout: Duration) -> Result<Elasticsearch, ElasticError> {
+    let invalid = |reason: String| ElasticError::InvalidUrl {
         url: url.to_owned(),
-        reason: e.to_string(),
-    })?;
+        reason,
+    };
+    let mut parsed = Url::parse(url).map_err(|e| invalid(e.to_string()))?;
+    // Credentials travel as basic auth, not in the URL (which would send
+    // them twice).
+    let credentials = match (parsed.username(), parsed.password()) {
+        ("", _) | (_, None) => None,
+        (user, Some(password)) => Some(Credentials::Basic(user.to_owned(), password.to_owned())),
+    };
+    if credentials.is_some() {
+        parsed
+            .set_username("")
+            .and_then(|()| parsed.set_password(None))
+            .map_err(|()| invalid("cannot strip its credentials".into()))?;
+    }
+    let mut builder =
+        TransportBuilder::new(SingleNodeConnectionPool::new(parsed)).timeout(timeout);
+    if let Some(credentials) = credentials {
+        builder = builder.auth(credentials);
+    }
+    let transport = builder.build().map_err(|e| invalid(e.to_string()))?;
     Ok(Elasticsearch::new(transport))
 }

@@ -129,6 +129,9 @@ pub struct RunnerStatus {
     pub events_applied: u64,
     /// When the newest applied event was recorded.
     pub last_event_at: Option<DateTime<Utc>>,
+    /// When the oldest event read but not yet applied was recorded: set
+    /// while a batch is in hand (also while it fails and is retried).
+    pub pending_since: Option<DateTime<Utc>>,
     /// True when the last read found nothing more to do.
     pub caught_up: bool,
     /// Events waiting in the dead letters.
@@ -140,12 +143,16 @@ pub struct RunnerStatus {
 }
 
 impl RunnerStatus {
-    /// Seconds between the newest applied event and now; 0 when caught up.
+    /// How far behind the log the projection is, in seconds: the age of the
+    /// oldest event read and not yet applied (so it keeps growing while a
+    /// batch fails, even when no new events arrive), or between batches of a
+    /// backlog the age of the newest applied event; 0 when caught up.
     pub fn lag_seconds(&self) -> f64 {
-        match (self.caught_up, self.last_event_at) {
-            (false, Some(at)) => (Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0,
-            _ => 0.0,
-        }
+        let since = match (self.pending_since, self.caught_up, self.last_event_at) {
+            (Some(at), _, _) | (None, false, Some(at)) => at,
+            _ => return 0.0,
+        };
+        (Utc::now() - since).num_milliseconds().max(0) as f64 / 1000.0
     }
 }
 
@@ -359,6 +366,11 @@ where
             };
             let mut batch = match first {
                 Some(Ok(event)) => {
+                    let recorded_at = event.recorded_at;
+                    self.set(|s| {
+                        s.caught_up = false;
+                        s.pending_since = Some(recorded_at);
+                    });
                     // A catch-up reads a backlog: its batches fill. (Bounded,
                     // for a batch size meant as "no limit".)
                     let room = if until_caught_up {
@@ -437,6 +449,7 @@ where
                 s.checkpoint = checkpoint;
                 s.events_applied += batch.len() as u64;
                 s.last_event_at = last_at;
+                s.pending_since = None;
                 s.caught_up = false;
                 s.last_error = None;
             });
