@@ -139,8 +139,7 @@ pub fn connect_with_timeout(url: &str, timeout: Duration) -> Result<Elasticsearc
             .and_then(|()| parsed.set_password(None))
             .map_err(|()| invalid("cannot strip its credentials".into()))?;
     }
-    let mut builder =
-        TransportBuilder::new(SingleNodeConnectionPool::new(parsed)).timeout(timeout);
+    let mut builder = TransportBuilder::new(SingleNodeConnectionPool::new(parsed)).timeout(timeout);
     if let Some(credentials) = credentials {
         builder = builder.auth(credentials);
     }

@@ -369,8 +369,9 @@ impl<S: ProjectionStore + Clone> Dispatcher<SagaCommand> for SagaDispatcher<S> {
                     {
                         Ok(payment_id) => PaymentOutcome::Taken { payment_id, amount },
                         Err(PaymentError::Declined(reason)) => PaymentOutcome::Declined { reason },
-                        Err(PaymentError::Unavailable(reason)) => {
-                            tracing::warn!(%booking_id, %reason, "payment provider did not answer");
+                        // No answer: the saga's deadline covers it.
+                        Err(error) => {
+                            tracing::warn!(%booking_id, %error, "payment provider did not answer");
                             return;
                         }
                     };
@@ -390,7 +391,7 @@ impl<S: ProjectionStore + Clone> Dispatcher<SagaCommand> for SagaDispatcher<S> {
             }
             SagaCommand::RefundPayment { booking_id } => {
                 match a.provider.refund(booking_id).await {
-                    Ok(Some(amount)) => {
+                    Ok(amount) => {
                         self.deliver(
                             &a.payments,
                             booking_id,
@@ -399,7 +400,10 @@ impl<S: ProjectionStore + Clone> Dispatcher<SagaCommand> for SagaDispatcher<S> {
                         )
                         .await
                     }
-                    Ok(None) => Ok(()),
+                    // A final answer the saga records; anything else is retried.
+                    Err(error @ PaymentError::NotCharged(_)) => {
+                        Err(DispatchError::Rejected(error.to_string()))
+                    }
                     Err(error) => Err(DispatchError::Transient(error.to_string())),
                 }
             }

@@ -15,6 +15,7 @@
 //! | `AIRLINE_READ_MODEL` | `--read-model memory\|elastic` | elastic with `ELASTICSEARCH_URL`, else memory |
 //! | `DATABASE_URL` | `--database-url` | none |
 //! | `ELASTICSEARCH_URL` | `--elasticsearch-url` | none |
+//! | `AIRLINE_PAYMENTS_OUTAGE_SECS` | `--payments-outage-secs` | 0: the simulated payment provider is unavailable this long after start |
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -111,6 +112,11 @@ pub struct Config {
     /// Prefix of the airline's index and alias names in Elasticsearch.
     #[arg(long, env = "AIRLINE_INDEX_PREFIX", default_value = "airline_")]
     pub index_prefix: String,
+
+    /// Seconds after start during which the simulated payment provider is
+    /// unavailable (to watch the saga ride out an outage); 0 for none.
+    #[arg(long, env = "AIRLINE_PAYMENTS_OUTAGE_SECS", default_value_t = 0.0)]
+    pub payments_outage_secs: f64,
 }
 
 impl fmt::Debug for Config {
@@ -160,6 +166,13 @@ fn non_empty(value: Option<String>) -> Option<String> {
 }
 
 impl Config {
+    /// The simulated payment provider's outage at start, if any.
+    pub fn payments_outage(&self) -> Option<Duration> {
+        Duration::try_from_secs_f64(self.payments_outage_secs)
+            .ok()
+            .filter(|outage| !outage.is_zero())
+    }
+
     /// Fills what only the environment may give (the tokens) and drops
     /// empty values. Call once after parsing flags.
     pub fn with_environment(mut self) -> Self {

@@ -136,7 +136,7 @@ async fn serve_command(config: Config) -> Result<()> {
                 settings,
                 tokens,
                 &config,
-                airline_on(store),
+                airline_on_postgres(store, &config).await?,
                 shutdown,
             )
             .await
@@ -147,7 +147,7 @@ async fn serve_command(config: Config) -> Result<()> {
                  it runs), {} flight read model",
                 config.read_model_kind().as_str()
             );
-            let airline = airline_on(MemoryStore::new());
+            let airline = airline_on(MemoryStore::new(), SimulatedPayments::new(), &config);
             seed_flights(&airline, config.seed_flights, 42, |_| {}).await?;
             run_service(listener, settings, tokens, &config, airline, shutdown).await
         }
@@ -178,7 +178,7 @@ async fn serve_embedded(config: Config) -> Result<()> {
         }
     };
 
-    let airline = airline_on(MemoryStore::new());
+    let airline = airline_on(MemoryStore::new(), SimulatedPayments::new(), &config);
     let seeded = seed_flights(&airline, config.seed_flights, 42, |_| {}).await?;
     tracing::info!(flights = seeded, "seeded flights over the next 30 days");
     let shutdown = CancellationToken::new();
@@ -192,10 +192,34 @@ async fn bind(config: &Config) -> Result<TcpListener> {
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen).into())
 }
 
-/// The write side over `store`, with the simulated payment provider.
-fn airline_on<S: ProjectionStore + Clone>(store: S) -> Airline<S> {
-    let provider = ResilientPayments::new(SimulatedPayments::new(), Duration::from_millis(500), 2);
+/// The write side over `store`, charging through the simulated payment
+/// provider behind its resilient client.
+fn airline_on<S: ProjectionStore + Clone>(
+    store: S,
+    payments: SimulatedPayments,
+    config: &Config,
+) -> Airline<S> {
+    if let Some(outage) = config.payments_outage() {
+        tracing::warn!(
+            ?outage,
+            "the simulated payment provider starts with an outage"
+        );
+        payments.unavailable_for(outage);
+    }
+    let provider = ResilientPayments::new(payments, Duration::from_millis(500), 2);
     Airline::new(store, Arc::new(provider))
+}
+
+/// The airline on PostgreSQL: the simulated provider keeps its charges
+/// there too, so refunds after a restart or a failover find them.
+async fn airline_on_postgres(
+    store: PgEventStore,
+    config: &Config,
+) -> Result<Airline<PgEventStore>> {
+    let payments = SimulatedPayments::on_postgres(store.pool().clone())
+        .await
+        .map_err(|e| format!("cannot set up the simulated payment provider: {e}"))?;
+    Ok(airline_on(store, payments, config))
 }
 
 /// The PostgreSQL store of `DATABASE_URL`, migrated.
@@ -325,7 +349,7 @@ async fn project_command(config: Config) -> Result<()> {
         );
     }
     let store = postgres(&config).await?;
-    let airline = airline_on(store);
+    let airline = airline_on_postgres(store, &config).await?;
     let shutdown = CancellationToken::new();
     watch_signals(shutdown.clone());
     let mut background = Background::new(CancellationToken::new());
@@ -353,7 +377,7 @@ async fn seed_command(config: Config, flights: usize) -> Result<()> {
                 .into(),
         );
     }
-    let airline = airline_on(postgres(&config).await?);
+    let airline = airline_on_postgres(postgres(&config).await?, &config).await?;
     let bar = indicatif::ProgressBar::new(flights as u64).with_style(
         indicatif::ProgressStyle::with_template(
             "{spinner} seeding flights [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})",

@@ -5,7 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use airline::app::{Airline, BookingRequest, PaymentDetails, SegmentRequest};
-use airline::booking::{BookingStatus, Passenger, ResilientPayments, SimulatedPayments};
+use airline::booking::{
+    BookingStatus, Charge, Passenger, PaymentError, PaymentService, ResilientPayments,
+    SimulatedPayments,
+};
 use airline::scheduling::ScheduleFlight;
 use airline::values::Money;
 use annals::memory::MemoryStore;
@@ -141,7 +144,14 @@ async fn a_paid_booking_is_confirmed_and_holds_its_seats() {
     assert_eq!(view.status, BookingStatus::Confirmed, "{view:?}");
     assert_eq!(view.total, Money::usd(45000 * 3));
     assert_eq!((w.seats_left(a).await, w.seats_left(b).await), (8, 9));
-    assert_eq!(w.payments.charged(booking), Some(Money::usd(135000)));
+    let charge = w.payments.charge_of(booking).await.unwrap();
+    assert_eq!(
+        charge,
+        Some(Charge {
+            amount: Money::usd(135000),
+            refunded: false
+        })
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,7 +182,7 @@ async fn a_declined_card_cancels_the_booking_and_frees_the_seats() {
         w.types_in(&format!("booking-{booking}")).await,
         ["BookingRequested", "BookingCancelled"]
     );
-    assert_eq!(w.payments.charged(booking), None);
+    assert_eq!(w.payments.charge_of(booking).await.unwrap(), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -390,22 +400,7 @@ async fn a_lagging_saga_times_payments_from_when_it_asks() {
     let asked = Utc::now();
     saga.handle_event(&reserved).await.unwrap();
 
-    assert!(
-        store
-            .due_deadlines("booking_saga", Utc::now(), 10)
-            .await
-            .unwrap()
-            .is_empty(),
-        "the payment timed out as soon as it was asked for"
-    );
-    let later = store
-        .due_deadlines(
-            "booking_saga",
-            Utc::now() + chrono::Duration::seconds(10),
-            10,
-        )
-        .await
-        .unwrap();
+    let later = store.deadlines("booking_saga", 10).await.unwrap();
     assert_eq!(later.len(), 1, "{later:?}");
     assert_eq!(later[0].instance, booking);
     assert!(
@@ -413,4 +408,57 @@ async fn a_lagging_saga_times_payments_from_when_it_asks() {
         "{later:?}"
     );
     world.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulated_provider_on_postgres_refunds_what_it_charged_before_a_restart() {
+    let Some(pg) = annals_testkit::postgres().await else {
+        return;
+    };
+    let (paid, never) = (Uuid::now_v7(), Uuid::now_v7());
+    {
+        let before = SimulatedPayments::on_postgres(pg.pool().clone())
+            .await
+            .unwrap();
+        before
+            .charge(paid, Money::usd(4200), "tok_visa")
+            .await
+            .unwrap();
+        // Charging again charges once.
+        before
+            .charge(paid, Money::usd(4200), "tok_visa")
+            .await
+            .unwrap();
+    } // the process goes away
+
+    let after = SimulatedPayments::on_postgres(pg.pool().clone())
+        .await
+        .unwrap();
+    assert_eq!(after.refund(paid).await, Ok(Money::usd(4200)));
+    assert_eq!(after.refund(paid).await, Ok(Money::usd(4200)), "idempotent");
+    assert_eq!(
+        after.charge_of(paid).await.unwrap(),
+        Some(Charge {
+            amount: Money::usd(4200),
+            refunded: true
+        })
+    );
+    // Nothing charged: an answer the saga handles, never a silent skip.
+    assert_eq!(
+        after.refund(never).await,
+        Err(PaymentError::NotCharged(never))
+    );
+    pg.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_of_a_charge_that_never_happened_is_recorded_by_the_saga() {
+    let w = World::new();
+    let flight = w.flight(4).await;
+    let booking = w.book(&[(flight, 1)], "tok_timeout").await;
+    let view = w.settled(booking).await;
+    assert_eq!(view.status, BookingStatus::Cancelled);
+    let saga = w.types_in(&format!("booking_saga-{booking}")).await;
+    assert!(saga.contains(&"NothingCharged".to_string()), "{saga:?}");
+    assert_eq!(w.seats_left(flight).await, 4);
 }

@@ -7,14 +7,13 @@
 
 mod aggregate;
 mod payment;
+mod provider;
 mod saga;
 
 pub use aggregate::{
     Booking, BookingError, BookingEvent, BookingStatus, CancelBooking, ConfirmBooking, Passenger,
     RequestBooking, Segment,
 };
-pub use payment::{
-    Payment, PaymentError, PaymentEvent, PaymentOutcome, PaymentService, RecordPayment,
-    RecordRefund, ResilientPayments, SimulatedPayments,
-};
+pub use payment::{Payment, PaymentEvent, PaymentOutcome, RecordPayment, RecordRefund};
+pub use provider::{Charge, PaymentError, PaymentService, ResilientPayments, SimulatedPayments};
 pub use saga::{BookingSaga, PAYMENT_TIMEOUT, SagaCommand, SagaEvent, SagaSegment, SagaStage};

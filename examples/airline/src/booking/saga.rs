@@ -134,6 +134,14 @@ pub enum SagaEvent {
         /// The booking.
         booking_id: Uuid,
     },
+    /// The provider has no charge to refund (it never charged, or the
+    /// charge is still on its way and will be refunded when it is recorded).
+    NothingCharged {
+        /// The booking.
+        booking_id: Uuid,
+        /// What the provider said.
+        reason: String,
+    },
     /// The booking is cancelled: done.
     SagaCancelled {
         /// Why.
@@ -320,7 +328,9 @@ impl Aggregate for BookingSaga {
                 self.stage = SagaStage::Compensating;
                 self.held.clear();
             }
-            SagaEvent::LateSeatsReleased { .. } | SagaEvent::LatePaymentRefunded { .. } => {}
+            SagaEvent::LateSeatsReleased { .. }
+            | SagaEvent::LatePaymentRefunded { .. }
+            | SagaEvent::NothingCharged { .. } => {}
             SagaEvent::SagaCancelled { .. } => self.stage = SagaStage::Cancelled,
         }
     }
@@ -367,6 +377,13 @@ impl ProcessManager for BookingSaga {
                 (SagaCommand::ConfirmBooking { .. }, SagaStage::Confirming) => {
                     vec![self.compensate(format!("confirmation refused: {reason}"), true, false)]
                 }
+                (
+                    SagaCommand::RefundPayment { booking_id },
+                    SagaStage::Compensating | SagaStage::Cancelled,
+                ) => vec![SagaEvent::NothingCharged {
+                    booking_id: *booking_id,
+                    reason: reason.clone(),
+                }],
                 _ => vec![],
             },
             Input::Deadline { .. } => vec![],
@@ -451,6 +468,7 @@ impl ProcessManager for BookingSaga {
             }
             SagaEvent::SeatsHeld { .. }
             | SagaEvent::SagaConfirmed
+            | SagaEvent::NothingCharged { .. }
             | SagaEvent::SagaCancelled { .. } => Effects::none(),
         }
     }
