@@ -14,7 +14,7 @@ use airline::app::Airline;
 use airline::booking::{ResilientPayments, SimulatedPayments};
 use airline::config::{Config, ReadModelKind, StoreKind};
 use airline::http::{AppState, Background, Role, Tokens, router, serve};
-use airline::reads::{FLIGHTS_PROJECTION, FlightReads, MemoryFlights};
+use airline::reads::{FLIGHTS_PROJECTION, FlightReads, GuardedReads, MemoryFlights, ReadGuard};
 use airline::scheduling::ScheduleFlight;
 use airline::search::ElasticFlights;
 use airline::values::Money;
@@ -225,7 +225,11 @@ async fn airline_on_postgres(
 /// The PostgreSQL store of `DATABASE_URL`, migrated.
 async fn postgres(config: &Config) -> Result<PgEventStore> {
     let url = config.database_url()?;
-    let store = PgEventStore::connect(url)
+    // A stopped database fails a command within seconds, well before the
+    // request timeout.
+    let store = PgEventStore::options()
+        .acquire_timeout(Duration::from_secs(3))
+        .connect(url)
         .await
         .map_err(|e| format!("cannot connect to PostgreSQL (DATABASE_URL): {e}"))?;
     store
@@ -237,8 +241,11 @@ async fn postgres(config: &Config) -> Result<PgEventStore> {
 
 /// The Elasticsearch flight read model of `ELASTICSEARCH_URL`.
 fn elastic_flights(config: &Config) -> Result<Arc<ElasticFlights>> {
-    let client = annals_elastic::connect(config.elasticsearch_url()?)
-        .map_err(|e| format!("cannot reach Elasticsearch (ELASTICSEARCH_URL): {e}"))?;
+    // A frozen search server fails the projector's writes (which then
+    // report it and retry) instead of hanging them.
+    let client =
+        annals_elastic::connect_with_timeout(config.elasticsearch_url()?, Duration::from_secs(10))
+            .map_err(|e| format!("cannot reach Elasticsearch (ELASTICSEARCH_URL): {e}"))?;
     Ok(Arc::new(ElasticFlights::new(client, &config.index_prefix)))
 }
 
@@ -274,7 +281,7 @@ fn start_projections<S: ProjectionStore + Clone>(
         RunnerOptions::default(),
         Duration::from_millis(250),
     );
-    Ok(reads)
+    Ok(Arc::new(GuardedReads::new(reads, ReadGuard::default())))
 }
 
 /// Serves the API over any store: starts the read model's projection and

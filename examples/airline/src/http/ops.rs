@@ -1,6 +1,8 @@
 //! Operations: `/health`, `/metrics`, `/openapi.json`, and the JSON answers
 //! for unknown routes and methods.
 
+use std::time::Duration;
+
 use annals::Position;
 use annals::projection::{ProjectionStore, RunnerState};
 use axum::extract::State;
@@ -124,30 +126,19 @@ async fn projections<S: ProjectionStore + Clone>(
 pub(super) async fn health<S: ProjectionStore + Clone>(
     State(state): State<AppState<S>>,
 ) -> Response {
-    let head = state.airline().store().head().await;
+    // Both dependencies are asked at once, each with its own bound, so the
+    // answer comes within about one bound whatever they do.
+    let (head, read_side) = tokio::join!(
+        bounded("the event store", state.airline().store().head()),
+        bounded("the read side", state.reads().health()),
+    );
     let store = match &head {
-        Ok(head) => Component {
-            ok: true,
-            detail: Some(format!("head {head}")),
-            error: None,
-        },
-        Err(error) => Component {
-            ok: false,
-            detail: None,
-            error: Some(error.to_string()),
-        },
+        Ok(head) => Component::up(format!("head {head}")),
+        Err(error) => Component::down(error.clone()),
     };
-    let read_side = match state.reads().health().await {
-        Ok(detail) => Component {
-            ok: true,
-            detail: Some(detail),
-            error: None,
-        },
-        Err(error) => Component {
-            ok: false,
-            detail: None,
-            error: Some(error.to_string()),
-        },
+    let read_side = match read_side {
+        Ok(detail) => Component::up(detail),
+        Err(error) => Component::down(error),
     };
     let projections = projections(&state, head.ok()).await;
     let ok = store.ok && read_side.ok && projections.iter().all(|p| p.ok);
@@ -165,6 +156,39 @@ pub(super) async fn health<S: ProjectionStore + Clone>(
     (status, axum::Json(body)).into_response()
 }
 
+/// How long `/health` and `/metrics` wait for each dependency.
+const DEPENDENCY_CHECK: Duration = Duration::from_millis(1500);
+
+/// A dependency's answer, or why there was none within [`DEPENDENCY_CHECK`].
+async fn bounded<T, E: std::fmt::Display>(
+    what: &str,
+    call: impl Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(DEPENDENCY_CHECK, call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err(format!("{what} did not answer within {DEPENDENCY_CHECK:?}")),
+    }
+}
+
+impl Component {
+    fn up(detail: String) -> Self {
+        Self {
+            ok: true,
+            detail: Some(detail),
+            error: None,
+        }
+    }
+
+    fn down(error: String) -> Self {
+        Self {
+            ok: false,
+            detail: None,
+            error: Some(error),
+        }
+    }
+}
+
 /// Prometheus metrics (text exposition format).
 #[utoipa::path(
     get, path = "/metrics", tag = "operations",
@@ -173,7 +197,9 @@ pub(super) async fn health<S: ProjectionStore + Clone>(
 pub(super) async fn metrics<S: ProjectionStore + Clone>(
     State(state): State<AppState<S>>,
 ) -> Response {
-    let head = state.airline().store().head().await.ok();
+    let head = bounded("the event store", state.airline().store().head())
+        .await
+        .ok();
     if let Some(head) = head {
         ::metrics::gauge!("annals_store_head").set(head.sequence() as f64);
     }

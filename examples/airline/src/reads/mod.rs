@@ -2,6 +2,10 @@
 //! `GET /flights/{id}`, the search parameters, and the [`FlightReads`] trait
 //! that the in-memory and the Elasticsearch read models implement.
 
+mod guard;
+
+pub use guard::{GuardedReads, ReadGuard};
+
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
