@@ -43,8 +43,9 @@
 //!
 //! ## Schema
 //!
-//! [`PgEventStore::migrate`] applies the embedded migrations ([`MIGRATOR`],
-//! `migrations/` in the repository) to the first schema of the connection's
+//! [`PgEventStore::migrate`] applies the embedded migrations ([`migrations`],
+//! `migrations/` in the repository, recorded in `annals_migrations`, not in
+//! sqlx's `_sqlx_migrations`, which stays the application's) to the first schema of the connection's
 //! `search_path`: `annals_events` (the log), `annals_streams` (each stream's
 //! version and last label), `annals_snapshots`, `annals_checkpoints`,
 //! `annals_dead_letters`, `annals_processed_commands`, `annals_deadlines`,
@@ -167,6 +168,7 @@ mod checkpoint;
 mod conn;
 mod error;
 mod group;
+mod migrate;
 pub mod notify;
 mod projection;
 mod read;
@@ -176,9 +178,13 @@ mod subscribe;
 mod xid;
 
 pub use error::PgError;
+pub use migrate::migrations;
 pub use notify::NotifyMode;
 pub use read::{LogLag, RunningTransaction};
+/// The `sqlx` crate this one is built on (its pool, connect options and
+/// transactions are part of this crate's API).
+pub use sqlx;
 pub use store::{
-    DEFAULT_APPLICATION_NAME, DEFAULT_CHANNEL, DEFAULT_LISTENER_APPLICATION_NAME, MIGRATOR,
-    PgEventStore, PgStoreOptions,
+    DEFAULT_APPLICATION_NAME, DEFAULT_CHANNEL, DEFAULT_LISTENER_APPLICATION_NAME, PgEventStore,
+    PgStoreOptions,
 };

@@ -10,7 +10,6 @@ use annals::{
     NewEvent, Position, RecordedEvent, Snapshot, StoreError,
 };
 use async_trait::async_trait;
-use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -19,11 +18,6 @@ use crate::conn::Connections;
 use crate::error::PgError;
 use crate::group::GroupCommit;
 use crate::notify::{Notifier, NotifyMode};
-
-/// The migrations of the annals schema (`migrations/` at the repository
-/// root), embedded at build time. [`PgEventStore::migrate`] runs them; tools
-/// that manage schemas themselves can run this migrator directly.
-pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 
 /// The default `LISTEN`/`NOTIFY` channel.
 pub const DEFAULT_CHANNEL: &str = "annals_events";
@@ -346,14 +340,12 @@ impl PgEventStore {
     }
 
     /// Creates or upgrades the annals tables and functions in the current
-    /// schema (the first of the connection's `search_path`). Safe to run
-    /// again, and from several processes at once (sqlx takes an advisory
-    /// lock).
+    /// schema (the first of the connection's `search_path`), recording the
+    /// versions in `annals_migrations` (so an application's own sqlx
+    /// migrations in the same schema are not disturbed). Safe to run again,
+    /// and from several processes at once (it takes an advisory lock).
     pub async fn migrate(&self) -> Result<(), PgError> {
-        MIGRATOR
-            .run(&self.inner.pool)
-            .await
-            .map_err(PgError::Migrate)
+        crate::migrate::migrate(&self.inner.pool).await
     }
 
     /// The connection pool, for the application's own queries (for example

@@ -103,8 +103,8 @@ async fn postgres_migrate_twice_is_harmless() {
         .await
         .expect("append");
     a.migrate().await.expect("migrate again");
-    let applied = count_rows(&a, "_sqlx_migrations").await;
-    assert_eq!(applied as usize, annals_postgres::MIGRATOR.iter().count());
+    let applied = count_rows(&a, "annals_migrations").await;
+    assert_eq!(applied as usize, annals_postgres::migrations().count());
     assert_eq!(a.stream_version("s").await.unwrap(), 2);
     let tables: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() \
@@ -282,5 +282,74 @@ async fn postgres_large_batch_appends_in_order() {
     assert_eq!(read.iter().map(|e| e.event_id).collect::<Vec<_>>(), ids);
     assert!(read.windows(2).all(|w| w[0].position < w[1].position));
     assert_eq!(read.last().unwrap().position, done.position);
+    pg.cleanup().await;
+}
+
+/// An application that runs its own sqlx migrations in annals' schema keeps
+/// working: the two sets of versions never meet, even when both start at 1.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_migrations_coexist_with_the_applications_own() {
+    let Some((pg, store)) = common::store().await else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("annals-app-migrations-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("0001_orders.sql"),
+        "CREATE TABLE app_orders (id bigint PRIMARY KEY);",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("0002_customers.sql"),
+        "CREATE TABLE app_customers (id bigint PRIMARY KEY);",
+    )
+    .unwrap();
+    let app = sqlx::migrate::Migrator::new(dir.as_path()).await.unwrap();
+
+    // Either order, again and again.
+    store.migrate().await.expect("annals first");
+    app.run(store.pool())
+        .await
+        .expect("the application after annals");
+    store.migrate().await.expect("annals again");
+    app.run(store.pool()).await.expect("the application again");
+
+    assert_eq!(count_rows(&store, "_sqlx_migrations").await, 2);
+    assert_eq!(
+        count_rows(&store, "annals_migrations").await as usize,
+        annals_postgres::migrations().count()
+    );
+    assert_eq!(count_rows(&store, "app_orders").await, 0);
+    store
+        .append("s", ExpectedVersion::NoStream, common::events(1))
+        .await
+        .expect("the store works");
+    std::fs::remove_dir_all(&dir).ok();
+    pg.cleanup().await;
+}
+
+/// A schema migrated by an earlier annals (versions in `_sqlx_migrations`)
+/// is taken over as it is: nothing is applied twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_migrations_take_over_versions_recorded_by_sqlx() {
+    let Some(pg) = annals_testkit::postgres().await else {
+        return;
+    };
+    let store = PgEventStore::from_pool(pg.pool().clone());
+    // What annals 0.1 did: sqlx's migrator over the same files.
+    let old = sqlx::migrate::Migrator::new(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations"),
+    )
+    .await
+    .unwrap();
+    old.run(store.pool()).await.unwrap();
+    store
+        .migrate()
+        .await
+        .expect("taken over, not applied again");
+    assert_eq!(
+        count_rows(&store, "annals_migrations").await as usize,
+        annals_postgres::migrations().count()
+    );
     pg.cleanup().await;
 }
