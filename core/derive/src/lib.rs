@@ -48,9 +48,10 @@ mod domain_event;
 /// # Decoding
 ///
 /// `decode(type, version, payload)` picks the variant by type name. At the
-/// current version it deserializes straight from the `&Value`; at an older
-/// version it runs the upcasters from the stored version up through
-/// `annals::event::upcast` first. It fails with `EventError::UnknownType` for a
+/// current version it deserializes straight from the payload's JSON text
+/// (`&annals::Payload`, no `serde_json::Value` in between); at an older
+/// version it parses the text into a `Value` and runs the upcasters from the
+/// stored version up through `annals::event::upcast` first. It fails with `EventError::UnknownType` for a
 /// name it does not know, `UnsupportedVersion` for a version newer than the
 /// code (or 0), `Upcast` when an upcaster refuses, and `Decode` when the
 /// (upcast) payload does not fit the fields.

@@ -198,7 +198,11 @@ where
         &self.store
     }
 
-    /// Loads an aggregate: its latest snapshot, then the events after it.
+    /// Loads an aggregate: its events folded from the start, or, with
+    /// [`snapshot_every`](Self::snapshot_every), its latest snapshot (when
+    /// the aggregate supports snapshots and the snapshot is of its current
+    /// schema version) and the events after it. Never from the
+    /// [`cache`](Self::cache): a load always reads the store.
     pub async fn load(&self, id: impl Display) -> Result<Loaded<A>, ExecuteError<A::Error>> {
         self.load_stream(&A::stream_id(&id)).await
     }
