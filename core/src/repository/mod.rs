@@ -107,6 +107,9 @@ pub struct Executed<E> {
     pub position: Position,
     /// True when the command id had already run and nothing was written.
     pub replayed: bool,
+    /// How many times the command was decided: 1, plus one for each
+    /// conflict with a concurrent writer and each kept state found stale.
+    pub attempts: u32,
 }
 
 /// Per-command options: idempotency key and metadata.
@@ -248,7 +251,7 @@ where
         // stream as stored.
         let mut next = self.cache.as_ref().and_then(|cache| cache.take(&stream));
         let mut kept = next.is_some();
-        let mut attempt = 1;
+        let mut attempts = 1;
         loop {
             let mut loaded = match next.take() {
                 Some(loaded) => loaded,
@@ -282,6 +285,7 @@ where
                                 first.first_version,
                                 first.stream_version,
                                 first.position,
+                                attempts,
                             )
                             .await;
                     }
@@ -289,6 +293,7 @@ where
                         tracing::debug!(stream, "kept state was stale, deciding again");
                         kept = false;
                         next = Some(loaded);
+                        attempts += 1;
                         continue;
                     }
                     let decided = decided.map_err(ExecuteError::Rejected);
@@ -303,6 +308,7 @@ where
                         stream_version,
                         position,
                         replayed: false,
+                        attempts,
                     });
                 }
             };
@@ -324,6 +330,7 @@ where
                             done.first_version,
                             done.stream_version,
                             done.position,
+                            attempts,
                         )
                         .await;
                 }
@@ -347,11 +354,12 @@ where
                         stream_version: done.stream_version,
                         position: done.position,
                         replayed: false,
+                        attempts,
                     });
                 }
-                Err(StoreError::Conflict { .. }) if attempt < self.max_attempts => {
-                    tracing::debug!(stream, attempt, "conflict, deciding again");
-                    attempt += 1;
+                Err(StoreError::Conflict { .. }) if attempts < self.max_attempts => {
+                    tracing::debug!(stream, attempts, "conflict, deciding again");
+                    attempts += 1;
                 }
                 Err(error) => return Err(error.into()),
             }
@@ -430,6 +438,7 @@ where
         first_version: u64,
         stream_version: u64,
         position: Position,
+        attempts: u32,
     ) -> Result<Executed<A::Event>, ExecuteError<A::Error>> {
         let count = (stream_version + 1).saturating_sub(first_version) as usize;
         let recorded = self.store.read_stream(stream, first_version, count).await?;
@@ -442,6 +451,7 @@ where
             stream_version,
             position,
             replayed: true,
+            attempts,
         })
     }
 
