@@ -1,6 +1,7 @@
-//! The conformance suite every [`EventStore`] must pass.
+//! The conformance suites every store must pass: one for the [`EventStore`]
+//! contract, one for the [`ProjectionStore`] contract.
 //!
-//! A store crate runs the whole suite from a test, with a factory that makes a
+//! A store crate runs a suite from a test, with a factory that makes a
 //! fresh, isolated store (an empty database or schema) on every call:
 //!
 //! ```
@@ -10,12 +11,13 @@
 //! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
 //! // In a store crate: #[tokio::test(flavor = "multi_thread")] async fn conformance() { ... }
 //! conformance::run_matching(|| async { MemoryStore::new() }, |case| case.starts_with("expected_version")).await;
+//! conformance::run_projection_store_matching(|| async { MemoryStore::new() }, |case| case.contains("lease")).await;
 //! # });
 //! ```
 //!
-//! [`run`] runs every case with a store of its own, printing each case's
-//! name to stderr, and panics at the end naming every case that failed and
-//! why. Each case is also a public
+//! [`run`] (and [`run_projection_store`]) runs every case with a store of
+//! its own, printing each case's name to stderr, and panics at the end
+//! naming every case that failed and why. Each case is also a public
 //! function that takes the store, so that a failing case can be run alone
 //! while debugging:
 //!
@@ -24,16 +26,17 @@
 //! # use annals::testing::conformance;
 //! # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
 //! conformance::idempotent_append_by_event_id(&MemoryStore::new()).await;
+//! conformance::claimed_deadline_is_held_then_claimable_again(&MemoryStore::new()).await;
 //! # });
 //! ```
 //!
 //! The store the factory makes must be empty (some cases check the whole
 //! log and the head) and use [`AppendLimits::default`] (the invalid-input
-//! case sends input just beyond those limits). Run the suite inside a Tokio
+//! case sends input just beyond those limits). Run the suites inside a Tokio
 //! runtime with time enabled; a multi-threaded runtime makes the concurrency
 //! cases meaningful (`#[tokio::test(flavor = "multi_thread")]`).
 //!
-//! # What the suite covers ([`CASES`])
+//! # What the event store suite covers ([`CASES`])
 //!
 //! - Appends and expected versions: every [`ExpectedVersion`], conflicts and
 //!   their error, atomicity of refused appends, racing writers, input
@@ -49,13 +52,27 @@
 //! - A [`Repository`] over the store: execution, retry on conflict,
 //!   idempotent commands, snapshots.
 //!
+//! # What the projection store suite covers ([`PROJECTION_STORE_CASES`])
+//!
+//! - Dead letters: listed in log order, parked again without duplicates, kept
+//!   per projection, marked for a retry, unparked by id.
+//! - The single-runner lease: one holder per name, free again once released,
+//!   not lost while held.
+//! - Process managers' deadlines: idempotent scheduling, listing, the next
+//!   firing time, claims (due ones only, earliest first, per process, held
+//!   for a while, never shared by concurrent claimers), completion,
+//!   cancellation of deadlines not yet claimed, failures retried later or
+//!   dead-lettered, and dead letters revived by a retry request.
+//!
 //! [`Repository`]: crate::repository::Repository
 //! [`AppendLimits::default`]: crate::store::AppendLimits::default
 //! [`ExpectedVersion`]: crate::store::ExpectedVersion
 
 mod append;
+mod deadlines;
 mod helpers;
 mod idempotency;
+mod projection_store;
 mod reads;
 mod repository;
 mod snapshots;
@@ -63,7 +80,9 @@ mod subscriptions;
 
 // A section's public functions are its cases, registered below.
 pub use append::*;
+pub use deadlines::*;
 pub use idempotency::*;
+pub use projection_store::*;
 pub use reads::*;
 pub use repository::*;
 pub use snapshots::*;
@@ -76,6 +95,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 
+use crate::projection::ProjectionStore;
 use crate::store::EventStore;
 
 /// How long one case may run before it counts as failed.
@@ -150,6 +170,32 @@ suite! {
     ]
 }
 
+suite! {
+    /// The names of the projection store cases, in the order
+    /// [`run_projection_store`] runs them.
+    PROJECTION_STORE_CASES, run_projection_store_cases, ProjectionStore: [
+        dead_letters_are_listed_in_log_order,
+        parking_again_updates_without_duplicating,
+        dead_letters_are_kept_per_projection,
+        request_retry_marks_every_dead_letter,
+        unpark_removes_only_the_given_events,
+        lease_admits_one_holder_per_name,
+        released_lease_is_free_again,
+        held_lease_is_not_lost,
+        scheduling_a_deadline_is_idempotent,
+        deadlines_are_listed_earliest_first,
+        next_deadline_is_the_earliest_live_firing_time,
+        claim_takes_due_deadlines_earliest_first,
+        claimed_deadline_is_held_then_claimable_again,
+        concurrent_claims_never_share_a_deadline,
+        completed_deadline_is_removed,
+        cancel_removes_only_unclaimed_deadlines_of_that_instance_and_name,
+        failed_deadline_fires_again_at_its_retry_time,
+        failed_deadline_without_retry_is_dead_lettered,
+        request_retry_revives_dead_lettered_deadlines,
+    ]
+}
+
 /// Runs every event store case, each against a fresh store from `factory`,
 /// and panics naming each case that failed.
 ///
@@ -176,6 +222,35 @@ where
     run_event_store_cases(&factory, &select)
         .await
         .report("event store conformance");
+}
+
+/// Runs every projection store case, each against a fresh store from
+/// `factory`, and panics naming each case that failed.
+///
+/// The factory must return an empty, isolated store: leases, dead letters
+/// and deadlines of one case must not be seen by another. Case names go to
+/// stderr as they run.
+pub async fn run_projection_store<S, F, Fut>(factory: F)
+where
+    S: ProjectionStore + Clone,
+    F: Fn() -> Fut,
+    Fut: Future<Output = S>,
+{
+    run_projection_store_matching(factory, |_| true).await;
+}
+
+/// Runs the projection store cases whose name (see
+/// [`PROJECTION_STORE_CASES`]) `select` accepts, and panics naming each one
+/// that failed, or when `select` accepts none.
+pub async fn run_projection_store_matching<S, F, Fut>(factory: F, select: impl Fn(&str) -> bool)
+where
+    S: ProjectionStore + Clone,
+    F: Fn() -> Fut,
+    Fut: Future<Output = S>,
+{
+    run_projection_store_cases(&factory, &select)
+        .await
+        .report("projection store conformance");
 }
 
 /// How the cases of one run went.
