@@ -1,5 +1,5 @@
-//! The conformance suite against the in-memory store, and proof that the
-//! suite catches broken stores.
+//! The conformance suites against the in-memory store, and proof that the
+//! event store suite catches broken stores.
 
 use std::panic::AssertUnwindSafe;
 
@@ -18,6 +18,16 @@ async fn memory_store_passes_on_a_single_thread() {
     conformance::run(|| async { MemoryStore::new() }).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_store_passes_the_projection_store_suite() {
+    conformance::run_projection_store(|| async { MemoryStore::new() }).await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn memory_store_passes_the_projection_store_suite_on_a_single_thread() {
+    conformance::run_projection_store(|| async { MemoryStore::new() }).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cases_run_alone() {
     let store = MemoryStore::new();
@@ -25,12 +35,22 @@ async fn cases_run_alone() {
     conformance::idempotent_command(&store).await;
     conformance::repository_retries_conflicts(&store).await;
     assert!(conformance::CASES.contains(&"subscribe_with_concurrent_writers"));
+    conformance::claim_takes_due_deadlines_earliest_first(&store).await;
+    assert!(
+        conformance::PROJECTION_STORE_CASES.contains(&"concurrent_claims_never_share_a_deadline")
+    );
 }
 
 #[tokio::test]
 #[should_panic(expected = "no conformance case was selected")]
 async fn selecting_nothing_fails() {
     conformance::run_matching(|| async { MemoryStore::new() }, |_| false).await;
+}
+
+#[tokio::test]
+#[should_panic(expected = "no conformance case was selected")]
+async fn selecting_no_projection_store_case_fails() {
+    conformance::run_projection_store_matching(|| async { MemoryStore::new() }, |_| false).await;
 }
 
 /// What a broken store breaks.

@@ -1,4 +1,5 @@
-//! The core conformance suite against `PgEventStore`, one fresh schema per case.
+//! The core conformance suites (event store and projection store) against
+//! `PgEventStore`, one fresh schema per case.
 
 mod common;
 
@@ -11,17 +12,28 @@ use tokio::sync::Mutex;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_passes_the_conformance_suite() {
-    run_suite(NotifyMode::InTransaction).await;
+    run_suite(Suite::EventStore, NotifyMode::InTransaction).await;
 }
 
 /// The same with notifications sent after commit: subscriptions must still
 /// see everything, woken by the store's notifier.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_passes_the_conformance_suite_with_notify_after_commit() {
-    run_suite(NotifyMode::AfterCommit).await;
+    run_suite(Suite::EventStore, NotifyMode::AfterCommit).await;
 }
 
-async fn run_suite(mode: NotifyMode) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_passes_the_projection_store_conformance_suite() {
+    run_suite(Suite::ProjectionStore, NotifyMode::InTransaction).await;
+}
+
+/// Which of core's suites to run.
+enum Suite {
+    EventStore,
+    ProjectionStore,
+}
+
+async fn run_suite(suite: Suite, mode: NotifyMode) {
     // Checks the server is there (skips or fails as the testkit decides).
     let Some((first, _)) = common::store_with(|o| o.notify_mode(mode)).await else {
         return;
@@ -42,7 +54,10 @@ async fn run_suite(mode: NotifyMode) {
             store
         }
     };
-    conformance::run(factory).await;
+    match suite {
+        Suite::EventStore => conformance::run(factory).await,
+        Suite::ProjectionStore => conformance::run_projection_store(factory).await,
+    }
     if let Some(last) = previous.lock().await.take() {
         last.cleanup().await;
     }

@@ -164,13 +164,18 @@ impl ProjectionStore for MemoryStore {
                 .collect();
             due.sort_by_key(|d| (d.fire_at, d.deadline.id));
             due.truncate(limit);
-            due.into_iter()
+            let mut claimed: Vec<Deadline> = due
+                .into_iter()
                 .map(|pending| {
                     pending.deadline.attempts += 1;
                     pending.fire_at = until;
                     pending.deadline.clone()
                 })
-                .collect()
+                .collect();
+            // The earliest to fire are taken, but handed out in the order
+            // they were due: retries must not reorder an instance's deadlines.
+            claimed.sort_by_key(|d| (d.due_at, d.id));
+            claimed
         }))
     }
 

@@ -1,5 +1,6 @@
-//! Test support: the store conformance suite, given/when/then for
-//! aggregates, and a store wrapper that injects faults.
+//! Test support: the store conformance suites (event store and projection
+//! store), given/when/then for aggregates, and a store wrapper that injects
+//! faults.
 
 pub mod conformance;
 mod faulty;
