@@ -136,7 +136,10 @@ async fn a_stale_state_that_decides_nothing_is_caught_up_and_decides_again() {
     let done = cached.execute("t3", Drain).await.unwrap();
     assert_eq!(done.events, vec![TankEvent::Drained { litres: 7 }]);
     assert_eq!(done.stream_version, 4);
-    assert_eq!(done.attempts, 2, "decided on the kept state, then on the stored one");
+    assert_eq!(
+        done.attempts, 2,
+        "decided on the kept state, then on the stored one"
+    );
     assert_eq!(other.load("t3").await.unwrap().state.litres, 0);
 
     // A current kept state that decides nothing answers with its stream's

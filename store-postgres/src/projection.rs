@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use annals::StoreError;
-use annals::projection::{Deadline, Lease, ParkedEvent, ProjectionStore};
+use annals::projection::{Deadline, Lease, ParkedEvent, ProjectionStore, hold_until};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnection, PgRow};
@@ -217,7 +217,7 @@ impl ProjectionStore for PgEventStore {
         hold: Duration,
     ) -> Result<Vec<Deadline>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let until = Utc::now() + chrono::Duration::from_std(hold).unwrap_or(chrono::Duration::MAX);
+        let until = hold_until(hold);
         // Not retried on a lost connection: the claim may have committed,
         // and claiming again would count an attempt twice. The claims come
         // back after `hold`.

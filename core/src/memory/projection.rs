@@ -153,7 +153,7 @@ impl ProjectionStore for MemoryStore {
         limit: usize,
         hold: Duration,
     ) -> Result<Vec<Deadline>, StoreError> {
-        let until = Utc::now() + chrono::Duration::from_std(hold).unwrap_or(chrono::Duration::MAX);
+        let until = crate::projection::hold_until(hold);
         Ok(self.projections(|p| {
             let Some(all) = p.deadlines.get_mut(process) else {
                 return Vec::new();
@@ -205,7 +205,10 @@ impl ProjectionStore for MemoryStore {
             };
             pending.deadline.error = Some(error.to_owned());
             match retry_at {
-                Some(at) => pending.fire_at = at,
+                Some(at) => {
+                    pending.fire_at = at;
+                    pending.deadline.dead_lettered = false;
+                }
                 None => pending.deadline.dead_lettered = true,
             }
         });

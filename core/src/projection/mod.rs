@@ -27,7 +27,7 @@ use crate::store::EventFilter;
 pub use runner::{
     Backoff, FailurePolicy, ProjectionRunner, RunnerError, RunnerOptions, RunnerState, RunnerStatus,
 };
-pub use store::{Deadline, Lease, ParkedEvent, ProjectionStore};
+pub use store::{Deadline, Lease, ParkedEvent, ProjectionStore, hold_until};
 pub use wait::{WaitError, wait_for_checkpoint};
 
 /// A read model fed by the global log.

@@ -149,3 +149,12 @@ pub trait Lease: Send + Sync {
     /// Gives the lease up.
     async fn release(self: Box<Self>);
 }
+
+/// When a claim taken now for `hold` ends (saturating: a hold too long to
+/// represent lasts forever).
+pub fn hold_until(hold: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(hold)
+        .ok()
+        .and_then(|hold| Utc::now().checked_add_signed(hold))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
