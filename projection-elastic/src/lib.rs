@@ -85,18 +85,22 @@
 #![warn(missing_docs)]
 
 mod bulk;
+mod doc_cache;
 mod error;
-mod index;
+mod fold;
+mod index_writer;
 mod projection;
 mod query;
+mod read_model;
 
 pub use bulk::{BulkLimits, BulkWriter, DocWrite, ItemResult, RefreshPolicy};
 pub use error::ElasticError;
-pub use index::{Built, ReadModel, ReadModelOptions};
-pub use projection::{DocChange, ElasticProjection, ElasticProjector, ProjectorOptions};
+pub use index_writer::{ElasticProjector, ProjectorOptions};
+pub use projection::{DocChange, ElasticProjection};
 pub use query::{
     Page, SearchRequest, decode_cursor, encode_cursor, get_document, search_documents,
 };
+pub use read_model::{Built, ReadModel, ReadModelOptions};
 
 /// The `elasticsearch` client crate this one is built on.
 pub use elasticsearch;

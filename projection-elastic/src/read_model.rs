@@ -31,7 +31,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bulk::{BulkLimits, RefreshPolicy};
 use crate::error::{ElasticError, json_body, refusal, status_and_body};
-use crate::projection::{ElasticProjection, ElasticProjector, ProjectorOptions};
+use crate::index_writer::{ElasticProjector, ProjectorOptions};
+use crate::projection::ElasticProjection;
 use crate::query::{Page, SearchRequest, get_document, search_documents};
 
 /// How a [`ReadModel`] writes and builds.
