@@ -1,11 +1,11 @@
-//! The documents a projector wrote, kept in memory so that the next batch
+//! The documents an index writer wrote, kept in memory so that the next batch
 //! folds on from them instead of fetching them back.
 
 use std::collections::{HashMap, VecDeque};
 
 use crate::fold::Base;
 
-/// Documents a projector wrote, by id, within a budget of bytes; the oldest
+/// Documents an index writer wrote, by id, within a budget of bytes; the oldest
 /// written are dropped first.
 pub(crate) struct DocCache<D> {
     budget: usize,

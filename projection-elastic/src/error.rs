@@ -7,7 +7,7 @@ use serde_json::Value;
 
 /// Errors of setup (indexes, aliases, rebuilds) and queries.
 ///
-/// Errors met while *projecting* are not these: the projector reports them to
+/// Errors met while *projecting* are not these: the index writer reports them to
 /// the runner as [`annals::projection::ProjectionError`] (transient or fatal)
 /// or as failed events.
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,7 @@ use annals::RecordedEvent;
 use annals::projection::Failed;
 
 use crate::bulk::Op;
-use crate::projection::{DocChange, ElasticProjection};
+use crate::projection::{DocChange, DocumentProjection};
 
 /// A document's state before a batch: its version (0: none yet) and the
 /// document (`None`: none, or deleted).
@@ -30,7 +30,7 @@ pub(crate) struct Write<D> {
 /// The documents a batch touches, in order of first appearance, each with the
 /// batch indexes of its events in log order. Events of a second stream
 /// feeding an already grouped document fail.
-pub(crate) fn group<P: ElasticProjection>(
+pub(crate) fn group<P: DocumentProjection>(
     projection: &P,
     batch: &[RecordedEvent],
     failed: &mut Vec<Failed>,
@@ -73,7 +73,7 @@ pub(crate) fn group<P: ElasticProjection>(
 /// `base` is the state known (`None`: none yet); `undecodable` holds the
 /// stored documents that no longer decode. `None` when the document is
 /// unchanged, or failed at its first new event (pushed to `failed`).
-pub(crate) fn fold_document<P: ElasticProjection>(
+pub(crate) fn fold_document<P: DocumentProjection>(
     projection: &P,
     batch: &[RecordedEvent],
     id: String,
@@ -173,7 +173,7 @@ pub(crate) fn fold_document<P: ElasticProjection>(
 
 /// The document after folding the events at `folded` (which all changed it
 /// before) onto `base` again.
-fn refold<P: ElasticProjection>(
+fn refold<P: DocumentProjection>(
     projection: &P,
     base: &Option<P::Doc>,
     folded: &[usize],
@@ -213,7 +213,7 @@ mod tests {
     /// Sums `n` of stream `s-<id>`; `n == 0` changes nothing, `n < 0` fails.
     struct Sum;
 
-    impl ElasticProjection for Sum {
+    impl DocumentProjection for Sum {
         type Doc = i64;
         fn name(&self) -> &str {
             "sum"

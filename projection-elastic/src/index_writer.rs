@@ -1,4 +1,4 @@
-//! The projector: runs an [`ElasticProjection`] as an
+//! The index writer: runs a [`DocumentProjection`] as an
 //! [`annals::projection::Projection`] through `_mget` and `_bulk`.
 
 use std::collections::HashMap;
@@ -17,11 +17,11 @@ use crate::bulk::{BulkLimits, BulkWriter, ItemResult, RefreshPolicy};
 use crate::doc_cache::DocCache;
 use crate::error::{ElasticError, describe_error, json_body, refusal, status_and_body};
 use crate::fold::{Base, describe_event, fold_document, group};
-use crate::projection::ElasticProjection;
+use crate::projection::DocumentProjection;
 
-/// How an [`ElasticProjector`] writes.
+/// How an [`IndexWriter`] writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProjectorOptions {
+pub struct WriterOptions {
     /// Limits of one `_bulk` request.
     pub bulk: BulkLimits,
     /// When written documents become searchable:
@@ -36,10 +36,10 @@ pub struct ProjectorOptions {
     /// `_bulk` requests of one batch in flight at once (at least 1; 1 by
     /// default).
     pub concurrent_requests: usize,
-    /// Memory for the documents this projector wrote, in bytes of their
+    /// Memory for the documents this writer wrote, in bytes of their
     /// JSON (0, the default: none kept). A document kept here at version
     /// `v` is not fetched again when its next events start at `v + 1`: the
-    /// projector folds on from its own copy, which is exact because the fold
+    /// writer folds on from its own copy, which is exact because the fold
     /// is pure. The oldest documents are dropped first when the budget is
     /// full, and are fetched with `_mget` again when needed. Builds keep
     /// documents (see [`ReadModelOptions`](crate::ReadModelOptions)), so a
@@ -47,7 +47,7 @@ pub struct ProjectorOptions {
     pub cache_bytes: usize,
 }
 
-impl Default for ProjectorOptions {
+impl Default for WriterOptions {
     fn default() -> Self {
         Self {
             bulk: BulkLimits::default(),
@@ -59,7 +59,7 @@ impl Default for ProjectorOptions {
     }
 }
 
-/// Runs an [`ElasticProjection`] as an [`annals::projection::Projection`]
+/// Runs an [`DocumentProjection`] as an [`annals::projection::Projection`]
 /// writing into one concrete index.
 ///
 /// Each batch: the events are grouped by document, in log order; one `_mget`
@@ -70,12 +70,12 @@ impl Default for ProjectorOptions {
 /// So a batch delivered twice, or written concurrently by two runners, has
 /// the effect of one delivery. Documents are folded as their request fills:
 /// a full request goes out at once, and the next one is folded while it is in
-/// flight ([`ProjectorOptions::concurrent_requests`] of them at most).
+/// flight ([`WriterOptions::concurrent_requests`] of them at most).
 ///
 /// The `_mget` is skipped for a document whose events in the batch start at
 /// its stream's first version (it is folded from nothing), and for one kept
 /// in memory at the version just before its first event in the batch
-/// ([`ProjectorOptions::cache_bytes`]). Both are exact: the fold is pure, so
+/// ([`WriterOptions::cache_bytes`]). Both are exact: the fold is pure, so
 /// the state at a version is the same whoever computed it, and the write's
 /// external version still decides against what is stored.
 ///
@@ -93,22 +93,22 @@ impl Default for ProjectorOptions {
 ///
 /// Normally built by [`ReadModel::open`](crate::ReadModel::open); build one
 /// directly to write into an index you manage yourself.
-pub struct ElasticProjector<P: ElasticProjection> {
+pub struct IndexWriter<P: DocumentProjection> {
     client: Elasticsearch,
     projection: Arc<P>,
     index: String,
     name: String,
-    options: ProjectorOptions,
+    options: WriterOptions,
     writer: BulkWriter,
     cache: Mutex<DocCache<P::Doc>>,
 }
 
-impl<P: ElasticProjection> ElasticProjector<P> {
-    /// A projector writing into `index`, with checkpoint name
+impl<P: DocumentProjection> IndexWriter<P> {
+    /// A writer into `index`, with checkpoint name
     /// `<name>_v<version>` and default options.
     pub fn new(client: Elasticsearch, projection: Arc<P>, index: impl Into<String>) -> Self {
         let name = format!("{}_v{}", projection.name(), projection.version());
-        let options = ProjectorOptions::default();
+        let options = WriterOptions::default();
         Self {
             writer: writer(&client, options),
             client,
@@ -128,7 +128,7 @@ impl<P: ElasticProjection> ElasticProjector<P> {
     }
 
     /// Replaces the options.
-    pub fn with_options(mut self, options: ProjectorOptions) -> Self {
+    pub fn with_options(mut self, options: WriterOptions) -> Self {
         self.options = options;
         self.writer = writer(&self.client, options);
         self.cache = Mutex::new(DocCache::new(options.cache_bytes));
@@ -136,7 +136,7 @@ impl<P: ElasticProjection> ElasticProjector<P> {
     }
 
     /// Documents kept in memory and the bytes they take (see
-    /// [`ProjectorOptions::cache_bytes`]).
+    /// [`WriterOptions::cache_bytes`]).
     pub fn cached(&self) -> (usize, usize) {
         self.cache
             .lock()
@@ -155,7 +155,7 @@ impl<P: ElasticProjection> ElasticProjector<P> {
     }
 
     /// The options in force.
-    pub fn options(&self) -> ProjectorOptions {
+    pub fn options(&self) -> WriterOptions {
         self.options
     }
 
@@ -228,7 +228,7 @@ impl<P: ElasticProjection> ElasticProjector<P> {
     }
 }
 
-fn writer(client: &Elasticsearch, options: ProjectorOptions) -> BulkWriter {
+fn writer(client: &Elasticsearch, options: WriterOptions) -> BulkWriter {
     BulkWriter::new(client.clone())
         .with_limits(options.bulk)
         .with_refresh(options.refresh)
@@ -259,7 +259,7 @@ pub(crate) struct Stored {
 }
 
 #[async_trait]
-impl<P: ElasticProjection> Projection for ElasticProjector<P> {
+impl<P: DocumentProjection> Projection for IndexWriter<P> {
     fn name(&self) -> String {
         self.name.clone()
     }
@@ -341,7 +341,7 @@ impl<P: ElasticProjection> Projection for ElasticProjector<P> {
                 ItemResult::Written => {
                     cache.insert(write.id, write.version, write.doc, write.bytes);
                 }
-                // The server had something this projector did not know:
+                // The server had something this writer did not know:
                 // fetch the document the next time.
                 ItemResult::AlreadyApplied => cache.remove(&write.id),
                 ItemResult::Retryable { status, reason } => {

@@ -2,12 +2,12 @@
 //!
 //! Elasticsearch and OpenSearch read models for annals projections.
 //!
-//! A read model author implements [`ElasticProjection`]: a name, a version,
+//! A read model author implements [`DocumentProjection`]: a name, a version,
 //! mappings, the event types it reads, which document an event feeds, and a
 //! pure fold from (document, event) to a [`DocChange`]. This crate does the
 //! rest:
 //!
-//! * [`ElasticProjector`] runs the fold as an [`annals::projection::Projection`]:
+//! * [`IndexWriter`] runs the fold as an [`annals::projection::Projection`]:
 //!   one `_mget` per batch, events already in a document skipped by its
 //!   external version, the new states written through `_bulk` with
 //!   `version_type=external` (so re-delivery is harmless: exactly-once
@@ -29,7 +29,7 @@
 //! use annals::RecordedEvent;
 //! use annals::memory::MemoryStore;
 //! use annals::projection::ProjectionRunner;
-//! use annals_elastic::{DocChange, ElasticProjection, ReadModel, SearchRequest};
+//! use annals_elastic::{DocChange, DocumentProjection, ReadModel, SearchRequest};
 //! use serde::{Deserialize, Serialize};
 //! use serde_json::{Value, json};
 //!
@@ -41,7 +41,7 @@
 //!
 //! struct Accounts;
 //!
-//! impl ElasticProjection for Accounts {
+//! impl DocumentProjection for Accounts {
 //!     type Doc = Account;
 //!     fn name(&self) -> &str { "accounts" }
 //!     fn version(&self) -> u32 { 1 }
@@ -67,8 +67,8 @@
 //! # async fn example(store: impl annals::projection::ProjectionStore + Clone) -> Result<(), Box<dyn std::error::Error>> {
 //! let client = annals_elastic::connect("http://127.0.0.1:9200")?;
 //! let accounts = ReadModel::new(client, Accounts);
-//! let projector = accounts.open(&store).await?; // builds `accounts_v1` behind `accounts`
-//! ProjectionRunner::new(store, Arc::new(projector)).catch_up().await?;
+//! let writer = accounts.open(&store).await?; // builds `accounts_v1` behind `accounts`
+//! ProjectionRunner::new(store, Arc::new(writer)).catch_up().await?;
 //!
 //! let richest = accounts
 //!     .search(&SearchRequest::new(
@@ -95,8 +95,8 @@ mod read_model;
 
 pub use bulk::{BulkLimits, BulkWriter, DocWrite, ItemResult, RefreshPolicy};
 pub use error::ElasticError;
-pub use index_writer::{ElasticProjector, ProjectorOptions};
-pub use projection::{DocChange, ElasticProjection};
+pub use index_writer::{IndexWriter, WriterOptions};
+pub use projection::{DocChange, DocumentProjection};
 pub use query::{
     Page, SearchRequest, decode_cursor, encode_cursor, get_document, search_documents,
 };

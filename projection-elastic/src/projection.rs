@@ -7,14 +7,14 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 #[cfg(doc)]
-use crate::ElasticProjector;
+use crate::IndexWriter;
 
 /// A read model kept in an Elasticsearch (or OpenSearch) index, one document
 /// per stream, written by a pure fold over the stream's events.
 ///
 /// The fold ([`apply`](Self::apply)) takes the current document and one
 /// event and says what the document becomes. It must be pure (no I/O, no
-/// clock): the [`ElasticProjector`] runs each event exactly once against the
+/// clock): the [`IndexWriter`] runs each event exactly once against the
 /// stored document, using the document's external version (the stream
 /// version of the last event folded into it) to skip events already applied.
 /// Counters such as seats left are therefore computed from the document, not
@@ -22,7 +22,7 @@ use crate::ElasticProjector;
 ///
 /// ```
 /// use annals::RecordedEvent;
-/// use annals_elastic::{DocChange, ElasticProjection};
+/// use annals_elastic::{DocChange, DocumentProjection};
 /// use serde::{Deserialize, Serialize};
 /// use serde_json::{json, Value};
 ///
@@ -31,7 +31,7 @@ use crate::ElasticProjector;
 ///
 /// struct Clicks;
 ///
-/// impl ElasticProjection for Clicks {
+/// impl DocumentProjection for Clicks {
 ///     type Doc = Counter;
 ///     fn name(&self) -> &str { "clicks" }
 ///     fn version(&self) -> u32 { 1 }
@@ -51,7 +51,7 @@ use crate::ElasticProjector;
 ///     }
 /// }
 /// ```
-pub trait ElasticProjection: Send + Sync + 'static {
+pub trait DocumentProjection: Send + Sync + 'static {
     /// The document type, as stored in `_source`.
     type Doc: Serialize + DeserializeOwned + Clone + Send + Sync;
 

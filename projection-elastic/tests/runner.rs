@@ -13,7 +13,7 @@ use annals::projection::{
     RunnerError, RunnerState, RunnerStatus,
 };
 use annals::{EventFilter, EventStore, Position, RecordedEvent};
-use annals_elastic::{ElasticProjector, ReadModel, ReadModelOptions};
+use annals_elastic::{IndexWriter, ReadModel, ReadModelOptions};
 use annals_testkit::SearchTest;
 use async_trait::async_trait;
 use common::*;
@@ -56,7 +56,7 @@ async fn head(store: &MemoryStore) -> Position {
 /// Writes like the projector, then "crashes" (a fatal error) before the
 /// runner can save the checkpoint, on the `crash_on`-th batch.
 struct CrashAfterWrite {
-    inner: ElasticProjector<Tallies>,
+    inner: IndexWriter<Tallies>,
     calls: AtomicUsize,
     crash_on: usize,
 }
@@ -98,7 +98,7 @@ async fn search_crash_after_bulk_before_checkpoint_still_applies_once() {
     let name = tallies.projection_name(&index);
 
     let crashing = CrashAfterWrite {
-        inner: tallies.projector_for(&index),
+        inner: tallies.writer_for(&index),
         calls: AtomicUsize::new(0),
         crash_on: 3,
     };
@@ -127,7 +127,7 @@ async fn search_crash_after_bulk_before_checkpoint_still_applies_once() {
     assert!(folded > checkpointed, "the crashed batch reached the index");
 
     // The restarted process re-delivers the third batch: no double counting.
-    let restarted = ProjectionRunner::new(store.clone(), Arc::new(tallies.projector_for(&index)))
+    let restarted = ProjectionRunner::new(store.clone(), Arc::new(tallies.writer_for(&index)))
         .with_options(options);
     assert_eq!(restarted.catch_up().await.unwrap(), head(&store).await);
     let after_crash = dump(es.client(), &index).await;
@@ -136,8 +136,8 @@ async fn search_crash_after_bulk_before_checkpoint_still_applies_once() {
     // The same as a build that never crashed, versions included.
     let clean = es.index("clean");
     create_index(es.client(), &clean).await;
-    let projector = ElasticProjector::new(es.client().clone(), Arc::new(Tallies::v(1)), &clean)
-        .with_name("clean");
+    let projector =
+        IndexWriter::new(es.client().clone(), Arc::new(Tallies::v(1)), &clean).with_name("clean");
     ProjectionRunner::new(store.clone(), Arc::new(projector))
         .with_options(options)
         .catch_up()
@@ -275,7 +275,7 @@ async fn search_stop_policy_stops_at_the_poison_event() {
     // Fixed and restarted, it goes on from there; nothing counted twice.
     healed.store(true, Ordering::SeqCst);
     let live = tallies.live_index().await.unwrap().unwrap();
-    let restarted = ProjectionRunner::new(store.clone(), Arc::new(tallies.projector_for(&live)))
+    let restarted = ProjectionRunner::new(store.clone(), Arc::new(tallies.writer_for(&live)))
         .with_options(options);
     restarted.catch_up().await.unwrap();
     let mut docs = dump(es.client(), &live).await;

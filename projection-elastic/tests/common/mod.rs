@@ -13,7 +13,7 @@ use annals::{
 };
 use annals_elastic::elasticsearch::indices::{IndicesCreateParts, IndicesRefreshParts};
 use annals_elastic::elasticsearch::{Elasticsearch, SearchParts};
-use annals_elastic::{DocChange, ElasticProjection};
+use annals_elastic::{DocChange, DocumentProjection};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -52,7 +52,7 @@ impl Tallies {
 
 pub const TYPES: [&str; 6] = ["Created", "Added", "Renamed", "Removed", "Poison", "Bad"];
 
-impl ElasticProjection for Tallies {
+impl DocumentProjection for Tallies {
     type Doc = Tally;
 
     fn name(&self) -> &str {

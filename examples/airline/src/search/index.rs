@@ -1,7 +1,7 @@
 //! The flight document, its mappings and the fold that keeps it.
 
 use annals::RecordedEvent;
-use annals_elastic::{DocChange, ElasticProjection};
+use annals_elastic::{DocChange, DocumentProjection};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -52,7 +52,7 @@ impl FlightIndex {
     pub const VERSION: u32 = 2;
 }
 
-impl ElasticProjection for FlightIndex {
+impl DocumentProjection for FlightIndex {
     type Doc = FlightDoc;
 
     fn name(&self) -> &str {
