@@ -5,9 +5,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use annals::EventFilter;
-use annals::RecordedEvent;
-use annals::projection::{Applied, Failed, Projection, ProjectionError};
+use annals::projection::{Applied, Projection, ProjectionError};
+use annals::{DomainEvent, EventFilter, RecordedEvent};
 use async_trait::async_trait;
 use elasticsearch::indices::IndicesExistsParts;
 use elasticsearch::{Elasticsearch, MgetParts};
@@ -15,8 +14,10 @@ use serde_json::{Value, json};
 
 use crate::bulk::{BulkLimits, BulkWriter, ItemResult, RefreshPolicy};
 use crate::doc_cache::DocCache;
-use crate::error::{ElasticError, describe_error, json_body, refusal, status_and_body};
-use crate::fold::{Base, describe_event, fold_document, group};
+use crate::error::{
+    ElasticError, EventFailure, describe_error, json_body, refusal, status_and_body,
+};
+use crate::fold::{Start, describe_event, fold_document, group};
 use crate::projection::DocumentProjection;
 
 /// How an [`IndexWriter`] writes.
@@ -59,13 +60,13 @@ impl Default for WriterOptions {
     }
 }
 
-/// Runs an [`DocumentProjection`] as an [`annals::projection::Projection`]
+/// Runs a [`DocumentProjection`] as an [`annals::projection::Projection`]
 /// writing into one concrete index.
 ///
 /// Each batch: the events are grouped by document, in log order; one `_mget`
 /// fetches the current documents with their `_version`; per document, events
 /// with `stream_version <= _version` are skipped (already applied), the rest
-/// are folded; the resulting documents go out through `_bulk` with
+/// are decoded and folded; the resulting documents go out through `_bulk` with
 /// `version_type=external` and the stream version of the last event folded.
 /// So a batch delivered twice, or written concurrently by two runners, has
 /// the effect of one delivery. Documents are folded as their request fills:
@@ -80,11 +81,14 @@ impl Default for WriterOptions {
 /// external version still decides against what is stored.
 ///
 /// Failures:
-/// * a fold error at an event reports that event as [`Failed`]; the document
-///   keeps the state reached before it, and later events of the document in
-///   the batch are not applied (the runner parks them behind it);
+/// * an event that does not decode into the projection's event type, or
+///   that the fold refuses, is reported as [`Failed`](annals::projection::Failed),
+///   naming the event and the error with its causes; the document keeps the
+///   state reached before it, and later events of the document in the batch
+///   are not applied (the runner parks them behind it). Events are decoded
+///   only when folded: one the document already has is not read again;
 /// * a bulk item refused with a 4xx (a mapping or parsing error) reports the
-///   document's first folded event as [`Failed`] with the server's reason;
+///   document's first folded event as failed with the server's reason;
 ///   a 409 counts as already applied;
 /// * a 429 or 5xx item, an unreachable server or an error status of a whole
 ///   request is [`ProjectionError::Transient`]: the runner retries the batch;
@@ -265,7 +269,7 @@ impl<P: DocumentProjection> Projection for IndexWriter<P> {
     }
 
     fn filter(&self) -> EventFilter {
-        EventFilter::types(self.projection.event_types())
+        EventFilter::types(P::Event::type_names())
     }
 
     async fn apply(&self, batch: &[RecordedEvent]) -> Result<Applied, ProjectionError> {
@@ -278,20 +282,19 @@ impl<P: DocumentProjection> Projection for IndexWriter<P> {
 
         // The state each document starts from: folded from nothing, kept in
         // memory, or else fetched.
-        let mut bases: HashMap<String, Base<P::Doc>> = HashMap::with_capacity(groups.len());
+        let mut starts: HashMap<String, Start<P::Doc>> = HashMap::with_capacity(groups.len());
         let mut fetch: Vec<&str> = Vec::new();
         {
             let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
             for (id, events) in &groups {
                 let first_version = batch[events[0]].stream_version;
                 if let Some(base) = cache.get(id, first_version) {
-                    bases.insert(id.clone(), base);
+                    starts.insert(id.clone(), Start::Known(base));
                 } else if first_version > 1 {
                     fetch.push(id);
                 }
             }
         }
-        let mut undecodable = HashMap::new();
         let fetched = fetch.len();
         if fetch.is_empty() {
             // The `_mget` is what notices a deleted index; without it, a
@@ -299,14 +302,14 @@ impl<P: DocumentProjection> Projection for IndexWriter<P> {
             self.check_index().await?;
         } else {
             for (id, stored) in self.current(&fetch).await? {
-                match serde_json::from_value::<P::Doc>(stored.source) {
-                    Ok(doc) => {
-                        bases.insert(id, (stored.version, Some(doc)));
-                    }
-                    Err(e) => {
-                        undecodable.insert(id, (stored.version, e.to_string()));
-                    }
-                }
+                let start = match serde_json::from_value::<P::Doc>(stored.source) {
+                    Ok(doc) => Start::Known((stored.version, Some(doc))),
+                    Err(error) => Start::Undecodable {
+                        version: stored.version,
+                        error,
+                    },
+                };
+                starts.insert(id, start);
             }
         }
         let fetched_in = started.elapsed();
@@ -316,16 +319,9 @@ impl<P: DocumentProjection> Projection for IndexWriter<P> {
         let mut writes = Vec::with_capacity(groups.len());
         let written_in = Instant::now();
         let ops = groups.into_iter().filter_map(|(id, events)| {
-            let base = bases.remove(&id);
-            let (write, op) = fold_document(
-                &*self.projection,
-                batch,
-                id,
-                &events,
-                base,
-                &undecodable,
-                &mut failed,
-            )?;
+            let start = starts.remove(&id).unwrap_or_default();
+            let (write, op) =
+                fold_document(&*self.projection, batch, id, &events, start, &mut failed)?;
             writes.push(write);
             Some(op)
         });
@@ -355,17 +351,17 @@ impl<P: DocumentProjection> Projection for IndexWriter<P> {
                 {
                     return Err(missing_index(&self.index));
                 }
-                ItemResult::Rejected { status, reason, .. } => failed.push(Failed {
-                    index: write.first_event,
-                    error: format!(
-                        "cannot apply {}: {:?} refused document {:?} (version {}) with \
-                         {status}: {reason}",
-                        describe_event(&batch[write.first_event]),
-                        self.index,
-                        write.id,
-                        write.version
-                    ),
-                }),
+                ItemResult::Rejected { status, reason, .. } => {
+                    let failure = EventFailure::Refused {
+                        event: describe_event(&batch[write.first_event]),
+                        index: self.index.clone(),
+                        id: write.id,
+                        version: write.version,
+                        status: *status,
+                        reason: reason.clone(),
+                    };
+                    failed.push(failure.at(write.first_event));
+                }
             }
         }
         if let Some(reason) = retry {

@@ -1,7 +1,7 @@
-//! The read model author's trait: what a document is, which document an event
-//! feeds, and the pure fold that keeps it.
+//! The read model author's trait: what a document is, which document a
+//! stream feeds, and the pure fold that keeps it.
 
-use annals::RecordedEvent;
+use annals::{DomainEvent, RecordedEvent};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -12,19 +12,29 @@ use crate::IndexWriter;
 /// A read model kept in an Elasticsearch (or OpenSearch) index, one document
 /// per stream, written by a pure fold over the stream's events.
 ///
-/// The fold ([`apply`](Self::apply)) takes the current document and one
-/// event and says what the document becomes. It must be pure (no I/O, no
-/// clock): the [`IndexWriter`] runs each event exactly once against the
-/// stored document, using the document's external version (the stream
+/// The fold ([`fold`](Self::fold)) takes the current document and one
+/// decoded event and says what the document becomes. It must be pure (no
+/// I/O, no clock): the [`IndexWriter`] runs each event exactly once against
+/// the stored document, using the document's external version (the stream
 /// version of the last event folded into it) to skip events already applied.
 /// Counters such as seats left are therefore computed from the document, not
 /// incremented blindly.
 ///
+/// The index writer reads only the types of [`Event`](Self::Event)
+/// ([`DomainEvent::type_names`]) and decodes each into it, upcasting older
+/// schema versions, before the fold sees it. An event that does not decode
+/// fails like an event the fold refuses.
+///
 /// ```
-/// use annals::RecordedEvent;
-/// use annals_elastic::{DocChange, DocumentProjection};
+/// use annals::{DomainEvent, RecordedEvent};
+/// use annals_elastic::{DocChange, DocumentProjection, FoldError};
 /// use serde::{Deserialize, Serialize};
 /// use serde_json::{json, Value};
+///
+/// #[derive(DomainEvent)]
+/// enum ButtonEvent {
+///     Clicked { times: u64 },
+/// }
 ///
 /// #[derive(Clone, Serialize, Deserialize)]
 /// struct Counter { id: String, clicks: u64 }
@@ -32,6 +42,7 @@ use crate::IndexWriter;
 /// struct Clicks;
 ///
 /// impl DocumentProjection for Clicks {
+///     type Event = ButtonEvent;
 ///     type Doc = Counter;
 ///     fn name(&self) -> &str { "clicks" }
 ///     fn version(&self) -> u32 { 1 }
@@ -39,19 +50,28 @@ use crate::IndexWriter;
 ///         json!({ "dynamic": "strict", "properties": {
 ///             "id": { "type": "keyword" }, "clicks": { "type": "long" } } })
 ///     }
-///     fn event_types(&self) -> Vec<String> { vec!["Clicked".into()] }
-///     fn document_id(&self, event: &RecordedEvent) -> Option<String> {
-///         event.stream_id.strip_prefix("button-").map(str::to_owned)
+///     fn document_id(&self, stream_id: &str) -> Option<String> {
+///         stream_id.strip_prefix("button-").map(str::to_owned)
 ///     }
-///     fn apply(&self, doc: Option<Counter>, event: &RecordedEvent) -> Result<DocChange<Counter>, String> {
-///         let id = self.document_id(event).ok_or("not a button stream")?;
+///     fn fold(
+///         &self,
+///         doc: Option<Counter>,
+///         event: &ButtonEvent,
+///         envelope: &RecordedEvent,
+///     ) -> Result<DocChange<Counter>, FoldError> {
+///         let ButtonEvent::Clicked { times } = event;
+///         let id = self.document_id(&envelope.stream_id).ok_or("not a button stream")?;
 ///         let mut doc = doc.unwrap_or(Counter { id, clicks: 0 });
-///         doc.clicks += 1;
+///         doc.clicks += times;
 ///         Ok(DocChange::Upsert(doc))
 ///     }
 /// }
 /// ```
 pub trait DocumentProjection: Send + Sync + 'static {
+    /// The events this read model reads: only their types are read from the
+    /// log, each decoded into this type before the fold sees it.
+    type Event: DomainEvent;
+
     /// The document type, as stored in `_source`.
     type Doc: Serialize + DeserializeOwned + Clone + Send + Sync;
 
@@ -73,26 +93,32 @@ pub trait DocumentProjection: Send + Sync + 'static {
         json!({})
     }
 
-    /// The event types this read model handles; only these are read.
-    fn event_types(&self) -> Vec<String>;
-
-    /// The document an event feeds, or `None` to ignore the event.
+    /// The document the events of stream `stream_id` feed, or `None` to
+    /// ignore the stream.
     ///
-    /// Every event feeding one document must come from one stream: the
-    /// stream version is the document's external version. (An event of a
-    /// second stream feeding the same document is reported as failed.)
-    fn document_id(&self, event: &RecordedEvent) -> Option<String>;
+    /// A document is fed by one stream, whose version is the document's
+    /// external version. (An event of a second stream mapped to the same
+    /// document is reported as failed.)
+    fn document_id(&self, stream_id: &str) -> Option<String>;
 
     /// Folds one event into the document (`None`: there is none yet, or it
-    /// was deleted). An `Err` marks the event as failed: the runner retries
-    /// it and eventually parks it (or stops), and later events of its stream
-    /// wait behind it.
-    fn apply(
+    /// was deleted). `envelope` is the event as stored, for what the event
+    /// itself does not carry (stream, stream version, time, metadata).
+    ///
+    /// An `Err` marks the event as failed, with a message naming the event
+    /// and this error with its causes: the runner retries it and eventually
+    /// parks it (or stops), and later events of its stream wait behind it.
+    fn fold(
         &self,
         doc: Option<Self::Doc>,
-        event: &RecordedEvent,
-    ) -> Result<DocChange<Self::Doc>, String>;
+        event: &Self::Event,
+        envelope: &RecordedEvent,
+    ) -> Result<DocChange<Self::Doc>, FoldError>;
 }
+
+/// Why a fold cannot apply an event: any error (`?` converts one, keeping
+/// its causes), or a message (`Err("created twice".into())`).
+pub type FoldError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What a fold step does to the document.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -112,7 +112,7 @@ pub struct Built {
     pub elapsed: Duration,
 }
 
-/// An [`DocumentProjection`] with its place on a server: client, alias,
+/// A [`DocumentProjection`] with its place on a server: client, alias,
 /// versioned indexes, rebuilds and queries.
 ///
 /// ```no_run

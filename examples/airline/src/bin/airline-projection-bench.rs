@@ -81,7 +81,7 @@ use airline::scheduling::FlightEvent;
 use airline::search::{ElasticFlights, FlightDoc, FlightIndex};
 use airline::values::{AirportCode, Money};
 use annals::projection::{RunnerOptions, RunnerState, RunnerStatus};
-use annals::{EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, Position};
+use annals::{DomainEvent, EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, Position};
 use annals_elastic::elasticsearch::http::Method;
 use annals_elastic::elasticsearch::{BulkParts, Elasticsearch};
 use annals_elastic::{
@@ -685,7 +685,7 @@ async fn hand_written_rebuild(
 ) -> Result<Duration> {
     let started = Instant::now();
     create_loading_index(client, index).await?;
-    let filter = EventFilter::types(FlightIndex.event_types());
+    let filter = EventFilter::types(FlightEvent::type_names());
     let mut views: HashMap<String, (u64, Option<FlightView>)> = HashMap::new();
     let mut after = Position::START;
     loop {
@@ -695,7 +695,7 @@ async fn hand_written_rebuild(
         for recorded in &page {
             let event: FlightEvent = recorded.decode()?;
             let id = FlightIndex
-                .document_id(recorded)
+                .document_id(&recorded.stream_id)
                 .ok_or("an event of no flight")?;
             let (version, view) = views.entry(id).or_default();
             *view = FlightView::fold(view.take(), &event);
