@@ -1,5 +1,5 @@
-//! End to end: the projection runner driving the Elasticsearch projector
-//! through crashes, poison events, outages and failover.
+//! End to end: the projection runner driving the Elasticsearch index writer
+//! through crashes, poison and undecodable events, outages and failover.
 
 mod common;
 
@@ -228,6 +228,70 @@ async fn search_poison_event_is_parked_then_retried_on_request() {
     assert_eq!(sick["total"], json!(expected["0003"].1 + 100));
     assert_eq!(*version, sick["events"].as_u64().unwrap());
     assert!(store.parked(&name).await.unwrap().is_empty());
+
+    es.cleanup().await;
+}
+
+#[tokio::test]
+async fn search_undecodable_event_is_dead_lettered_naming_the_event_and_why() {
+    let Some(es) = annals_testkit::search().await else {
+        return;
+    };
+    let store = MemoryStore::new();
+    let adds = 2;
+    let expected = seed(&store, 6, adds).await;
+    // `n` is no number: the payload does not decode into `TallyEvent::Added`.
+    append(
+        &store,
+        "0002",
+        vec![
+            event("Added", json!({ "n": "ten" })),
+            event("Added", json!({ "n": 1 })),
+        ],
+    )
+    .await;
+    let tallies = read_model(&es, es.client().clone());
+    tallies.prepare(&MemoryStore::new()).await.unwrap();
+    let writer = tallies.open(&store).await.unwrap();
+    let name = writer.name();
+    ProjectionRunner::new(store.clone(), Arc::new(writer))
+        .with_options(fast_runner(FailurePolicy::Park { max_attempts: 1 }))
+        .catch_up()
+        .await
+        .unwrap();
+
+    let parked = store.parked(&name).await.unwrap();
+    assert_eq!(parked.len(), 2, "{parked:?}");
+    let undecodable = &parked[0];
+    assert_eq!(
+        (
+            undecodable.event.stream_id.as_str(),
+            undecodable.event.stream_version
+        ),
+        ("item-0002", 2 + adds as u64)
+    );
+    let error = undecodable.error.as_deref().unwrap();
+    let version = format!("Added (schema v1) at version {}", 2 + adds);
+    for part in [
+        // The event: type, schema version, stream version, stream.
+        "cannot decode ",
+        &version,
+        "of stream \"item-0002\"",
+        "TallyEvent",
+        // Why, and the cause underneath (serde's message).
+        "payload of \"Added\" (schema version 1) does not decode",
+        "invalid type: string \"ten\", expected i64",
+    ] {
+        assert!(error.contains(part), "{error:?} lacks {part:?}");
+    }
+    // The event behind it waits with it.
+    assert_eq!(parked[1].event.stream_version, 3 + adds as u64);
+    assert_eq!(parked[1].error, None);
+    // Its document stopped before it; the others were built.
+    let docs = dump(es.client(), &tallies.alias()).await;
+    assert_eq!(docs.len(), expected.len());
+    assert_eq!(docs["0002"].1["total"], json!(expected["0002"].1));
+    assert_eq!(docs["0002"].0, 1 + adds as u64);
 
     es.cleanup().await;
 }
