@@ -10,9 +10,9 @@ use serde_json::Value;
 
 /// Errors of setup (indexes, aliases, rebuilds) and queries.
 ///
-/// Errors met while *projecting* are not these: the index writer reports them to
-/// the runner as [`annals::projection::ProjectionError`] (transient or fatal)
-/// or as failed events.
+/// Errors met while *projecting* are not these: the index writer reports
+/// them to the runner as [`annals::projection::ProjectionError`] (transient
+/// or fatal) or as failed events.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ElasticError {

@@ -103,7 +103,7 @@ pub struct IndexWriter<P: DocumentProjection> {
     index: String,
     name: String,
     options: WriterOptions,
-    writer: BulkWriter,
+    bulk: BulkWriter,
     cache: Mutex<DocCache<P::Doc>>,
 }
 
@@ -114,7 +114,7 @@ impl<P: DocumentProjection> IndexWriter<P> {
         let name = format!("{}_v{}", projection.name(), projection.version());
         let options = WriterOptions::default();
         Self {
-            writer: writer(&client, options),
+            bulk: bulk_writer(&client, options),
             client,
             projection,
             index: index.into(),
@@ -134,7 +134,7 @@ impl<P: DocumentProjection> IndexWriter<P> {
     /// Replaces the options.
     pub fn with_options(mut self, options: WriterOptions) -> Self {
         self.options = options;
-        self.writer = writer(&self.client, options);
+        self.bulk = bulk_writer(&self.client, options);
         self.cache = Mutex::new(DocCache::new(options.cache_bytes));
         self
     }
@@ -153,7 +153,7 @@ impl<P: DocumentProjection> IndexWriter<P> {
         &self.index
     }
 
-    /// The read model.
+    /// The document projection it runs.
     pub fn projection(&self) -> &Arc<P> {
         &self.projection
     }
@@ -232,7 +232,7 @@ impl<P: DocumentProjection> IndexWriter<P> {
     }
 }
 
-fn writer(client: &Elasticsearch, options: WriterOptions) -> BulkWriter {
+fn bulk_writer(client: &Elasticsearch, options: WriterOptions) -> BulkWriter {
     BulkWriter::new(client.clone())
         .with_limits(options.bulk)
         .with_refresh(options.refresh)
@@ -326,7 +326,7 @@ impl<P: DocumentProjection> Projection for IndexWriter<P> {
             Some(op)
         });
         let results = self
-            .writer
+            .bulk
             .write_ops(&self.index, ops)
             .await
             .map_err(|e| to_projection_error(&self.index, e))?;

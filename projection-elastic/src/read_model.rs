@@ -186,7 +186,7 @@ impl<P: DocumentProjection> ReadModel<P> {
         &self.client
     }
 
-    /// The read model.
+    /// The document projection it serves.
     pub fn projection(&self) -> &Arc<P> {
         &self.projection
     }
