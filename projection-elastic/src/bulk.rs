@@ -42,14 +42,14 @@ pub enum RefreshPolicy {
     /// (`refresh=wait_for`), which takes until the index's next scheduled
     /// refresh (up to `refresh_interval`, 1 s by default). Fine for a single
     /// write; a writer that waits for each request before sending the next
-    /// (like the projector) writes at most one request per refresh
+    /// (like the index writer) writes at most one request per refresh
     /// interval. Never use it on an index whose `refresh_interval` is `-1`:
     /// it would wait for a refresh that never comes.
     #[default]
     WaitFor,
     /// Refresh the shards written right after each `_bulk`
     /// (`refresh=true`): the documents are searchable when it returns,
-    /// without waiting for the next scheduled refresh. The projector's
+    /// without waiting for the next scheduled refresh. The index writer's
     /// default: a checkpoint saved after it promises that searches see the
     /// documents (read-your-writes relies on that), at the cost of one
     /// refresh per batch, and the runner's batching bounds how often that
@@ -305,7 +305,7 @@ impl BulkWriter {
 
     /// [`write`](Self::write) of operations encoded as they are taken: each
     /// request goes out as soon as it is full, and the next is encoded while
-    /// it is in flight (a projector folds the next documents meanwhile).
+    /// it is in flight (an index writer folds the next documents meanwhile).
     pub(crate) async fn write_ops(
         &self,
         index: &str,

@@ -1,15 +1,18 @@
-//! What can go wrong talking to the search server.
+//! What can go wrong: talking to the search server ([`ElasticError`]), and
+//! applying one event (`EventFailure`, the message of a failed event).
 
-use annals::StoreError;
-use annals::projection::RunnerError;
+use std::error::Error;
+
+use annals::projection::{Failed, RunnerError};
+use annals::{EventError, StoreError};
 use elasticsearch::http::response::Response;
 use serde_json::Value;
 
 /// Errors of setup (indexes, aliases, rebuilds) and queries.
 ///
-/// Errors met while *projecting* are not these: the projector reports them to
-/// the runner as [`annals::projection::ProjectionError`] (transient or fatal)
-/// or as failed events.
+/// Errors met while *projecting* are not these: the index writer reports
+/// them to the runner as [`annals::projection::ProjectionError`] (transient
+/// or fatal) or as failed events.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ElasticError {
@@ -108,6 +111,99 @@ impl ElasticError {
             _ => false,
         }
     }
+}
+
+/// Why an index writer could not apply one event. `event` is the event's
+/// description (`describe_event`). The runner keeps only a message per failed
+/// event, so [`at`](Self::at) turns this into one, causes included.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum EventFailure {
+    /// The payload does not decode into the projection's event type.
+    #[error("cannot decode {event} into {target}: {source}")]
+    Decode {
+        event: String,
+        /// The projection's event type.
+        target: &'static str,
+        #[source]
+        source: EventError,
+    },
+    /// The fold refused the event.
+    #[error("cannot apply {event}: {source}")]
+    Fold {
+        event: String,
+        #[source]
+        source: crate::FoldError,
+    },
+    /// The event's stream maps to a document another stream feeds.
+    #[error(
+        "{event} feeds document {id:?}, which stream {other:?} already feeds: \
+         a document of {projection:?} must be fed by one stream only"
+    )]
+    SecondStream {
+        event: String,
+        id: String,
+        other: String,
+        projection: String,
+    },
+    /// The stored document no longer decodes into the document type.
+    #[error(
+        "cannot apply {event}: stored document {id:?} (version {version}) does not decode: \
+         {source}"
+    )]
+    StoredUndecodable {
+        event: String,
+        id: String,
+        version: u64,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The new document state does not encode as JSON.
+    #[error("cannot apply {event}: document {id:?} does not encode: {source}")]
+    Unencodable {
+        event: String,
+        id: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The server refused the document write (a mapping or parsing error).
+    #[error(
+        "cannot apply {event}: {index:?} refused document {id:?} (version {version}) with \
+         {status}: {reason}"
+    )]
+    Refused {
+        event: String,
+        index: String,
+        id: String,
+        version: u64,
+        status: u16,
+        reason: String,
+    },
+}
+
+impl EventFailure {
+    /// The failed event at `index` of the batch.
+    pub(crate) fn at(self, index: usize) -> Failed {
+        Failed {
+            index,
+            error: report(&self),
+        }
+    }
+}
+
+/// The error's message, then each cause the message does not already say
+/// (many errors, `annals::EventError` among them, repeat their source).
+pub(crate) fn report(error: &dyn Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        let said = error.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        cause = error.source();
+    }
+    text
 }
 
 /// 408, 429 and 5xx: worth retrying.

@@ -2,16 +2,17 @@
 //!
 //! Elasticsearch and OpenSearch read models for annals projections.
 //!
-//! A read model author implements [`ElasticProjection`]: a name, a version,
-//! mappings, the event types it reads, which document an event feeds, and a
-//! pure fold from (document, event) to a [`DocChange`]. This crate does the
-//! rest:
+//! A read model author implements [`DocumentProjection`]: a name, a version,
+//! mappings, the [`DomainEvent`](annals::DomainEvent) type it reads, which
+//! document a stream feeds, and a pure fold from (document, event) to a
+//! [`DocChange`]. This crate does the rest:
 //!
-//! * [`ElasticProjector`] runs the fold as an [`annals::projection::Projection`]:
-//!   one `_mget` per batch, events already in a document skipped by its
-//!   external version, the new states written through `_bulk` with
-//!   `version_type=external` (so re-delivery is harmless: exactly-once
-//!   effect), item errors handled one by one ([`BulkWriter`]).
+//! * [`IndexWriter`] runs the fold as an [`annals::projection::Projection`]:
+//!   it reads only the types the event enum holds; one `_mget` per batch;
+//!   events already in a document skipped by its external version, the
+//!   others decoded (and upcast) and folded; the new states written through
+//!   `_bulk` with `version_type=external` (so re-delivery is harmless:
+//!   exactly-once effect), item errors handled one by one ([`BulkWriter`]).
 //! * [`ReadModel`] keeps the alias `<name>` pointing at the index
 //!   `<name>_v<version>`; a new version is built blue/green from the start of
 //!   the log while the old index serves, then swapped in atomically
@@ -26,12 +27,17 @@
 //! ```no_run
 //! use std::sync::Arc;
 //!
-//! use annals::RecordedEvent;
-//! use annals::memory::MemoryStore;
 //! use annals::projection::ProjectionRunner;
-//! use annals_elastic::{DocChange, ElasticProjection, ReadModel, SearchRequest};
+//! use annals::{DomainEvent, RecordedEvent};
+//! use annals_elastic::{DocChange, DocumentProjection, FoldError, ReadModel, SearchRequest};
 //! use serde::{Deserialize, Serialize};
 //! use serde_json::{Value, json};
+//!
+//! #[derive(DomainEvent)]
+//! enum AccountEvent {
+//!     Opened { owner: String },
+//!     Deposited { amount: i64 },
+//! }
 //!
 //! #[derive(Clone, Serialize, Deserialize)]
 //! struct Account {
@@ -41,7 +47,8 @@
 //!
 //! struct Accounts;
 //!
-//! impl ElasticProjection for Accounts {
+//! impl DocumentProjection for Accounts {
+//!     type Event = AccountEvent;
 //!     type Doc = Account;
 //!     fn name(&self) -> &str { "accounts" }
 //!     fn version(&self) -> u32 { 1 }
@@ -49,26 +56,35 @@
 //!         json!({ "dynamic": "strict", "properties": {
 //!             "id": { "type": "keyword" }, "balance": { "type": "long" } } })
 //!     }
-//!     fn event_types(&self) -> Vec<String> { vec!["Deposited".into()] }
-//!     fn document_id(&self, event: &RecordedEvent) -> Option<String> {
-//!         event.stream_id.strip_prefix("account-").map(str::to_owned)
+//!     fn document_id(&self, stream_id: &str) -> Option<String> {
+//!         stream_id.strip_prefix("account-").map(str::to_owned)
 //!     }
-//!     fn apply(&self, doc: Option<Account>, event: &RecordedEvent) -> Result<DocChange<Account>, String> {
-//!         let id = self.document_id(event).ok_or("not an account")?;
-//!         #[derive(serde::Deserialize)]
-//!         struct Deposited { amount: i64 }
-//!         let Deposited { amount } = event.payload.decode().map_err(|e| e.to_string())?;
-//!         let mut doc = doc.unwrap_or(Account { id, balance: 0 });
-//!         doc.balance += amount;
-//!         Ok(DocChange::Upsert(doc))
+//!     fn fold(
+//!         &self,
+//!         doc: Option<Account>,
+//!         event: &AccountEvent,
+//!         envelope: &RecordedEvent,
+//!     ) -> Result<DocChange<Account>, FoldError> {
+//!         match (doc, event) {
+//!             (None, AccountEvent::Opened { .. }) => {
+//!                 let id = self.document_id(&envelope.stream_id).ok_or("not an account")?;
+//!                 Ok(DocChange::Upsert(Account { id, balance: 0 }))
+//!             }
+//!             (Some(mut account), AccountEvent::Deposited { amount }) => {
+//!                 account.balance += amount;
+//!                 Ok(DocChange::Upsert(account))
+//!             }
+//!             (None, _) => Err("no account opened before it".into()),
+//!             (Some(_), AccountEvent::Opened { .. }) => Err("opened twice".into()),
+//!         }
 //!     }
 //! }
 //!
 //! # async fn example(store: impl annals::projection::ProjectionStore + Clone) -> Result<(), Box<dyn std::error::Error>> {
 //! let client = annals_elastic::connect("http://127.0.0.1:9200")?;
 //! let accounts = ReadModel::new(client, Accounts);
-//! let projector = accounts.open(&store).await?; // builds `accounts_v1` behind `accounts`
-//! ProjectionRunner::new(store, Arc::new(projector)).catch_up().await?;
+//! let writer = accounts.open(&store).await?; // builds `accounts_v1` behind `accounts`
+//! ProjectionRunner::new(store, Arc::new(writer)).catch_up().await?;
 //!
 //! let richest = accounts
 //!     .search(&SearchRequest::new(
@@ -85,18 +101,22 @@
 #![warn(missing_docs)]
 
 mod bulk;
+mod doc_cache;
 mod error;
-mod index;
+mod fold;
+mod index_writer;
 mod projection;
 mod query;
+mod read_model;
 
 pub use bulk::{BulkLimits, BulkWriter, DocWrite, ItemResult, RefreshPolicy};
 pub use error::ElasticError;
-pub use index::{Built, ReadModel, ReadModelOptions};
-pub use projection::{DocChange, ElasticProjection, ElasticProjector, ProjectorOptions};
+pub use index_writer::{IndexWriter, WriterOptions};
+pub use projection::{DocChange, DocumentProjection, FoldError};
 pub use query::{
     Page, SearchRequest, decode_cursor, encode_cursor, get_document, search_documents,
 };
+pub use read_model::{Built, ReadModel, ReadModelOptions};
 
 /// The `elasticsearch` client crate this one is built on.
 pub use elasticsearch;

@@ -13,7 +13,7 @@ use annals::projection::{
     RunnerError, RunnerState, RunnerStatus,
 };
 use annals::{EventFilter, EventStore, RecordedEvent};
-use annals_elastic::{ElasticProjector, ReadModel, ReadModelOptions};
+use annals_elastic::{IndexWriter, ReadModel, ReadModelOptions};
 use annals_postgres::PgEventStore;
 use annals_testkit::{PgTest, SearchTest};
 use async_trait::async_trait;
@@ -83,7 +83,7 @@ struct Runner {
 
 fn spawn_runner(
     store: &PgEventStore,
-    projector: ElasticProjector<Tallies>,
+    projector: IndexWriter<Tallies>,
     shutdown: &CancellationToken,
 ) -> Runner {
     let runner = ProjectionRunner::new(store.clone(), Arc::new(projector)).with_options(
@@ -211,7 +211,7 @@ async fn search_postgres_failover_keeps_every_event_exactly_once() {
 /// Writes like the projector, then fails fatally (a crash) before the
 /// checkpoint, on the first batch.
 struct CrashAfterWrite {
-    inner: ElasticProjector<Tallies>,
+    inner: IndexWriter<Tallies>,
     crashed: AtomicBool,
 }
 
@@ -260,7 +260,7 @@ async fn search_postgres_crash_and_dead_letters() {
         .unwrap();
     let index = tallies.live_index().await.unwrap().unwrap();
     let crashing = CrashAfterWrite {
-        inner: tallies.projector_for(&index),
+        inner: tallies.writer_for(&index),
         crashed: AtomicBool::new(false),
     };
     let name = crashing.name();
@@ -278,7 +278,7 @@ async fn search_postgres_crash_and_dead_letters() {
     assert_eq!(first.len(), 15, "the crashed batch reached the index");
 
     // Restarted: the batch again, the poison parked in PostgreSQL.
-    let projector = tallies.projector_for(&index);
+    let projector = tallies.writer_for(&index);
     let healed = projector.projection().healed.clone();
     let runner = ProjectionRunner::new(store.clone(), Arc::new(projector)).with_options(options);
     runner.catch_up().await.unwrap();
@@ -304,7 +304,7 @@ async fn search_postgres_crash_and_dead_letters() {
     // Fixed; an operator asks for a retry; the live runner applies it.
     healed.store(true, Ordering::SeqCst);
     assert_eq!(store.request_retry(&name).await.unwrap(), 2);
-    let projector = tallies.projector_for(&index);
+    let projector = tallies.writer_for(&index);
     projector.projection().healed.store(true, Ordering::SeqCst);
     let live = ProjectionRunner::new(store.clone(), Arc::new(projector)).with_options(options);
     let mut status = live.status();

@@ -9,7 +9,7 @@ use annals::memory::MemoryStore;
 use annals::projection::{Projection, ProjectionError};
 use annals_elastic::elasticsearch::GetParts;
 use annals_elastic::{
-    BulkLimits, BulkWriter, DocWrite, ElasticProjector, ItemResult, ProjectorOptions, RefreshPolicy,
+    BulkLimits, BulkWriter, DocWrite, IndexWriter, ItemResult, RefreshPolicy, WriterOptions,
 };
 use common::*;
 use serde_json::{Value, json};
@@ -148,7 +148,7 @@ async fn search_bulk_writer_to_an_unreachable_server_is_transient() {
         .unwrap_err();
     assert!(error.is_transient(), "{error}");
 
-    let projector = ElasticProjector::new(
+    let projector = IndexWriter::new(
         annals_elastic::connect("http://127.0.0.1:9").unwrap(),
         Arc::new(Tallies::v(1)),
         "nowhere",
@@ -166,18 +166,16 @@ fn projector(
     es: &annals_testkit::SearchTest,
     index: &str,
     tallies: Tallies,
-) -> ElasticProjector<Tallies> {
-    ElasticProjector::new(es.client().clone(), Arc::new(tallies), index).with_options(
-        ProjectorOptions {
-            bulk: BulkLimits {
-                max_operations: 7,
-                max_bytes: 4096,
-            },
-            // `dump` refreshes; waiting for the 1 s refresh would only slow the test.
-            refresh: RefreshPolicy::None,
-            ..ProjectorOptions::default()
+) -> IndexWriter<Tallies> {
+    IndexWriter::new(es.client().clone(), Arc::new(tallies), index).with_options(WriterOptions {
+        bulk: BulkLimits {
+            max_operations: 7,
+            max_bytes: 4096,
         },
-    )
+        // `dump` refreshes; waiting for the 1 s refresh would only slow the test.
+        refresh: RefreshPolicy::None,
+        ..WriterOptions::default()
+    })
 }
 
 #[tokio::test]
@@ -228,7 +226,7 @@ async fn search_projector_applies_each_event_exactly_once() {
     es.cleanup().await;
 }
 
-fn projector_for_halves(es: &annals_testkit::SearchTest, index: &str) -> ElasticProjector<Tallies> {
+fn projector_for_halves(es: &annals_testkit::SearchTest, index: &str) -> IndexWriter<Tallies> {
     projector(es, index, Tallies::v(1))
 }
 
@@ -402,9 +400,9 @@ fn cached_projector(
     es: &annals_testkit::SearchTest,
     index: &str,
     cache_bytes: usize,
-) -> ElasticProjector<Tallies> {
+) -> IndexWriter<Tallies> {
     let plain = projector(es, index, Tallies::v(1));
-    let options = ProjectorOptions {
+    let options = WriterOptions {
         cache_bytes,
         concurrent_requests: 2,
         ..plain.options()

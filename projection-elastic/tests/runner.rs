@@ -1,5 +1,5 @@
-//! End to end: the projection runner driving the Elasticsearch projector
-//! through crashes, poison events, outages and failover.
+//! End to end: the projection runner driving the Elasticsearch index writer
+//! through crashes, poison and undecodable events, outages and failover.
 
 mod common;
 
@@ -13,7 +13,7 @@ use annals::projection::{
     RunnerError, RunnerState, RunnerStatus,
 };
 use annals::{EventFilter, EventStore, Position, RecordedEvent};
-use annals_elastic::{ElasticProjector, ReadModel, ReadModelOptions};
+use annals_elastic::{IndexWriter, ReadModel, ReadModelOptions};
 use annals_testkit::SearchTest;
 use async_trait::async_trait;
 use common::*;
@@ -56,7 +56,7 @@ async fn head(store: &MemoryStore) -> Position {
 /// Writes like the projector, then "crashes" (a fatal error) before the
 /// runner can save the checkpoint, on the `crash_on`-th batch.
 struct CrashAfterWrite {
-    inner: ElasticProjector<Tallies>,
+    inner: IndexWriter<Tallies>,
     calls: AtomicUsize,
     crash_on: usize,
 }
@@ -98,7 +98,7 @@ async fn search_crash_after_bulk_before_checkpoint_still_applies_once() {
     let name = tallies.projection_name(&index);
 
     let crashing = CrashAfterWrite {
-        inner: tallies.projector_for(&index),
+        inner: tallies.writer_for(&index),
         calls: AtomicUsize::new(0),
         crash_on: 3,
     };
@@ -127,7 +127,7 @@ async fn search_crash_after_bulk_before_checkpoint_still_applies_once() {
     assert!(folded > checkpointed, "the crashed batch reached the index");
 
     // The restarted process re-delivers the third batch: no double counting.
-    let restarted = ProjectionRunner::new(store.clone(), Arc::new(tallies.projector_for(&index)))
+    let restarted = ProjectionRunner::new(store.clone(), Arc::new(tallies.writer_for(&index)))
         .with_options(options);
     assert_eq!(restarted.catch_up().await.unwrap(), head(&store).await);
     let after_crash = dump(es.client(), &index).await;
@@ -136,8 +136,8 @@ async fn search_crash_after_bulk_before_checkpoint_still_applies_once() {
     // The same as a build that never crashed, versions included.
     let clean = es.index("clean");
     create_index(es.client(), &clean).await;
-    let projector = ElasticProjector::new(es.client().clone(), Arc::new(Tallies::v(1)), &clean)
-        .with_name("clean");
+    let projector =
+        IndexWriter::new(es.client().clone(), Arc::new(Tallies::v(1)), &clean).with_name("clean");
     ProjectionRunner::new(store.clone(), Arc::new(projector))
         .with_options(options)
         .catch_up()
@@ -233,6 +233,70 @@ async fn search_poison_event_is_parked_then_retried_on_request() {
 }
 
 #[tokio::test]
+async fn search_undecodable_event_is_dead_lettered_naming_the_event_and_why() {
+    let Some(es) = annals_testkit::search().await else {
+        return;
+    };
+    let store = MemoryStore::new();
+    let adds = 2;
+    let expected = seed(&store, 6, adds).await;
+    // `n` is no number: the payload does not decode into `TallyEvent::Added`.
+    append(
+        &store,
+        "0002",
+        vec![
+            event("Added", json!({ "n": "ten" })),
+            event("Added", json!({ "n": 1 })),
+        ],
+    )
+    .await;
+    let tallies = read_model(&es, es.client().clone());
+    tallies.prepare(&MemoryStore::new()).await.unwrap();
+    let writer = tallies.open(&store).await.unwrap();
+    let name = writer.name();
+    ProjectionRunner::new(store.clone(), Arc::new(writer))
+        .with_options(fast_runner(FailurePolicy::Park { max_attempts: 1 }))
+        .catch_up()
+        .await
+        .unwrap();
+
+    let parked = store.parked(&name).await.unwrap();
+    assert_eq!(parked.len(), 2, "{parked:?}");
+    let undecodable = &parked[0];
+    assert_eq!(
+        (
+            undecodable.event.stream_id.as_str(),
+            undecodable.event.stream_version
+        ),
+        ("item-0002", 2 + adds as u64)
+    );
+    let error = undecodable.error.as_deref().unwrap();
+    let version = format!("Added (schema v1) at version {}", 2 + adds);
+    for part in [
+        // The event: type, schema version, stream version, stream.
+        "cannot decode ",
+        &version,
+        "of stream \"item-0002\"",
+        "TallyEvent",
+        // Why, and the cause underneath (serde's message).
+        "payload of \"Added\" (schema version 1) does not decode",
+        "invalid type: string \"ten\", expected i64",
+    ] {
+        assert!(error.contains(part), "{error:?} lacks {part:?}");
+    }
+    // The event behind it waits with it.
+    assert_eq!(parked[1].event.stream_version, 3 + adds as u64);
+    assert_eq!(parked[1].error, None);
+    // Its document stopped before it; the others were built.
+    let docs = dump(es.client(), &tallies.alias()).await;
+    assert_eq!(docs.len(), expected.len());
+    assert_eq!(docs["0002"].1["total"], json!(expected["0002"].1));
+    assert_eq!(docs["0002"].0, 1 + adds as u64);
+
+    es.cleanup().await;
+}
+
+#[tokio::test]
 async fn search_stop_policy_stops_at_the_poison_event() {
     let Some(es) = annals_testkit::search().await else {
         return;
@@ -275,7 +339,7 @@ async fn search_stop_policy_stops_at_the_poison_event() {
     // Fixed and restarted, it goes on from there; nothing counted twice.
     healed.store(true, Ordering::SeqCst);
     let live = tallies.live_index().await.unwrap().unwrap();
-    let restarted = ProjectionRunner::new(store.clone(), Arc::new(tallies.projector_for(&live)))
+    let restarted = ProjectionRunner::new(store.clone(), Arc::new(tallies.writer_for(&live)))
         .with_options(options);
     restarted.catch_up().await.unwrap();
     let mut docs = dump(es.client(), &live).await;

@@ -28,7 +28,7 @@
 //!    first time (and rebuilds it): [`ReadModel::prepare`] with the default
 //!    options, timed end to end: index created with refresh off and no
 //!    replicas, `ProjectionRunner::catch_up` over
-//!    `ElasticProjector<FlightIndex>` (batches of
+//!    `IndexWriter<FlightIndex>` (batches of
 //!    `ReadModelOptions::default().build_runner.batch_size` events, folded
 //!    into `_bulk` requests of at most
 //!    `ReadModelOptions::default().build.bulk.max_operations` documents, two
@@ -57,7 +57,7 @@
 //!    equal to the stream's last version.
 //! 2. **Live latency.** The live runner as the service runs it
 //!    ([`ElasticFlights::run`], `RunnerOptions::default()`, the default live
-//!    projector options, the index at its default 1 s refresh) on the
+//!    writer options, the index at its default 1 s refresh) on the
 //!    per-flight index. It starts behind a backlog of 10,000 price changes
 //!    (how fast it catches up is reported), then single `PriceChanged`
 //!    events are appended at 20/s for 15 s, each to another flight. A poller
@@ -81,11 +81,11 @@ use airline::scheduling::FlightEvent;
 use airline::search::{ElasticFlights, FlightDoc, FlightIndex};
 use airline::values::{AirportCode, Money};
 use annals::projection::{RunnerOptions, RunnerState, RunnerStatus};
-use annals::{EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, Position};
+use annals::{DomainEvent, EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, Position};
 use annals_elastic::elasticsearch::http::Method;
 use annals_elastic::elasticsearch::{BulkParts, Elasticsearch};
 use annals_elastic::{
-    ElasticProjection, ProjectorOptions, ReadModel, ReadModelOptions, RefreshPolicy,
+    DocumentProjection, ReadModel, ReadModelOptions, RefreshPolicy, WriterOptions,
 };
 use annals_postgres::{PgEventStore, PgStoreOptions};
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
@@ -107,7 +107,7 @@ const EVENTS_PER_FLIGHT: usize = 20;
 const EVENTS: usize = FLIGHTS * EVENTS_PER_FLIGHT;
 /// Concurrent appenders while loading the log (not timed).
 const WRITERS: usize = 8;
-/// Documents per `_bulk` request of the baseline: the projector's limit.
+/// Documents per `_bulk` request of the baseline: the index writer's limit.
 const BASELINE_BULK: usize = 1_000;
 /// Rounds of the catch-up measurement: each builds every layout once (and
 /// rebuilds it by hand), after a raw baseline; medians are reported.
@@ -312,7 +312,7 @@ async fn run(
     println!(
         "1. catch-up of {EVENTS} events into a fresh index: a first build (ReadModel::prepare, \
          end to end: create with refresh off, ProjectionRunner::catch_up over \
-         ElasticProjector<FlightIndex> in batches of {} events ({} ms batch delay), _bulk of <= {} \
+         IndexWriter<FlightIndex> in batches of {} events ({} ms batch delay), _bulk of <= {} \
          documents, restore, refresh, alias swap)",
         build.build_runner.batch_size,
         build.build_runner.batch_delay.as_millis(),
@@ -674,7 +674,7 @@ async fn baseline(
     Ok((elapsed, index_ops(client, index).await?))
 }
 
-/// A rebuild written by hand, without annals' runner and projector: reads
+/// A rebuild written by hand, without annals' runner and index writer: reads
 /// the whole log (`read_all` in pages of 5,000), decodes and folds every
 /// event in memory with `FlightView::fold`, then loads the final documents
 /// as [`baseline`] does. The least work a rebuild from the log can do.
@@ -685,7 +685,7 @@ async fn hand_written_rebuild(
 ) -> Result<Duration> {
     let started = Instant::now();
     create_loading_index(client, index).await?;
-    let filter = EventFilter::types(FlightIndex.event_types());
+    let filter = EventFilter::types(FlightEvent::type_names());
     let mut views: HashMap<String, (u64, Option<FlightView>)> = HashMap::new();
     let mut after = Position::START;
     loop {
@@ -695,7 +695,7 @@ async fn hand_written_rebuild(
         for recorded in &page {
             let event: FlightEvent = recorded.decode()?;
             let id = FlightIndex
-                .document_id(recorded)
+                .document_id(&recorded.stream_id)
                 .ok_or("an event of no flight")?;
             let (version, view) = views.entry(id).or_default();
             *view = FlightView::fold(view.take(), &event);
@@ -895,7 +895,7 @@ fn live_variants() -> Vec<(&'static str, ReadModelOptions)> {
         _ => RefreshPolicy::WaitFor,
     };
     let alternative = ReadModelOptions {
-        live: ProjectorOptions {
+        live: WriterOptions {
             refresh: other,
             ..service.live
         },

@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use annals::projection::{Backoff, FailurePolicy, RunnerOptions};
 use annals::{
-    EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent,
+    DomainEvent, EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, Position,
+    RecordedEvent,
 };
 use annals_elastic::elasticsearch::indices::{IndicesCreateParts, IndicesRefreshParts};
 use annals_elastic::elasticsearch::{Elasticsearch, SearchParts};
-use annals_elastic::{DocChange, ElasticProjection};
+use annals_elastic::{DocChange, DocumentProjection, FoldError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -35,6 +36,17 @@ pub struct Tally {
     pub note: Option<Value>,
 }
 
+/// The tallies' events, stored as `item-<id>` streams.
+#[derive(Debug, DomainEvent)]
+pub enum TallyEvent {
+    Created { name: String },
+    Added { n: i64 },
+    Renamed { name: String },
+    Removed,
+    Poison,
+    Bad,
+}
+
 pub struct Tallies {
     pub version: u32,
     /// When set, `Poison` folds like `Added {n: 0}`.
@@ -50,9 +62,8 @@ impl Tallies {
     }
 }
 
-pub const TYPES: [&str; 6] = ["Created", "Added", "Renamed", "Removed", "Poison", "Bad"];
-
-impl ElasticProjection for Tallies {
+impl DocumentProjection for Tallies {
+    type Event = TallyEvent;
     type Doc = Tally;
 
     fn name(&self) -> &str {
@@ -81,46 +92,47 @@ impl ElasticProjection for Tallies {
         json!({ "number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "100ms" })
     }
 
-    fn event_types(&self) -> Vec<String> {
-        TYPES.iter().map(|t| t.to_string()).collect()
+    fn document_id(&self, stream_id: &str) -> Option<String> {
+        stream_id.strip_prefix("item-").map(str::to_owned)
     }
 
-    fn document_id(&self, event: &RecordedEvent) -> Option<String> {
-        event.stream_id.strip_prefix("item-").map(str::to_owned)
-    }
-
-    fn apply(&self, doc: Option<Tally>, event: &RecordedEvent) -> Result<DocChange<Tally>, String> {
-        let p = event.payload.to_value().map_err(|e| e.to_string())?;
+    fn fold(
+        &self,
+        doc: Option<Tally>,
+        event: &TallyEvent,
+        envelope: &RecordedEvent,
+    ) -> Result<DocChange<Tally>, FoldError> {
         let change = |mut doc: Tally, f: &dyn Fn(&mut Tally)| {
             f(&mut doc);
             doc.events += 1;
             doc.built_by = self.version;
             DocChange::Upsert(doc)
         };
-        match (event.event_type.as_str(), doc) {
-            ("Created", None) => Ok(DocChange::Upsert(Tally {
-                id: self.document_id(event).ok_or("not an item stream")?,
-                name: p["name"].as_str().unwrap_or_default().to_owned(),
+        match (event, doc) {
+            (TallyEvent::Created { name }, None) => Ok(DocChange::Upsert(Tally {
+                id: self
+                    .document_id(&envelope.stream_id)
+                    .ok_or("not an item stream")?,
+                name: name.clone(),
                 total: 0,
                 events: 1,
                 built_by: self.version,
                 note: None,
             })),
-            ("Created", Some(_)) => Err("created twice".into()),
+            (TallyEvent::Created { .. }, Some(_)) => Err("created twice".into()),
             (_, None) => Err("no Created before it".into()),
-            ("Added", Some(doc)) => {
-                let n = p["n"].as_i64().ok_or("n is missing")?;
-                Ok(change(doc, &|d| d.total += n))
+            (TallyEvent::Added { n }, Some(doc)) => Ok(change(doc, &|d| d.total += n)),
+            (TallyEvent::Renamed { name }, Some(doc)) => {
+                Ok(change(doc, &|d| d.name = name.clone()))
             }
-            ("Renamed", Some(doc)) => {
-                let name = p["name"].as_str().ok_or("name is missing")?.to_owned();
-                Ok(change(doc, &move |d| d.name = name.clone()))
+            (TallyEvent::Removed, Some(_)) => Ok(DocChange::Delete),
+            (TallyEvent::Poison, Some(doc)) if self.healed.load(Ordering::SeqCst) => {
+                Ok(change(doc, &|_| {}))
             }
-            ("Removed", Some(_)) => Ok(DocChange::Delete),
-            ("Poison", Some(doc)) if self.healed.load(Ordering::SeqCst) => Ok(change(doc, &|_| {})),
-            ("Poison", Some(_)) => Err("poisoned on purpose".into()),
-            ("Bad", Some(doc)) => Ok(change(doc, &|d| d.note = Some(json!("not a number")))),
-            (other, Some(_)) => Err(format!("unknown event type {other}")),
+            (TallyEvent::Poison, Some(_)) => Err("poisoned on purpose".into()),
+            (TallyEvent::Bad, Some(doc)) => {
+                Ok(change(doc, &|d| d.note = Some(json!("not a number"))))
+            }
         }
     }
 }
@@ -174,7 +186,11 @@ pub async fn seed<S: EventStore>(
 /// Every event of the store the tallies read, in log order.
 pub async fn all_events<S: EventStore>(store: &S) -> Vec<RecordedEvent> {
     store
-        .read_all(Position::START, 100_000, &EventFilter::types(TYPES))
+        .read_all(
+            Position::START,
+            100_000,
+            &EventFilter::types(TallyEvent::type_names()),
+        )
         .await
         .expect("read_all")
 }

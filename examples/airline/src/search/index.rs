@@ -1,13 +1,13 @@
 //! The flight document, its mappings and the fold that keeps it.
 
-use annals::RecordedEvent;
-use annals_elastic::{DocChange, ElasticProjection};
+use annals::{AggregateType, RecordedEvent};
+use annals_elastic::{DocChange, DocumentProjection, FoldError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::reads::{FlightView, flight_events};
-use crate::scheduling::FlightEvent;
+use crate::reads::FlightView;
+use crate::scheduling::{Flight, FlightEvent};
 
 /// A flight in the search index: the view `GET /flights/{id}` returns, plus
 /// the names the text search covers.
@@ -52,7 +52,8 @@ impl FlightIndex {
     pub const VERSION: u32 = 2;
 }
 
-impl ElasticProjection for FlightIndex {
+impl DocumentProjection for FlightIndex {
+    type Event = FlightEvent;
     type Doc = FlightDoc;
 
     fn name(&self) -> &str {
@@ -101,28 +102,18 @@ impl ElasticProjection for FlightIndex {
         json!({ "number_of_shards": 1 })
     }
 
-    fn event_types(&self) -> Vec<String> {
-        flight_events()
-            .event_types()
-            .map(|types| types.to_vec())
-            .unwrap_or_default()
+    fn document_id(&self, stream_id: &str) -> Option<String> {
+        flight_id(stream_id).map(|id| id.to_string())
     }
 
-    fn document_id(&self, event: &RecordedEvent) -> Option<String> {
-        let id: Uuid = event.stream_id.strip_prefix("flight-")?.parse().ok()?;
-        Some(id.to_string())
-    }
-
-    fn apply(
+    fn fold(
         &self,
         doc: Option<FlightDoc>,
-        event: &RecordedEvent,
-    ) -> Result<DocChange<FlightDoc>, String> {
-        let flight_event = event
-            .decode::<FlightEvent>()
-            .map_err(|e| format!("cannot decode: {e}"))?;
+        event: &FlightEvent,
+        _: &RecordedEvent,
+    ) -> Result<DocChange<FlightDoc>, FoldError> {
         let Some(doc) = doc else {
-            return match FlightView::fold(None, &flight_event) {
+            return match FlightView::fold(None, event) {
                 Some(view) => Ok(DocChange::Upsert(view.into())),
                 None => Err("the flight was never scheduled (no FlightScheduled before it)".into()),
             };
@@ -135,7 +126,7 @@ impl ElasticProjection for FlightIndex {
             to_airport_name,
         } = doc;
         let airports = (view.from, view.to);
-        let Some(view) = FlightView::fold(Some(view), &flight_event) else {
+        let Some(view) = FlightView::fold(Some(view), event) else {
             return Err("the fold dropped the flight".into());
         };
         // The names go with the airports: keep them while the airports stay,
@@ -151,4 +142,12 @@ impl ElasticProjection for FlightIndex {
             to_airport_name,
         }))
     }
+}
+
+/// The flight id of a flight stream, `flight-<id>`: the inverse of
+/// [`Flight::stream_id`](annals::AggregateType::stream_id), kept here until
+/// core has one.
+fn flight_id(stream_id: &str) -> Option<Uuid> {
+    let id = stream_id.strip_prefix(Flight::NAME)?.strip_prefix('-')?;
+    id.parse().ok()
 }

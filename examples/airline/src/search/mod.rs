@@ -3,7 +3,7 @@
 //! One document per flight, folded from the [`FlightEvent`]s with the same
 //! fold as every flight read model ([`FlightView::fold`]), plus the city and
 //! airport names the text search covers. [`FlightIndex`] is the
-//! [`ElasticProjection`]; [`ElasticFlights`] serves [`FlightReads`] from it:
+//! [`DocumentProjection`]; [`ElasticFlights`] serves [`FlightReads`] from it:
 //! `GET /flights/{id}` by id (cancelled flights included), and searches
 //! ([`search_request`] turns a [`FlightSearch`] into the query) over
 //! scheduled flights only.
@@ -20,7 +20,7 @@ use std::sync::{PoisonError, RwLock};
 
 use annals::projection::{ProjectionRunner, ProjectionStore, RunnerOptions};
 use annals_elastic::elasticsearch::Elasticsearch;
-use annals_elastic::{Built, ElasticError, ElasticProjector, ReadModel};
+use annals_elastic::{Built, ElasticError, IndexWriter, ReadModel};
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -30,7 +30,7 @@ use crate::reads::{FlightPage, FlightReads, FlightSearch, ReadError};
 #[cfg(doc)]
 use crate::reads::FlightView;
 #[cfg(doc)]
-use annals_elastic::ElasticProjection;
+use annals_elastic::DocumentProjection;
 
 /// The flight read side on Elasticsearch or OpenSearch: the alias `flights`
 /// (behind a prefix) over `flights_v<version>`.
@@ -43,10 +43,10 @@ use annals_elastic::ElasticProjection;
 /// use annals::projection::ProjectionRunner;
 ///
 /// let flights = ElasticFlights::new(annals_elastic::connect("http://127.0.0.1:9200")?, "");
-/// // Builds (or rebuilds, blue/green) the index, then hands out its projector.
-/// let projector = flights.open(&store).await?;
+/// // Builds (or rebuilds, blue/green) the index, then hands out its index writer.
+/// let writer = flights.open(&store).await?;
 /// tokio::spawn(async move {
-///     ProjectionRunner::new(store, Arc::new(projector))
+///     ProjectionRunner::new(store, Arc::new(writer))
 ///         .run(tokio_util::sync::CancellationToken::new())
 ///         .await
 /// });
@@ -86,19 +86,19 @@ impl ElasticFlights {
     }
 
     /// Makes the alias serve the current version (building it blue/green if
-    /// needed) and returns the projector that keeps it current, to run with
+    /// needed) and returns the index writer that keeps it current, to run with
     /// [`annals::projection::ProjectionRunner::run`].
-    pub async fn open<S>(&self, store: &S) -> Result<ElasticProjector<FlightIndex>, ElasticError>
+    pub async fn open<S>(&self, store: &S) -> Result<IndexWriter<FlightIndex>, ElasticError>
     where
         S: ProjectionStore + Clone,
     {
-        let projector = self.read_model.open(store).await?;
-        self.set_projection(annals::projection::Projection::name(&projector));
-        Ok(projector)
+        let writer = self.read_model.open(store).await?;
+        self.set_projection(annals::projection::Projection::name(&writer));
+        Ok(writer)
     }
 
     /// Keeps the index current until `shutdown` ([`ReadModel::run`]): opens
-    /// it, runs its projector, and follows the alias when a rebuild elsewhere
+    /// it, runs its index writer, and follows the alias when a rebuild elsewhere
     /// replaced the index. `observe` sees each runner before it starts (its
     /// name and status, for health and metrics); [`FlightReads::projection_name`]
     /// follows too.
@@ -111,7 +111,7 @@ impl ElasticFlights {
     ) -> Result<(), ElasticError>
     where
         S: ProjectionStore + Clone,
-        F: FnMut(&ProjectionRunner<S, ElasticProjector<FlightIndex>>) + Send,
+        F: FnMut(&ProjectionRunner<S, IndexWriter<FlightIndex>>) + Send,
     {
         self.read_model
             .run(store, options, shutdown, |runner| {

@@ -31,17 +31,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bulk::{BulkLimits, RefreshPolicy};
 use crate::error::{ElasticError, json_body, refusal, status_and_body};
-use crate::projection::{ElasticProjection, ElasticProjector, ProjectorOptions};
+use crate::index_writer::{IndexWriter, WriterOptions};
+use crate::projection::DocumentProjection;
 use crate::query::{Page, SearchRequest, get_document, search_documents};
 
 /// How a [`ReadModel`] writes and builds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadModelOptions {
-    /// How the live projector writes: [`RefreshPolicy::Immediate`], so that
+    /// How the live index writer writes: [`RefreshPolicy::Immediate`], so that
     /// a saved checkpoint means searchable documents, and 16 MiB of
     /// documents kept in memory (hot documents are not fetched back before
     /// each write).
-    pub live: ProjectorOptions,
+    pub live: WriterOptions,
     /// The least time between two live batches, and so between two
     /// refreshes ([`RunnerOptions::min_batch_interval`]; 200 ms): each
     /// refresh makes a segment the server must later merge, so under a
@@ -54,7 +55,7 @@ pub struct ReadModelOptions {
     /// building), its documents kept in memory (64 MiB of JSON, so that a
     /// build fetches nothing back), `_bulk` requests of at most 500
     /// documents, two in flight while the next is folded.
-    pub build: ProjectorOptions,
+    pub build: WriterOptions,
     /// Batching and failure policy of the build's catch-up.
     pub build_runner: RunnerOptions,
     /// How often a process that waits for another process's build looks
@@ -65,12 +66,12 @@ pub struct ReadModelOptions {
 impl Default for ReadModelOptions {
     fn default() -> Self {
         Self {
-            live: ProjectorOptions {
+            live: WriterOptions {
                 cache_bytes: 16 * 1024 * 1024,
-                ..ProjectorOptions::default()
+                ..WriterOptions::default()
             },
             live_batch_interval: Duration::from_millis(200),
-            build: ProjectorOptions {
+            build: WriterOptions {
                 refresh: RefreshPolicy::None,
                 // Requests smaller than a batch's documents, so that the
                 // server indexes some while the client folds the next.
@@ -80,7 +81,7 @@ impl Default for ReadModelOptions {
                 },
                 concurrent_requests: 2,
                 cache_bytes: 64 * 1024 * 1024,
-                ..ProjectorOptions::default()
+                ..WriterOptions::default()
             },
             // Large batches: a build reads a backlog, so batches fill at
             // once (the delay only matters for the last one). The end of a
@@ -111,12 +112,12 @@ pub struct Built {
     pub elapsed: Duration,
 }
 
-/// An [`ElasticProjection`] with its place on a server: client, alias,
+/// A [`DocumentProjection`] with its place on a server: client, alias,
 /// versioned indexes, rebuilds and queries.
 ///
 /// ```no_run
-/// # use annals_elastic::{ElasticProjection, ReadModel};
-/// # async fn example<P: ElasticProjection, S: annals::projection::ProjectionStore + Clone>(
+/// # use annals_elastic::{DocumentProjection, ReadModel};
+/// # async fn example<P: DocumentProjection, S: annals::projection::ProjectionStore + Clone>(
 /// #     projection: P, store: S,
 /// # ) -> Result<(), Box<dyn std::error::Error>> {
 /// use std::sync::Arc;
@@ -126,21 +127,21 @@ pub struct Built {
 /// let client = annals_elastic::connect("http://127.0.0.1:9200")?;
 /// let read_model = ReadModel::new(client, projection);
 /// // Makes the alias serve the current version, rebuilding blue/green if needed.
-/// let projector = read_model.open(&store).await?;
+/// let writer = read_model.open(&store).await?;
 /// // Then keep it current.
-/// ProjectionRunner::new(store, Arc::new(projector))
+/// ProjectionRunner::new(store, Arc::new(writer))
 ///     .run(CancellationToken::new())
 ///     .await?;
 /// # Ok(()) }
 /// ```
-pub struct ReadModel<P: ElasticProjection> {
+pub struct ReadModel<P: DocumentProjection> {
     client: Elasticsearch,
     projection: Arc<P>,
     prefix: String,
     options: ReadModelOptions,
 }
 
-impl<P: ElasticProjection> Clone for ReadModel<P> {
+impl<P: DocumentProjection> Clone for ReadModel<P> {
     fn clone(&self) -> Self {
         Self {
             client: self.client.clone(),
@@ -151,7 +152,7 @@ impl<P: ElasticProjection> Clone for ReadModel<P> {
     }
 }
 
-impl<P: ElasticProjection> ReadModel<P> {
+impl<P: DocumentProjection> ReadModel<P> {
     /// A read model with no prefix and default options.
     pub fn new(client: Elasticsearch, projection: P) -> Self {
         Self::from_arc(client, Arc::new(projection))
@@ -185,7 +186,7 @@ impl<P: ElasticProjection> ReadModel<P> {
         &self.client
     }
 
-    /// The read model.
+    /// The document projection it serves.
     pub fn projection(&self) -> &Arc<P> {
         &self.projection
     }
@@ -211,10 +212,10 @@ impl<P: ElasticProjection> ReadModel<P> {
         index.strip_prefix(&self.prefix).unwrap_or(index).to_owned()
     }
 
-    /// A projector writing into `index` under that index's projection name,
+    /// An index writer into `index` under that index's projection name,
     /// with the live options.
-    pub fn projector_for(&self, index: &str) -> ElasticProjector<P> {
-        ElasticProjector::new(self.client.clone(), self.projection.clone(), index)
+    pub fn writer_for(&self, index: &str) -> IndexWriter<P> {
+        IndexWriter::new(self.client.clone(), self.projection.clone(), index)
             .with_name(self.projection_name(index))
             .with_options(self.options.live)
     }
@@ -319,23 +320,23 @@ impl<P: ElasticProjection> ReadModel<P> {
         }
     }
 
-    /// [`prepare`](Self::prepare), then a projector for the live index, to
+    /// [`prepare`](Self::prepare), then an index writer for the live index, to
     /// run with [`ProjectionRunner::run`].
-    pub async fn open<S>(&self, store: &S) -> Result<ElasticProjector<P>, ElasticError>
+    pub async fn open<S>(&self, store: &S) -> Result<IndexWriter<P>, ElasticError>
     where
         S: ProjectionStore + Clone,
     {
         if let Some(built) = self.prepare(store).await? {
-            return Ok(self.projector_for(&built.index));
+            return Ok(self.writer_for(&built.index));
         }
         match self.live_index().await? {
-            Some(live) => Ok(self.projector_for(&live)),
+            Some(live) => Ok(self.writer_for(&live)),
             None => Err(ElasticError::MissingIndex(self.alias())),
         }
     }
 
     /// Keeps the read model current until `shutdown`: [`open`](Self::open),
-    /// then a [`ProjectionRunner::run`] of the live projector (lease, hot
+    /// then a [`ProjectionRunner::run`] of the live index writer (lease, hot
     /// standby, retries and parking as `options` say; batches at most once
     /// per [`ReadModelOptions::live_batch_interval`]). When a rebuild in
     /// another process (`rebuild`, or a newer version's start) replaced the
@@ -355,7 +356,7 @@ impl<P: ElasticProjection> ReadModel<P> {
     ) -> Result<(), ElasticError>
     where
         S: ProjectionStore + Clone,
-        F: FnMut(&ProjectionRunner<S, ElasticProjector<P>>) + Send,
+        F: FnMut(&ProjectionRunner<S, IndexWriter<P>>) + Send,
     {
         let options = RunnerOptions {
             min_batch_interval: options
@@ -364,11 +365,11 @@ impl<P: ElasticProjection> ReadModel<P> {
             ..options
         };
         loop {
-            let projector = self.open(&store).await?;
-            let index = projector.index().to_owned();
-            let name = projector.name();
+            let writer = self.open(&store).await?;
+            let index = writer.index().to_owned();
+            let name = writer.name();
             let runner =
-                ProjectionRunner::new(store.clone(), Arc::new(projector)).with_options(options);
+                ProjectionRunner::new(store.clone(), Arc::new(writer)).with_options(options);
             observe(&runner);
             let error = match runner.run(shutdown.clone()).await {
                 Ok(()) => return Ok(()),
@@ -525,10 +526,10 @@ impl<P: ElasticProjection> ReadModel<P> {
             self.put_settings(target, build_settings()).await?;
         }
 
-        let projector = ElasticProjector::new(self.client.clone(), self.projection.clone(), target)
+        let writer = IndexWriter::new(self.client.clone(), self.projection.clone(), target)
             .with_name(name.clone())
             .with_options(self.options.build);
-        let runner = ProjectionRunner::new(store.clone(), Arc::new(projector))
+        let runner = ProjectionRunner::new(store.clone(), Arc::new(writer))
             .with_options(self.options.build_runner);
         let build_error = |source| ElasticError::Build {
             index: target.to_owned(),
