@@ -8,9 +8,9 @@ use crate::event::DomainEvent;
 
 /// An aggregate's identity: its type name, stream naming and snapshot support.
 ///
-/// Derive it with `#[derive(Aggregate)]`: the name defaults to the type name
-/// in snake case (`Flight` → `flight`, streams `flight-<id>`);
-/// `#[aggregate(name = "...")]` overrides it, and `#[aggregate(snapshot)]`
+/// Derive it with `#[derive(AggregateType)]` and `#[aggregate(name = "flight")]`
+/// (streams `flight-<id>`; the name is required, since it is stored in every
+/// stream id and must not follow renames of the Rust type); `#[aggregate(snapshot)]`
 /// stores snapshots of the state through serde (bump
 /// `#[aggregate(snapshot_version = N)]` when the state's shape changes, and
 /// older snapshots are ignored).
@@ -24,6 +24,23 @@ pub trait AggregateType {
     /// The stream that holds the aggregate with this id: `<name>-<id>`.
     fn stream_id(id: &dyn Display) -> String {
         format!("{}-{}", Self::NAME, id)
+    }
+
+    /// The id in a stream id of this aggregate, the inverse of
+    /// [`stream_id`](Self::stream_id); `None` for another aggregate's stream.
+    ///
+    /// ```
+    /// # use annals::AggregateType;
+    /// #[derive(AggregateType)]
+    /// #[aggregate(name = "flight")]
+    /// struct Flight;
+    ///
+    /// assert_eq!(Flight::id_of(&Flight::stream_id(&"AN123")), Some("AN123"));
+    /// assert_eq!(Flight::id_of("booking-42"), None);
+    /// assert_eq!(Flight::id_of("flights-42"), None);
+    /// ```
+    fn id_of(stream_id: &str) -> Option<&str> {
+        stream_id.strip_prefix(Self::NAME)?.strip_prefix('-')
     }
 
     /// The state as a snapshot, or `None` when this aggregate takes no snapshots.

@@ -30,7 +30,7 @@ pub mod subscription;
 pub mod testing;
 
 pub use aggregate::{Aggregate, AggregateType, Handle};
-pub use annals_derive::{Aggregate, DomainEvent};
+pub use annals_derive::{AggregateType, DomainEvent};
 pub use envelope::{Metadata, NewEvent, RecordedEvent};
 pub use event::{DomainEvent, EventError, EventType, UpcastError, Upcaster};
 pub use payload::Payload;

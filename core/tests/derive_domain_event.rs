@@ -1,4 +1,4 @@
-//! `#[derive(DomainEvent)]` and `#[derive(Aggregate)]` from the user's side.
+//! `#[derive(DomainEvent)]` and `#[derive(AggregateType)]` from the user's side.
 
 use annals::{Aggregate, AggregateType, DomainEvent, EventError, EventType, Payload, UpcastError};
 use serde::{Deserialize, Serialize};
@@ -452,9 +452,10 @@ fn an_empty_enum_knows_no_types() {
 }
 
 // ---------------------------------------------------------------------------
-// #[derive(Aggregate)]
+// #[derive(AggregateType)]
 
-#[derive(Debug, Default, annals::Aggregate)]
+#[derive(Debug, Default, annals::AggregateType)]
+#[aggregate(name = "flight_booking")]
 struct FlightBooking {
     seats: u32,
 }
@@ -469,19 +470,19 @@ impl Aggregate for FlightBooking {
     }
 }
 
-#[derive(Debug, Default, annals::Aggregate)]
+#[derive(Debug, Default, annals::AggregateType)]
 #[aggregate(name = "flight")]
 struct FlightState;
 
-#[derive(Debug, Default, PartialEq, Serialize, Deserialize, annals::Aggregate)]
-#[aggregate(snapshot, snapshot_version = 3)]
+#[derive(Debug, Default, PartialEq, Serialize, Deserialize, annals::AggregateType)]
+#[aggregate(name = "ledger", snapshot, snapshot_version = 3)]
 struct Ledger {
     entries: Vec<String>,
     total: i64,
 }
 
-#[derive(Debug, Default, PartialEq, Serialize, Deserialize, annals::Aggregate)]
-#[aggregate(snapshot)]
+#[derive(Debug, Default, PartialEq, Serialize, Deserialize, annals::AggregateType)]
+#[aggregate(name = "door", snapshot)]
 enum Door {
     #[default]
     Closed,
@@ -490,10 +491,11 @@ enum Door {
     },
 }
 
-#[derive(Debug, Default, annals::Aggregate)]
+#[derive(Debug, Default, annals::AggregateType)]
+#[aggregate(name = "http_session")]
 struct HTTPSession;
 
-#[derive(Debug, Default, Serialize, Deserialize, annals::Aggregate)]
+#[derive(Debug, Default, Serialize, Deserialize, annals::AggregateType)]
 #[aggregate(name = "generic", snapshot)]
 struct Generic<T> {
     value: T,

@@ -1,4 +1,4 @@
-//! Compile errors of `#[derive(DomainEvent)]` and `#[derive(Aggregate)]`: each
+//! Compile errors of `#[derive(DomainEvent)]` and `#[derive(AggregateType)]`: each
 //! `ui/*.rs` must fail to compile with the message in its `.stderr`.
 //!
 //! Regenerate the expected output with

@@ -48,7 +48,8 @@ enum OrderError {
     Cancelled,
 }
 
-#[derive(Debug, Default, annals::Aggregate)]
+#[derive(Debug, Default, annals::AggregateType)]
+#[aggregate(name = "order")]
 struct Order {
     placed: bool,
     cancelled: bool,
@@ -115,7 +116,8 @@ enum StockEvent {
 struct SoldOut(String);
 
 /// One item's stock (stream `stock-<sku>`); items named `sold-out-*` have none.
-#[derive(Debug, Default, annals::Aggregate)]
+#[derive(Debug, Default, annals::AggregateType)]
+#[aggregate(name = "stock")]
 struct Stock {
     held: Vec<Uuid>,
 }
@@ -166,7 +168,8 @@ enum PaymentEvent {
     Charged { order_id: Uuid },
 }
 
-#[derive(Debug, Default, annals::Aggregate)]
+#[derive(Debug, Default, annals::AggregateType)]
+#[aggregate(name = "payment")]
 struct Payment {
     charged: bool,
 }
@@ -241,7 +244,8 @@ enum Stage {
     Compensating,
 }
 
-#[derive(Debug, Default, annals::Aggregate)]
+#[derive(Debug, Default, annals::AggregateType)]
+#[aggregate(name = "shipping")]
 struct Shipping {
     stage: Stage,
     order_id: Uuid,

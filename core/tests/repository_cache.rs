@@ -22,7 +22,8 @@ fn folded() -> usize {
     FOLDED.with(Cell::get)
 }
 
-#[derive(Debug, Default, annals::Aggregate)]
+#[derive(Debug, Default, annals::AggregateType)]
+#[aggregate(name = "tank")]
 struct Tank {
     litres: u32,
 }

@@ -1,4 +1,4 @@
-//! `#[derive(Aggregate)]`.
+//! `#[derive(AggregateType)]`.
 
 use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, quote, quote_spanned};
@@ -21,7 +21,7 @@ pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
         return Err(syn::Error::new_spanned(
             ident,
             format!(
-                "`#[derive(Aggregate)]` works on structs and enums, and `{ident}` is a union: \
+                "`#[derive(AggregateType)]` works on structs and enums, and `{ident}` is a union: \
                  make it a struct"
             ),
         ));
@@ -36,12 +36,25 @@ pub fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
                 errors.push(syn::Error::new_spanned(
                     lit,
                     "an aggregate name must not be empty: it prefixes every stream id \
-                     (`<name>-<id>`); remove `name` to use the type name in snake case",
+                     (`<name>-<id>`)",
                 ));
             }
             lit.clone()
         }
-        None => LitStr::new(&snake_case(&unraw(ident)), ident.span()),
+        None => {
+            // No default from the Rust type name: renaming the type would
+            // silently move every stream of the aggregate.
+            let suggestion = snake_case(&unraw(ident));
+            errors.push(syn::Error::new_spanned(
+                ident,
+                format!(
+                    "name the aggregate `{ident}`: `#[aggregate(name = \"{suggestion}\")]`. \
+                     The name prefixes every stream id (`<name>-<id>`), so it is stored \
+                     data and must not follow renames of the type"
+                ),
+            ));
+            LitStr::new(&suggestion, ident.span())
+        }
     };
 
     if let (None, Some((_, lit))) = (&attrs.snapshot, &attrs.snapshot_version) {

@@ -1,5 +1,5 @@
 //! Derive macros for [annals](https://docs.rs/annals): `#[derive(DomainEvent)]`
-//! and `#[derive(Aggregate)]`.
+//! and `#[derive(AggregateType)]`.
 //!
 //! Use them through `annals` (`use annals::{Aggregate, DomainEvent};`), not
 //! from this crate directly: the generated code refers to `::annals`.
@@ -149,7 +149,7 @@ pub fn derive_domain_event(input: TokenStream) -> TokenStream {
 ///
 /// | attribute | meaning | default |
 /// | --- | --- | --- |
-/// | `name = "..."` | `NAME`, the stable aggregate name that prefixes its streams (`<name>-<id>`) | the type name in snake case: `FlightBooking` → `flight_booking` |
+/// | `name = "..."` | `NAME`, the stable aggregate name that prefixes its streams (`<name>-<id>`) | required: it is stored data, so renaming the type must not change it |
 /// | `snapshot` | implements `snapshot()` / `restore()` through serde: the type must be `Serialize + DeserializeOwned`; `restore` returns `None` for a state that does not deserialize, and the repository then replays the stream | no snapshots |
 /// | `snapshot_version = N` | `SNAPSHOT_VERSION`: bump it when the state's shape changes, and older snapshots are ignored (needs `snapshot`) | `1` |
 ///
@@ -168,8 +168,8 @@ pub fn derive_domain_event(input: TokenStream) -> TokenStream {
 ///     Cancelled,
 /// }
 ///
-/// #[derive(Debug, Default, Serialize, Deserialize, Aggregate)]
-/// #[aggregate(snapshot, snapshot_version = 2)]
+/// #[derive(Debug, Default, Serialize, Deserialize, AggregateType)]
+/// #[aggregate(name = "flight_booking", snapshot, snapshot_version = 2)]
 /// pub struct FlightBooking {
 ///     seats: u32,
 ///     cancelled: bool,
@@ -190,7 +190,7 @@ pub fn derive_domain_event(input: TokenStream) -> TokenStream {
 /// assert_eq!(FlightBooking::stream_id(&42), "flight_booking-42");
 /// assert_eq!(FlightBooking::SNAPSHOT_VERSION, 2);
 ///
-/// #[derive(Debug, Default, Aggregate)]
+/// #[derive(Debug, Default, AggregateType)]
 /// #[aggregate(name = "flight")]
 /// pub struct FlightState { /* ... */ }
 /// assert_eq!(FlightState::stream_id(&"AF123"), "flight-AF123");
@@ -198,11 +198,12 @@ pub fn derive_domain_event(input: TokenStream) -> TokenStream {
 ///
 /// # Compile errors
 ///
-/// Unions; unknown or duplicate keys; an empty `name`; `snapshot_version = 0`;
+/// Unions; a missing `name` (the message suggests the type name in snake
+/// case); unknown or duplicate keys; an empty `name`; `snapshot_version = 0`;
 /// `snapshot_version` without `snapshot`; `#[aggregate]` on a field or variant.
 /// With `snapshot`, a type that is not `Serialize`/`Deserialize` is reported
 /// at the `snapshot` keyword.
-#[proc_macro_derive(Aggregate, attributes(aggregate))]
+#[proc_macro_derive(AggregateType, attributes(aggregate))]
 pub fn derive_aggregate(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     aggregate::expand(&input)

@@ -26,7 +26,8 @@ const LOAD_PAGE: usize = 4096;
 /// #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
 /// enum CounterEvent { Incremented { by: u32 } }
 ///
-/// #[derive(Debug, Default, annals::Aggregate)]
+/// #[derive(Debug, Default, annals::AggregateType)]
+/// #[aggregate(name = "counter")]
 /// struct Counter { total: u64 }
 ///
 /// #[derive(Debug, thiserror::Error)]

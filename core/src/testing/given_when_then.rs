@@ -12,7 +12,8 @@ use crate::aggregate::{Aggregate, Handle};
 /// #[derive(Debug, Clone, PartialEq, DomainEvent)]
 /// enum DoorEvent { Opened, Closed }
 ///
-/// #[derive(Debug, Default, annals::Aggregate)]
+/// #[derive(Debug, Default, annals::AggregateType)]
+/// #[aggregate(name = "door")]
 /// struct Door { open: bool }
 ///
 /// #[derive(Debug, PartialEq, thiserror::Error)]

@@ -1,7 +1,7 @@
-use annals::Aggregate;
+use annals::AggregateType;
 
-#[derive(Default, Aggregate)]
-#[aggregate(snapshot)]
+#[derive(Default, AggregateType)]
+#[aggregate(name = "flight", snapshot)]
 struct Flight {
     seats: u32,
 }

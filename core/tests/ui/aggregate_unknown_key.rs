@@ -1,6 +1,6 @@
-use annals::Aggregate;
+use annals::AggregateType;
 
-#[derive(Default, Aggregate)]
+#[derive(Default, AggregateType)]
 #[aggregate(nmae = "flight", snapshot_version = 2)]
 struct Flight;
 

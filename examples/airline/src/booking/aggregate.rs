@@ -103,7 +103,8 @@ pub enum BookingError {
 }
 
 /// A passenger's booking.
-#[derive(Debug, Clone, Default, PartialEq, annals::Aggregate)]
+#[derive(Debug, Clone, Default, PartialEq, annals::AggregateType)]
+#[aggregate(name = "booking")]
 pub struct Booking {
     /// Where it stands.
     pub status: BookingStatus,

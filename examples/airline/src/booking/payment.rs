@@ -53,7 +53,8 @@ pub enum PaymentOutcome {
 }
 
 /// The payment record of one booking.
-#[derive(Debug, Clone, Default, PartialEq, annals::Aggregate)]
+#[derive(Debug, Clone, Default, PartialEq, annals::AggregateType)]
+#[aggregate(name = "payment")]
 pub struct Payment {
     /// Charged and not refunded.
     pub taken: Option<Money>,

@@ -170,7 +170,8 @@ pub enum SagaStage {
 }
 
 /// The state of one booking's saga (stream `booking_saga-<booking id>`).
-#[derive(Debug, Clone, Default, PartialEq, annals::Aggregate)]
+#[derive(Debug, Clone, Default, PartialEq, annals::AggregateType)]
+#[aggregate(name = "booking_saga")]
 pub struct BookingSaga {
     /// Where it stands.
     pub stage: SagaStage,

@@ -16,7 +16,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::scheduling::FlightEvent;
+use annals::AggregateType;
+
+use crate::scheduling::{Flight, FlightEvent};
 use crate::values::{AirportCode, FlightNumber, Money};
 
 /// A flight as readers see it (`GET /flights/{id}` and search results).
@@ -316,10 +318,8 @@ impl Projection for MemoryFlights {
                     continue;
                 }
             };
-            let Some(id) = recorded
-                .stream_id
-                .strip_prefix("flight-")
-                .and_then(|id| id.parse::<Uuid>().ok())
+            let Some(id) =
+                Flight::id_of(&recorded.stream_id).and_then(|id| id.parse::<Uuid>().ok())
             else {
                 continue;
             };

@@ -77,8 +77,8 @@ pub enum FlightError {
 }
 
 /// A scheduled flight: the consistency boundary for its seats and price.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, annals::Aggregate)]
-#[aggregate(snapshot)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, annals::AggregateType)]
+#[aggregate(name = "flight", snapshot)]
 pub struct Flight {
     status: FlightStatus,
     flight_number: Option<FlightNumber>,

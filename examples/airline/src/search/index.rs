@@ -103,7 +103,8 @@ impl DocumentProjection for FlightIndex {
     }
 
     fn document_id(&self, stream_id: &str) -> Option<String> {
-        flight_id(stream_id).map(|id| id.to_string())
+        let id: Uuid = Flight::id_of(stream_id)?.parse().ok()?;
+        Some(id.to_string())
     }
 
     fn fold(
@@ -142,12 +143,4 @@ impl DocumentProjection for FlightIndex {
             to_airport_name,
         }))
     }
-}
-
-/// The flight id of a flight stream, `flight-<id>`: the inverse of
-/// [`Flight::stream_id`](annals::AggregateType::stream_id), kept here until
-/// core has one.
-fn flight_id(stream_id: &str) -> Option<Uuid> {
-    let id = stream_id.strip_prefix(Flight::NAME)?.strip_prefix('-')?;
-    id.parse().ok()
 }

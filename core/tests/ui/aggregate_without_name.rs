@@ -1,0 +1,6 @@
+use annals::AggregateType;
+
+#[derive(Default, AggregateType)]
+struct FlightBooking;
+
+fn main() {}
