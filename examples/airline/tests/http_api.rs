@@ -1064,8 +1064,7 @@ async fn the_openapi_document_lists_every_route_and_matches_the_json() {
         "#/components/responses/BadRequest"
     );
     assert_eq!(
-        doc["components"]["responses"]["BadRequest"]["content"]["application/json"]["schema"]
-            ["$ref"],
+        doc["components"]["responses"]["BadRequest"]["content"]["application/json"]["schema"]["$ref"],
         "#/components/schemas/ErrorBody"
     );
     assert_eq!(schema_properties(&doc, "ErrorBody"), ["error"]);
