@@ -51,8 +51,9 @@ pub struct RunnerInfo {
 ///   full, their connection attempts are not answered, so they retry or time
 ///   out) instead of being refused: a burst is served late, not dropped.
 ///
-/// Requests hyper cannot parse get the API's JSON error shape too (see
-/// [`JsonParseErrors`]). Peer addresses reach the rate limiter as
+/// Requests hyper cannot parse get the API's JSON error shape too (400
+/// `bad_request`, 414 `uri_too_long`, 431 `headers_too_large`; see
+/// `parse_errors.rs`). Peer addresses reach the rate limiter as
 /// `ConnectInfo<SocketAddr>`.
 ///
 /// On shutdown it stops accepting (the listener is closed, so new clients
@@ -60,6 +61,9 @@ pub struct RunnerInfo {
 /// closes it, and waits for that at most [`HttpSettings::drain_timeout`].
 /// HTTP/2 is not served (neither was it before, with axum's default
 /// features).
+///
+/// Of `settings`, only `header_read_timeout`, `max_connections` and
+/// `drain_timeout` are read; the router carries its own copy for the rest.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
