@@ -36,7 +36,12 @@ struct Server {
 impl Server {
     /// Serves a fresh in-memory app with `settings`' connection settings.
     async fn start(settings: HttpSettings) -> Server {
-        let app = test_app(Backend::Memory).await;
+        Server::start_with(Options::default(), settings).await
+    }
+
+    /// The same, with the app built from `options`.
+    async fn start_with(options: Options, settings: HttpSettings) -> Server {
+        let app = test_app_with(Backend::Memory, options).await;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
@@ -320,6 +325,39 @@ async fn shutdown_stops_accepting_and_closes_idle_connections() {
     server.stop_within(Duration::from_secs(3)).await;
     closed_within(&mut idle, Duration::from_secs(1)).await;
     assert!(TcpStream::connect(server.address).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limiter_keys_anonymous_clients_by_peer_address() {
+    let options = Options {
+        rate_limit: Some(RateLimit {
+            burst: 1,
+            per_second: 0.001,
+        }),
+        ..Options::default()
+    };
+    let server = Server::start_with(options, settings(Duration::from_secs(5), 16)).await;
+    let search = b"GET /flights/search HTTP/1.1\r\nHost: test\r\n\r\n";
+    let from = |ip: [u8; 4]| {
+        let address = server.address;
+        async move {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(SocketAddr::from((ip, 0))).unwrap();
+            socket.connect(address).await.unwrap()
+        }
+    };
+    // 127.0.0.1 spends its bucket...
+    let mut first = from([127, 0, 0, 1]).await;
+    first.write_all(search).await.unwrap();
+    assert_eq!(read_answer(&mut first).await.status, 200);
+    first.write_all(search).await.unwrap();
+    let limited = read_answer(&mut first).await;
+    assert_eq!(limited.status, 429);
+    assert_eq!(limited.error_code(), "rate_limited");
+    // ...and 127.0.0.2 has its own: the server passed the peer address on.
+    let mut second = from([127, 0, 0, 2]).await;
+    second.write_all(search).await.unwrap();
+    assert_eq!(read_answer(&mut second).await.status, 200);
 }
 
 // ---------------------------------------------------------------------------
