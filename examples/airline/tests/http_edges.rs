@@ -547,18 +547,25 @@ async fn the_document_describes_the_command_headers_as_the_server_reads_them() {
         )
         .await;
     reply.expect(StatusCode::CREATED);
-    let reply = app
-        .send(
-            Request::builder()
-                .method(Method::POST)
-                .uri("/flights")
-                .header(header::AUTHORIZATION, format!("Bearer {ADMIN}"))
-                .header(header::CONTENT_TYPE, "application/json")
-                .header("idempotency-key", "not-a-uuid")
-                .body(Body::from(body))
-                .unwrap(),
-        )
-        .await;
+    // `format: uuid` is the hyphenated form: the simple one is refused too.
+    let simple = Uuid::now_v7().simple().to_string();
+    for key in ["not-a-uuid", simple.as_str()] {
+        let reply = app
+            .send(
+                Request::builder()
+                    .method(Method::POST)
+                    .uri("/flights")
+                    .header(header::AUTHORIZATION, format!("Bearer {ADMIN}"))
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .header("idempotency-key", key)
+                    .body(Body::from(body.clone()))
+                    .unwrap(),
+            )
+            .await;
+        reply.expect(StatusCode::BAD_REQUEST);
+        assert_eq!(reply.error_code(), "invalid_idempotency_key");
+    }
+    let reply = app.get(&format!("/flights/{simple}")).await;
     reply.expect(StatusCode::BAD_REQUEST);
-    assert_eq!(reply.error_code(), "invalid_idempotency_key");
+    assert_eq!(reply.error_code(), "invalid_id");
 }

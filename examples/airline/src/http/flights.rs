@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::auth::{Authorized, FlightCommands};
 use super::error::ApiError;
-use super::extract::{Id, Json, JsonOrEmpty, Query};
+use super::extract::{Id, Json, JsonOrEmpty, Query, hyphenated_uuid};
 use super::{AppState, POSITION_HEADER, metrics};
 use crate::app::Done;
 use crate::error::AppError;
@@ -49,8 +49,11 @@ pub(super) fn command_context(
         .unwrap_or_else(Uuid::now_v7);
     let command_id = match header("idempotency-key") {
         None => None,
-        Some(key) => Some(key.trim().parse::<Uuid>().map_err(|_| {
-            ApiError::bad_request("invalid_idempotency_key", "Idempotency-Key must be a UUID")
+        Some(key) => Some(hyphenated_uuid(key).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_idempotency_key",
+                "Idempotency-Key must be a UUID (hyphenated)",
+            )
         })?),
     };
     let mut context = CommandContext {

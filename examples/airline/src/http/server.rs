@@ -70,7 +70,9 @@ pub async fn serve(
     settings: &HttpSettings,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let slots = Arc::new(Semaphore::new(settings.max_connections.max(1)));
+    // `Semaphore::new` panics above MAX_PERMITS; no machine gets near it.
+    let slots = settings.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+    let slots = Arc::new(Semaphore::new(slots));
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout)
