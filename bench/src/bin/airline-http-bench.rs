@@ -449,7 +449,12 @@ async fn start_service(
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(serve(listener, router(state), shutdown.clone()));
+    let server = tokio::spawn({
+        let settings = state.settings().clone();
+        let app = router(state);
+        let shutdown = shutdown.clone();
+        async move { serve(listener, app, &settings, shutdown).await }
+    });
     Ok(Service {
         address,
         shutdown,

@@ -10,6 +10,9 @@
 //! | `AIRLINE_REQUEST_TIMEOUT_SECS` | `--request-timeout-secs` | 10 |
 //! | `AIRLINE_READ_WAIT_SECS` | `--read-wait-secs` | 5 |
 //! | `AIRLINE_MAX_PROJECTION_LAG_SECS` | `--max-projection-lag-secs` | 60 |
+//! | `AIRLINE_HEADER_READ_TIMEOUT_SECS` | `--header-read-timeout-secs` | 5 |
+//! | `AIRLINE_MAX_CONNECTIONS` | `--max-connections` | 1024 |
+//! | `AIRLINE_DRAIN_TIMEOUT_SECS` | `--drain-timeout-secs` | 15 |
 //! | `AIRLINE_SEED_FLIGHTS` | `--seed-flights` | 200 (embedded mode) |
 //! | `AIRLINE_STORE` | `--store memory\|postgres` | postgres with `DATABASE_URL`, else memory |
 //! | `AIRLINE_READ_MODEL` | `--read-model memory\|elastic` | elastic with `ELASTICSEARCH_URL`, else memory |
@@ -89,6 +92,19 @@ pub struct Config {
     #[arg(long, env = "AIRLINE_MAX_PROJECTION_LAG_SECS", default_value_t = 60.0)]
     pub max_projection_lag_secs: f64,
 
+    /// Longest a client may take to send a request's headers (and longest a
+    /// keep-alive connection may idle), seconds.
+    #[arg(long, env = "AIRLINE_HEADER_READ_TIMEOUT_SECS", default_value_t = 5.0)]
+    pub header_read_timeout_secs: f64,
+
+    /// Most connections served at once; more wait in the listen backlog.
+    #[arg(long, env = "AIRLINE_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// How long a shutdown waits for open connections to finish, seconds.
+    #[arg(long, env = "AIRLINE_DRAIN_TIMEOUT_SECS", default_value_t = 15.0)]
+    pub drain_timeout_secs: f64,
+
     /// Flights to seed in embedded in-memory mode.
     #[arg(long, env = "AIRLINE_SEED_FLIGHTS", default_value_t = 200)]
     pub seed_flights: usize,
@@ -129,6 +145,9 @@ impl fmt::Debug for Config {
             .field("body_limit", &self.body_limit)
             .field("request_timeout_secs", &self.request_timeout_secs)
             .field("read_wait_secs", &self.read_wait_secs)
+            .field("header_read_timeout_secs", &self.header_read_timeout_secs)
+            .field("max_connections", &self.max_connections)
+            .field("drain_timeout_secs", &self.drain_timeout_secs)
             .field("store", &self.store_kind())
             .field("read_model", &self.read_model_kind())
             .field("database_url", &self.database_url.as_ref().map(|_| "<set>"))
@@ -149,6 +168,9 @@ pub enum ConfigError {
     /// A duration that is not a positive number of seconds.
     #[error("{0} must be a positive number of seconds")]
     Duration(&'static str),
+    /// A count that must be at least one.
+    #[error("{0} must be at least 1")]
+    Zero(&'static str),
     /// A backend chosen without its URL.
     #[error("{0}")]
     Missing(&'static str),
@@ -251,6 +273,14 @@ impl Config {
                 "AIRLINE_MAX_PROJECTION_LAG_SECS",
                 self.max_projection_lag_secs,
             )?,
+            header_read_timeout: seconds(
+                "AIRLINE_HEADER_READ_TIMEOUT_SECS",
+                self.header_read_timeout_secs,
+            )?,
+            max_connections: Some(self.max_connections)
+                .filter(|n| *n > 0)
+                .ok_or(ConfigError::Zero("AIRLINE_MAX_CONNECTIONS"))?,
+            drain_timeout: seconds("AIRLINE_DRAIN_TIMEOUT_SECS", self.drain_timeout_secs)?,
         })
     }
 }
@@ -288,6 +318,8 @@ mod tests {
         assert_eq!(settings.body_limit, 64 * 1024);
         assert_eq!(settings.read_wait, Duration::from_secs(5));
         assert!(settings.rate_limit.is_some());
+        assert_eq!(settings.header_read_timeout, Duration::from_secs(5));
+        assert_eq!(settings.max_connections, 1024);
         assert!(format!("{config:?}").contains("Memory"));
     }
 
@@ -308,6 +340,23 @@ mod tests {
         let settings = config.http_settings().unwrap();
         assert_eq!(settings.rate_limit, None);
         assert_eq!(settings.request_timeout, Duration::from_millis(2500));
+        let edges = parse(&[
+            "--header-read-timeout-secs",
+            "0.5",
+            "--max-connections",
+            "7",
+            "--drain-timeout-secs",
+            "3",
+        ])
+        .http_settings()
+        .unwrap();
+        assert_eq!(edges.header_read_timeout, Duration::from_millis(500));
+        assert_eq!(edges.max_connections, 7);
+        assert_eq!(edges.drain_timeout, Duration::from_secs(3));
+        assert_eq!(
+            parse(&["--max-connections", "0"]).http_settings(),
+            Err(ConfigError::Zero("AIRLINE_MAX_CONNECTIONS"))
+        );
         let bad = parse(&["--read-wait-secs", "0"]);
         assert_eq!(
             bad.http_settings(),

@@ -301,7 +301,13 @@ async fn run_service<S: ProjectionStore + Clone>(
     let state = AppState::new(airline, reads, tokens)
         .with_settings(settings)
         .with_runners(background.runners());
-    let served = serve(listener, router(state), shutdown.clone()).await;
+    let served = serve(
+        listener,
+        router(state.clone()),
+        state.settings(),
+        shutdown.clone(),
+    )
+    .await;
     tracing::info!("server stopped; stopping projections");
     background.shutdown(SHUTDOWN_GRACE).await;
     tracing::info!("bye");

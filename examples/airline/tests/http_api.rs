@@ -1060,8 +1060,11 @@ async fn the_openapi_document_lists_every_route_and_matches_the_json() {
     );
     assert!(doc["paths"]["/flights"]["post"]["requestBody"].is_object());
     assert_eq!(
-        doc["paths"]["/flights"]["post"]["responses"]["400"]["content"]["application/json"]["schema"]
-            ["$ref"],
+        doc["paths"]["/flights"]["post"]["responses"]["400"]["$ref"],
+        "#/components/responses/BadRequest"
+    );
+    assert_eq!(
+        doc["components"]["responses"]["BadRequest"]["content"]["application/json"]["schema"]["$ref"],
         "#/components/schemas/ErrorBody"
     );
     assert_eq!(schema_properties(&doc, "ErrorBody"), ["error"]);

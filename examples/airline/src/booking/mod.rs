@@ -10,6 +10,8 @@ mod payment;
 mod provider;
 mod saga;
 
+/// Seats one segment of a booking may ask for (the HTTP layer checks it too).
+pub use aggregate::MAX_SEATS_PER_SEGMENT;
 pub use aggregate::{
     Booking, BookingError, BookingEvent, BookingStatus, CancelBooking, ConfirmBooking, Passenger,
     RequestBooking, Segment,

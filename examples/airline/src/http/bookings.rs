@@ -12,8 +12,9 @@ use super::AppState;
 use super::auth::{Authorized, BookingCommands, BookingReads};
 use super::error::ApiError;
 use super::extract::{Id, Json, JsonOrEmpty};
-use super::flights::{accepted, command_context, run};
+use super::flights::{accepted, check_seats, command_context, run};
 use crate::app::BookingRequest;
+use crate::booking::MAX_SEATS_PER_SEGMENT;
 
 /// The answer to a booking command.
 #[derive(Debug, Serialize)]
@@ -36,12 +37,10 @@ pub(super) struct CancelBookingBody {}
     responses(
         (status = 202, description = "Requested; poll GET /bookings/{id}", body = super::openapi::AcceptedBody,
             headers(("X-Annals-Position" = String, description = "Read-your-writes token"))),
-        (status = 400, description = "Malformed or invalid input", body = super::ErrorBody),
-        (status = 401, description = "No or unknown bearer token", body = super::ErrorBody),
-        (status = 403, description = "Role may not book", body = super::ErrorBody),
+        (status = 400, response = super::openapi::BadRequest),
         (status = 404, description = "flight_not_found", body = super::ErrorBody),
-        (status = 409, description = "booking_exists", body = super::ErrorBody),
         (status = 422, description = "Rule broken (flight_cancelled, ...)", body = super::ErrorBody),
+        super::openapi::Command, super::openapi::Limited, super::openapi::AnyRoute,
     ),
     security(("bearer" = []))
 )]
@@ -52,6 +51,17 @@ pub(super) async fn request<S: ProjectionStore + Clone>(
     Json(request): Json<BookingRequest>,
 ) -> Result<Response, ApiError> {
     let context = command_context(role, &headers)?;
+    // As in `check_seats`: what the document bounds is checked before an
+    // idempotent retry could be answered from the log.
+    if request.segments.is_empty() {
+        return Err(ApiError::bad_request(
+            "no_segments",
+            "a booking needs at least one flight",
+        ));
+    }
+    for segment in &request.segments {
+        check_seats(segment.seats, MAX_SEATS_PER_SEGMENT)?;
+    }
     let done = run(
         "request_booking",
         state.airline().request_booking(request, context),
@@ -74,9 +84,11 @@ pub(super) async fn request<S: ProjectionStore + Clone>(
     params(("id" = Uuid, Path, description = "Booking id")),
     responses(
         (status = 200, description = "The booking", body = super::openapi::BookingBody),
-        (status = 400, description = "Invalid id", body = super::ErrorBody),
-        (status = 401, description = "No or unknown bearer token", body = super::ErrorBody),
+        (status = 400, description = "invalid_id", body = super::ErrorBody),
+        (status = 401, response = super::openapi::Unauthorized),
         (status = 404, description = "booking_not_found", body = super::ErrorBody),
+        (status = 503, response = super::openapi::Unavailable),
+        super::openapi::Limited, super::openapi::AnyRoute,
     ),
     security(("bearer" = []))
 )]
@@ -96,15 +108,14 @@ pub(super) async fn booking<S: ProjectionStore + Clone>(
 /// Cancel a booking; the saga releases its seats and refunds it.
 #[utoipa::path(
     post, path = "/bookings/{id}/cancel", tag = "bookings",
-    request_body(content = super::openapi::EmptyBody, description = "`{}`; may be empty"),
+    request_body(content = Option<super::openapi::EmptyBody>, description = "`{}`; may be empty"),
     params(("id" = Uuid, Path, description = "Booking id"), super::openapi::CommandHeaders),
     responses(
         (status = 200, description = "Cancelled (or already cancelled)", body = super::openapi::AcceptedBody,
             headers(("X-Annals-Position" = String, description = "Read-your-writes token"))),
-        (status = 400, description = "Invalid id or body", body = super::ErrorBody),
-        (status = 401, description = "No or unknown bearer token", body = super::ErrorBody),
-        (status = 403, description = "Role may not cancel bookings", body = super::ErrorBody),
+        (status = 400, response = super::openapi::BadRequest),
         (status = 404, description = "booking_not_found", body = super::ErrorBody),
+        super::openapi::Command, super::openapi::Limited, super::openapi::AnyRoute,
     ),
     security(("bearer" = []))
 )]

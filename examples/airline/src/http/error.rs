@@ -139,7 +139,11 @@ impl ApiError {
                 "unsupported_media_type",
                 "send JSON with Content-Type: application/json",
             ),
+            StatusCode::URI_TOO_LONG => ("uri_too_long", "the request URI is too long"),
             StatusCode::TOO_MANY_REQUESTS => ("rate_limited", "too many requests; slow down"),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
+                ("headers_too_large", "the request headers are too large")
+            }
             // Our own 503s are JSON already: a bare one is the request timeout.
             StatusCode::SERVICE_UNAVAILABLE => ("timeout", "the request took too long"),
             s if s.is_server_error() => ("internal", "internal error"),

@@ -138,7 +138,16 @@ fn json_error(error: serde_path_to_error::Error<serde_json::Error>) -> ApiError 
     ApiError::bad_request(code, message)
 }
 
-/// A UUID path segment (400 `invalid_id` otherwise).
+/// A UUID in its hyphenated form (`0190c6d8-7d2a-7c3e-9a51-6a1f0c2e4b7d`),
+/// the one OpenAPI's `format: uuid` names; the `uuid` crate would also take
+/// the simple, braced and URN forms.
+pub(crate) fn hyphenated_uuid(text: &str) -> Option<Uuid> {
+    (text.len() == 36)
+        .then(|| Uuid::try_parse(text).ok())
+        .flatten()
+}
+
+/// A UUID path segment, hyphenated (400 `invalid_id` otherwise).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Id(pub Uuid);
 
@@ -146,18 +155,19 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        axum::extract::Path::<Uuid>::from_request_parts(parts, state)
-            .await
-            .map(|axum::extract::Path(id)| Id(id))
-            .map_err(|rejection| {
-                ApiError::bad_request(
-                    "invalid_id",
-                    format!(
-                        "the id in the path is not a UUID: {}",
-                        rejection.body_text()
-                    ),
-                )
-            })
+        let invalid = |detail: &str| {
+            ApiError::bad_request(
+                "invalid_id",
+                format!("the id in the path is not a UUID: {detail}"),
+            )
+        };
+        let axum::extract::Path(text) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|rejection| invalid(&rejection.body_text()))?;
+        hyphenated_uuid(&text)
+            .map(Id)
+            .ok_or_else(|| invalid(&format!("{text:?}")))
     }
 }
 

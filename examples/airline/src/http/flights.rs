@@ -16,12 +16,12 @@ use uuid::Uuid;
 
 use super::auth::{Authorized, FlightCommands};
 use super::error::ApiError;
-use super::extract::{Id, Json, JsonOrEmpty, Query};
+use super::extract::{Id, Json, JsonOrEmpty, Query, hyphenated_uuid};
 use super::{AppState, POSITION_HEADER, metrics};
 use crate::app::Done;
 use crate::error::AppError;
 use crate::reads::{DEFAULT_LIMIT, FlightSearch, FlightView, MAX_LIMIT, SortOrder, flight_events};
-use crate::scheduling::{CancelFlight, ChangePrice, RescheduleFlight, ScheduleFlight};
+use crate::scheduling::{CancelFlight, ChangePrice, MAX_SEATS, RescheduleFlight, ScheduleFlight};
 use crate::values::AirportCode;
 
 /// Runs a command, counting it and timing it.
@@ -49,8 +49,11 @@ pub(super) fn command_context(
         .unwrap_or_else(Uuid::now_v7);
     let command_id = match header("idempotency-key") {
         None => None,
-        Some(key) => Some(key.trim().parse::<Uuid>().map_err(|_| {
-            ApiError::bad_request("invalid_idempotency_key", "Idempotency-Key must be a UUID")
+        Some(key) => Some(hyphenated_uuid(key).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_idempotency_key",
+                "Idempotency-Key must be a UUID (hyphenated)",
+            )
         })?),
     };
     let mut context = CommandContext {
@@ -71,6 +74,22 @@ pub(super) fn accepted(status: StatusCode, position: Position, body: impl Serial
     response
 }
 
+/// Checks a seat count against the bounds the OpenAPI document states.
+///
+/// The aggregates check it too, but a retry with a known `Idempotency-Key`
+/// is answered from the log without running them: checked here, a body the
+/// document rejects is refused whatever the key.
+pub(super) fn check_seats(seats: u32, max: u32) -> Result<(), ApiError> {
+    if (1..=max).contains(&seats) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_seats",
+            format!("{seats} seats is not between 1 and {max}"),
+        ))
+    }
+}
+
 fn flight_error(error: AppError) -> ApiError {
     ApiError::from_app(error, "flight_not_found")
 }
@@ -83,13 +102,8 @@ fn flight_error(error: AppError) -> ApiError {
     responses(
         (status = 201, description = "Scheduled", body = super::openapi::DoneBody,
             headers(("X-Annals-Position" = String, description = "Read-your-writes token"))),
-        (status = 400, description = "Malformed or invalid input", body = super::ErrorBody),
-        (status = 401, description = "No or unknown bearer token", body = super::ErrorBody),
-        (status = 403, description = "Role may not schedule flights", body = super::ErrorBody),
-        (status = 409, description = "Flight exists", body = super::ErrorBody),
-        (status = 413, description = "Body too large", body = super::ErrorBody),
-        (status = 415, description = "Not JSON", body = super::ErrorBody),
-        (status = 429, description = "Rate limited", body = super::ErrorBody),
+        (status = 400, response = super::openapi::BadRequest),
+        super::openapi::Command, super::openapi::Limited, super::openapi::AnyRoute,
     ),
     security(("bearer" = []))
 )]
@@ -100,6 +114,7 @@ pub(super) async fn schedule<S: ProjectionStore + Clone>(
     Json(mut command): Json<ScheduleFlight>,
 ) -> Result<Response, ApiError> {
     let context = command_context(role, &headers)?;
+    check_seats(command.seats, MAX_SEATS)?;
     if let Some(key) = context.command_id {
         command.flight_id = derive_id(key, "flight");
     }
@@ -120,11 +135,10 @@ pub(super) async fn schedule<S: ProjectionStore + Clone>(
     responses(
         (status = 200, description = "Rescheduled", body = super::openapi::DoneBody,
             headers(("X-Annals-Position" = String, description = "Read-your-writes token"))),
-        (status = 400, description = "Malformed or invalid input", body = super::ErrorBody),
-        (status = 401, description = "No or unknown bearer token", body = super::ErrorBody),
-        (status = 403, description = "Role may not change flights", body = super::ErrorBody),
-        (status = 404, description = "No such flight", body = super::ErrorBody),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 404, description = "flight_not_found", body = super::ErrorBody),
         (status = 422, description = "Rule broken (e.g. flight_cancelled)", body = super::ErrorBody),
+        super::openapi::Command, super::openapi::Limited, super::openapi::AnyRoute,
     ),
     security(("bearer" = []))
 )]
@@ -153,11 +167,10 @@ pub(super) async fn reschedule<S: ProjectionStore + Clone>(
     responses(
         (status = 200, description = "Price changed", body = super::openapi::DoneBody,
             headers(("X-Annals-Position" = String, description = "Read-your-writes token"))),
-        (status = 400, description = "Malformed or invalid input (e.g. invalid_price)", body = super::ErrorBody),
-        (status = 401, description = "No or unknown bearer token", body = super::ErrorBody),
-        (status = 403, description = "Role may not change flights", body = super::ErrorBody),
-        (status = 404, description = "No such flight", body = super::ErrorBody),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 404, description = "flight_not_found", body = super::ErrorBody),
         (status = 422, description = "Rule broken (flight_cancelled, currency_mismatch)", body = super::ErrorBody),
+        super::openapi::Command, super::openapi::Limited, super::openapi::AnyRoute,
     ),
     security(("bearer" = []))
 )]
@@ -181,15 +194,14 @@ pub(super) async fn change_price<S: ProjectionStore + Clone>(
 /// Cancel a flight.
 #[utoipa::path(
     post, path = "/flights/{id}/cancel", tag = "flights",
-    request_body(content = super::openapi::CancelFlightBody, description = "`{}` or `{\"reason\"}`; may be empty"),
+    request_body(content = Option<super::openapi::CancelFlightBody>, description = "`{}` or `{\"reason\"}`; may be empty"),
     params(("id" = Uuid, Path, description = "Flight id"), super::openapi::CommandHeaders),
     responses(
         (status = 200, description = "Cancelled", body = super::openapi::DoneBody,
             headers(("X-Annals-Position" = String, description = "Read-your-writes token"))),
-        (status = 400, description = "Malformed input", body = super::ErrorBody),
-        (status = 401, description = "No or unknown bearer token", body = super::ErrorBody),
-        (status = 403, description = "Role may not change flights", body = super::ErrorBody),
-        (status = 404, description = "No such flight", body = super::ErrorBody),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 404, description = "flight_not_found", body = super::ErrorBody),
+        super::openapi::Command, super::openapi::Limited, super::openapi::AnyRoute,
     ),
     security(("bearer" = []))
 )]
@@ -217,6 +229,7 @@ pub(super) async fn cancel<S: ProjectionStore + Clone>(
 pub(super) struct ReadParams {
     /// A position token from a command: answer only once the read side has
     /// seen it (waits up to about 5 s, then 503 `read_side_behind`).
+    #[param(value_type = String, required = false, pattern = r"^[0-9]+\.[0-9]+$", example = "12.40")]
     min_position: Option<String>,
 }
 
@@ -225,27 +238,38 @@ pub(super) struct ReadParams {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(super) struct SearchParams {
-    /// Origin airport code, e.g. `JFK`.
+    /// Origin: an IATA airport code from the reference list, e.g. `JFK` (any case).
+    #[param(value_type = String, required = false, example = "JFK")]
     from: Option<String>,
     /// Destination airport code.
+    #[param(value_type = String, required = false, example = "LHR")]
     to: Option<String>,
     /// Departure day (UTC), `YYYY-MM-DD`; the first day of a range with `date_to`.
+    #[param(value_type = String, format = Date, required = false)]
     date: Option<String>,
-    /// Last departure day of a range (UTC, inclusive), `YYYY-MM-DD`.
+    /// Last departure day of a range (UTC, inclusive), `YYYY-MM-DD`; not before `date`.
+    #[param(value_type = String, format = Date, required = false)]
     date_to: Option<String>,
     /// Highest price of a seat, in minor units.
+    #[param(value_type = i64, minimum = 0, required = false)]
     max_price: Option<String>,
     /// Fewest seats still available.
+    #[param(value_type = i64, minimum = 0, maximum = 4294967295_i64, required = false)]
     min_seats: Option<String>,
     /// Free text over cities, airport names and codes, and flight number.
+    #[param(value_type = String, max_length = 200, required = false)]
     q: Option<String>,
-    /// `price`, `-price`, `departure` (default) or `-departure`.
+    /// Sort order (default `departure`).
+    #[param(value_type = super::openapi::SortBody, required = false)]
     sort: Option<String>,
-    /// Page size, 1 to 100 (default 20).
+    /// Page size (default 20).
+    #[param(value_type = i64, minimum = 1, maximum = 100, required = false)]
     limit: Option<String>,
     /// The `next` cursor of the previous page.
+    #[param(value_type = String, required = false)]
     after: Option<String>,
     /// A position token: answer only once the read side has seen it.
+    #[param(value_type = String, required = false, pattern = r"^[0-9]+\.[0-9]+$", example = "12.40")]
     min_position: Option<String>,
 }
 
@@ -257,8 +281,25 @@ pub(super) struct SearchPage {
     position: Position,
 }
 
+/// A free-text parameter: blank counts as absent.
 fn given(value: &Option<String>) -> Option<&str> {
     value.as_deref().map(str::trim).filter(|v| !v.is_empty())
+}
+
+/// Digits only (Rust's integer parsing also takes a leading `+`).
+fn whole_number(value: &str) -> Option<u64> {
+    value
+        .bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| value.parse().ok())
+        .flatten()
+}
+
+/// A parameter the document types (number, date, enum, pattern): taken as
+/// sent, so a blank or padded value is refused as the document says, not
+/// read as absent.
+fn typed(value: &Option<String>) -> Option<&str> {
+    value.as_deref()
 }
 
 fn parse_airport(name: &str, value: &Option<String>) -> Result<Option<AirportCode>, ApiError> {
@@ -271,9 +312,14 @@ fn parse_airport(name: &str, value: &Option<String>) -> Result<Option<AirportCod
 }
 
 fn parse_date(name: &str, value: &Option<String>) -> Result<Option<NaiveDate>, ApiError> {
-    given(value)
+    typed(value)
         .map(|v| {
-            NaiveDate::parse_from_str(v, "%Y-%m-%d").map_err(|_| {
+            // chrono also takes unpadded fields (`2026-1-5`); RFC 3339 dates do not.
+            let padded = v.len() == 10;
+            let date = NaiveDate::parse_from_str(v, "%Y-%m-%d")
+                .ok()
+                .filter(|_| padded);
+            date.ok_or_else(|| {
                 ApiError::bad_request(
                     "invalid_date",
                     format!("{name}: {v:?} is not a date (YYYY-MM-DD)"),
@@ -284,10 +330,16 @@ fn parse_date(name: &str, value: &Option<String>) -> Result<Option<NaiveDate>, A
 }
 
 fn parse_position(value: &Option<String>) -> Result<Option<Position>, ApiError> {
-    given(value)
+    typed(value)
         .map(|v| {
-            v.parse::<Position>()
-                .map_err(|e| ApiError::bad_request("invalid_position", e.to_string()))
+            // As the document's pattern says: digits, a dot, digits.
+            let plain = v.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+            v.parse::<Position>().ok().filter(|_| plain).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_position",
+                    format!("{v:?} is not a position token (e.g. 12.40)"),
+                )
+            })
         })
         .transpose()
 }
@@ -304,24 +356,28 @@ impl SearchParams {
                 "date_to is before date",
             ));
         }
-        let max_price = given(&self.max_price)
+        let max_price = typed(&self.max_price)
             .map(|v| {
-                v.parse::<i64>().ok().filter(|p| *p >= 0).ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid_price",
-                        format!("max_price: {v:?} is not a non-negative amount in minor units"),
-                    )
-                })
+                whole_number(v)
+                    .and_then(|p| i64::try_from(p).ok())
+                    .ok_or_else(|| {
+                        ApiError::bad_request(
+                            "invalid_price",
+                            format!("max_price: {v:?} is not a non-negative amount in minor units"),
+                        )
+                    })
             })
             .transpose()?;
-        let min_seats = given(&self.min_seats)
+        let min_seats = typed(&self.min_seats)
             .map(|v| {
-                v.parse::<u32>().map_err(|_| {
-                    ApiError::bad_request(
-                        "invalid_seats",
-                        format!("min_seats: {v:?} is not a non-negative whole number"),
-                    )
-                })
+                whole_number(v)
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| {
+                        ApiError::bad_request(
+                            "invalid_seats",
+                            format!("min_seats: {v:?} is not a non-negative whole number"),
+                        )
+                    })
             })
             .transpose()?;
         let q = given(&self.q).map(str::to_owned);
@@ -331,7 +387,7 @@ impl SearchParams {
                 "q: at most 200 characters",
             ));
         }
-        let sort = match given(&self.sort) {
+        let sort = match typed(&self.sort) {
             None => SortOrder::default(),
             Some("price") => SortOrder::PriceAsc,
             Some("-price") => SortOrder::PriceDesc,
@@ -344,10 +400,10 @@ impl SearchParams {
                 ));
             }
         };
-        let limit = given(&self.limit)
+        let limit = typed(&self.limit)
             .map(|v| {
-                v.parse::<u32>()
-                    .ok()
+                whole_number(v)
+                    .and_then(|l| u32::try_from(l).ok())
                     .filter(|l| (1..=MAX_LIMIT).contains(l))
                     .ok_or_else(|| {
                         ApiError::bad_request(
@@ -426,9 +482,9 @@ async fn read_barrier<S: ProjectionStore + Clone>(
     params(SearchParams),
     responses(
         (status = 200, description = "One page of scheduled flights", body = super::openapi::SearchPageBody),
-        (status = 400, description = "Invalid parameter (invalid_airport, invalid_date, invalid_limit, invalid_sort, invalid_cursor, invalid_position, ...)", body = super::ErrorBody),
-        (status = 429, description = "Rate limited", body = super::ErrorBody),
-        (status = 503, description = "read_side_behind: min_position not reached in time; or the read side is down", body = super::ErrorBody),
+        (status = 400, description = "Invalid parameter (invalid_query, invalid_airport, invalid_date, invalid_date_range, invalid_price, invalid_seats, invalid_text, invalid_limit, invalid_sort, invalid_cursor, invalid_position)", body = super::ErrorBody),
+        (status = 503, response = super::openapi::Unavailable),
+        super::openapi::Limited, super::openapi::AnyRoute,
     )
 )]
 pub(super) async fn search<S: ProjectionStore + Clone>(
@@ -457,9 +513,10 @@ pub(super) async fn search<S: ProjectionStore + Clone>(
     params(("id" = Uuid, Path, description = "Flight id"), ReadParams),
     responses(
         (status = 200, description = "The flight", body = super::openapi::FlightBody),
-        (status = 400, description = "Invalid id or position token", body = super::ErrorBody),
-        (status = 404, description = "No such flight (yet: pass min_position to read your writes)", body = super::ErrorBody),
-        (status = 503, description = "read_side_behind or read side down", body = super::ErrorBody),
+        (status = 400, description = "Invalid id (invalid_id), position token (invalid_position) or query (invalid_query)", body = super::ErrorBody),
+        (status = 404, description = "flight_not_found (yet: pass min_position to read your writes)", body = super::ErrorBody),
+        (status = 503, response = super::openapi::Unavailable),
+        super::openapi::Limited, super::openapi::AnyRoute,
     )
 )]
 pub(super) async fn flight<S: ProjectionStore + Clone>(

@@ -16,6 +16,7 @@ mod limits;
 mod metrics;
 mod openapi;
 mod ops;
+mod parse_errors;
 mod server;
 
 use std::sync::Arc;
@@ -59,6 +60,18 @@ pub struct HttpSettings {
     pub rate_limit: Option<RateLimit>,
     /// A projection further behind than this makes `/health` answer 503.
     pub max_projection_lag: Duration,
+    /// Longest a client may take to send a request's headers, from the
+    /// moment the server starts reading them; the connection is closed after
+    /// (no answer). It also closes idle keep-alive connections, whose next
+    /// request head is awaited under the same clock.
+    pub header_read_timeout: Duration,
+    /// Most connections served at once. Further clients are not refused:
+    /// they wait in the listen backlog until a connection closes (see
+    /// [`serve`]).
+    pub max_connections: usize,
+    /// How long a shutdown waits for open connections to finish the requests
+    /// they are serving; connections still open then are dropped.
+    pub drain_timeout: Duration,
 }
 
 impl Default for HttpSettings {
@@ -69,6 +82,9 @@ impl Default for HttpSettings {
             read_wait: crate::app::READ_YOUR_WRITES_TIMEOUT,
             rate_limit: Some(RateLimit::default()),
             max_projection_lag: Duration::from_secs(60),
+            header_read_timeout: Duration::from_secs(5),
+            max_connections: 1024,
+            drain_timeout: Duration::from_secs(15),
         }
     }
 }

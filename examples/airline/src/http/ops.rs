@@ -120,7 +120,11 @@ async fn projections<S: ProjectionStore + Clone>(
     get, path = "/health", tag = "operations",
     responses(
         (status = 200, description = "All fine", body = Health),
-        (status = 503, description = "Something is down, stopped or too far behind", body = Health),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 503, description = "Something is down, stopped or too far behind (the health \
+            report), or the checks took longer than the request timeout (the `timeout` error)",
+            body = super::openapi::HealthOrTimeout),
+        super::openapi::AnyRoute,
     )
 )]
 pub(super) async fn health<S: ProjectionStore + Clone>(
@@ -192,7 +196,12 @@ impl Component {
 /// Prometheus metrics (text exposition format).
 #[utoipa::path(
     get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"))
+    responses(
+        (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 503, response = super::openapi::Unavailable),
+        super::openapi::AnyRoute,
+    )
 )]
 pub(super) async fn metrics<S: ProjectionStore + Clone>(
     State(state): State<AppState<S>>,
@@ -236,7 +245,12 @@ pub(super) async fn metrics<S: ProjectionStore + Clone>(
 /// This API's OpenAPI 3.1 document.
 #[utoipa::path(
     get, path = "/openapi.json", tag = "operations",
-    responses((status = 200, description = "The OpenAPI document", content_type = "application/json"))
+    responses(
+        (status = 200, description = "The OpenAPI document", content_type = "application/json"),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 503, response = super::openapi::Unavailable),
+        super::openapi::AnyRoute,
+    )
 )]
 pub(super) async fn openapi() -> Response {
     axum::Json(ApiDoc::openapi()).into_response()

@@ -257,6 +257,11 @@ async fn postgres_elastic_app(options: Options) -> TestApp {
 }
 
 impl TestApp {
+    /// The app's router, to serve it over TCP (see `http_edges.rs`).
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
     /// The app's event store, to check the log.
     pub fn store(&self) -> &dyn EventStore {
         self.store.as_ref()
