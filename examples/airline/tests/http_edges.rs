@@ -224,6 +224,38 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_slow_header_clients_are_cut_off_while_others_are_served() {
+    let timeout = Duration::from_secs(1);
+    let server = Server::start(settings(timeout, 1024)).await;
+    let mut slow = Vec::new();
+    for i in 0..100 {
+        let mut stream = server.connect().await;
+        stream
+            .write_all(format!("GET /health HTTP/1.1\r\nHost: test\r\nX-Slow-{i}: ").as_bytes())
+            .await
+            .unwrap();
+        slow.push(stream);
+    }
+    // Others are served meanwhile, promptly.
+    for _ in 0..5 {
+        let started = Instant::now();
+        assert_eq!(exchange(&server, HEALTH).await.status, 200);
+        assert!(started.elapsed() < Duration::from_millis(500));
+    }
+    // Every slow client is cut off, soon after the header read timeout.
+    let started = Instant::now();
+    for stream in &mut slow {
+        closed_within(stream, Duration::from_secs(5)).await;
+    }
+    assert!(
+        started.elapsed() < timeout * 4,
+        "cut off only after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(exchange(&server, HEALTH).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_limit_wait_until_one_closes() {
     let server = Server::start(settings(Duration::from_secs(30), 2)).await;
 
