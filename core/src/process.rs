@@ -17,10 +17,10 @@
 //!   store has already recorded;
 //! - deadlines have derived ids and live in the store, so they fire after a restart.
 //!
-//! [`Process`] runs a process manager as a [`Projection`]: the
+//! [`ProcessRunner`] runs a process manager as a [`Projection`]: the
 //! [`ProjectionRunner`](crate::projection::ProjectionRunner) gives it a
 //! checkpoint, retries, dead letters and a single-runner lease.
-//! [`Process::fire_deadlines`] fires what is due.
+//! [`ProcessRunner::fire_deadlines`] fires what is due.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Debug;
@@ -35,7 +35,9 @@ use uuid::Uuid;
 
 use crate::aggregate::{Aggregate, Handle};
 use crate::envelope::{Metadata, RecordedEvent};
-use crate::projection::{Applied, Backoff, Deadline, Projection, ProjectionError, ProjectionStore};
+use crate::projection::{
+    Backoff, BatchOutcome, Deadline, Projection, ProjectionError, ProjectionStore,
+};
 use crate::repository::{CommandContext, ExecuteError, Repository};
 use crate::store::{EventFilter, StoreError};
 
@@ -234,7 +236,7 @@ impl Default for ProcessOptions {
 }
 
 /// Runs a process manager over a store with a dispatcher.
-pub struct Process<P, S, D> {
+pub struct ProcessRunner<P, S, D> {
     repository: Repository<P, S>,
     dispatcher: Arc<D>,
     options: ProcessOptions,
@@ -243,7 +245,7 @@ pub struct Process<P, S, D> {
     failing_since: Mutex<HashMap<Uuid, Instant>>,
 }
 
-impl<P, S, D> Process<P, S, D>
+impl<P, S, D> ProcessRunner<P, S, D>
 where
     P: ProcessManager,
     S: ProjectionStore + Clone,
@@ -521,7 +523,7 @@ impl ProcessError {
 }
 
 #[async_trait]
-impl<P, S, D> Projection for Process<P, S, D>
+impl<P, S, D> Projection for ProcessRunner<P, S, D>
 where
     P: ProcessManager,
     S: ProjectionStore + Clone,
@@ -535,7 +537,7 @@ where
         P::filter()
     }
 
-    async fn apply(&self, batch: &[RecordedEvent]) -> Result<Applied, ProjectionError> {
+    async fn apply(&self, batch: &[RecordedEvent]) -> Result<BatchOutcome, ProjectionError> {
         // Instances are independent: each one takes its inputs in log order,
         // different instances go side by side.
         let correlated = batch
@@ -555,7 +557,7 @@ where
             .buffer_unordered(INSTANCES_IN_PARALLEL)
             .collect()
             .await;
-        let mut applied = Applied::all();
+        let mut applied = BatchOutcome::applied();
         for outcome in outcomes {
             let Err((index, error)) = outcome else {
                 continue;
@@ -568,7 +570,7 @@ where
                 }
                 error => {
                     let event = &batch[index];
-                    applied.failed.push(crate::projection::Failed {
+                    applied.failed.push(crate::projection::FailedEvent {
                         index,
                         error: format!(
                             "{} {} of {:?} (version {}): {error}",
@@ -592,7 +594,7 @@ where
     }
 }
 
-impl<P, S, D> Process<P, S, D>
+impl<P, S, D> ProcessRunner<P, S, D>
 where
     P: ProcessManager,
     S: ProjectionStore + Clone,

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use annals::memory::MemoryStore;
 use annals::process::{
-    DispatchError, Dispatcher, Due, Effects, Input, Process, ProcessManager, ProcessOptions,
+    DispatchError, Dispatcher, Due, Effects, Input, ProcessManager, ProcessOptions, ProcessRunner,
     Trigger, derive_id,
 };
 use annals::projection::{
@@ -559,7 +559,7 @@ impl Dispatcher<ShippingCommand> for Receivers {
 // ---------------------------------------------------------------------------
 // Helpers
 
-type Shipper = Process<Shipping, MemoryStore, Receivers>;
+type Shipper = ProcessRunner<Shipping, MemoryStore, Receivers>;
 
 async fn place(store: &MemoryStore, skus: &[&str]) -> (Uuid, RecordedEvent) {
     let order_id = Uuid::now_v7();
@@ -1128,7 +1128,7 @@ async fn a_transient_dispatch_error_is_retried_without_duplicates() {
     );
     // Retried by the process, for that instance alone: the runner did not
     // have to apply the batch again.
-    assert_eq!(runner.status().borrow().retries, 0);
+    assert_eq!(runner.progress().borrow().retries, 0);
     receivers.assert_each_delivered_once();
     assert_eq!(receivers.delivered().len(), 4, "{:#?}", receivers.sent());
     assert_eq!(

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use annals::memory::MemoryStore;
 use annals::projection::{
-    Applied, Backoff, Failed, FailurePolicy, Projection, ProjectionError, ProjectionRunner,
-    ProjectionStore, RunnerError, RunnerOptions, RunnerState, WaitError, wait_for_checkpoint,
+    Backoff, BatchOutcome, FailedEvent, FailurePolicy, Projection, ProjectionError,
+    ProjectionRunner, ProjectionStore, RunnerError, RunnerOptions, RunnerState, WaitError,
+    wait_for_checkpoint,
 };
 use annals::testing::{Faulty, Operation};
 use annals::{
@@ -181,7 +182,7 @@ impl Projection for TestProjection {
         self.filter.clone()
     }
 
-    async fn apply(&self, batch: &[RecordedEvent]) -> Result<Applied, ProjectionError> {
+    async fn apply(&self, batch: &[RecordedEvent]) -> Result<BatchOutcome, ProjectionError> {
         self.entered.store(true, Ordering::SeqCst);
         {
             let mut model = self.model.lock().unwrap();
@@ -219,7 +220,7 @@ impl Projection for TestProjection {
                 .is_ok_and(|p| p["poison"] == json!(true));
             if broken && poison {
                 failed_streams.insert(event.stream_id.clone());
-                failed.push(Failed {
+                failed.push(FailedEvent {
                     index,
                     error: format!(
                         "poison at {} version {}",
@@ -240,7 +241,7 @@ impl Projection for TestProjection {
                 .push(event.stream_version);
             model.applied.push(event.position);
         }
-        Ok(Applied { failed })
+        Ok(BatchOutcome { failed })
     }
 }
 
@@ -291,7 +292,7 @@ async fn catch_up_applies_each_handled_event_once_in_log_order() {
 
     assert_eq!(done, last.position, "catch_up returns the checkpoint");
     assert_eq!(checkpoint(&store, "catch-up").await, Some(last.position));
-    assert_eq!(runner.status().borrow().checkpoint, last.position);
+    assert_eq!(runner.progress().borrow().checkpoint, last.position);
     let expected = handled_positions(&store).await;
     assert_eq!(
         projection.applied(),
@@ -382,7 +383,7 @@ async fn transient_failures_retry_with_backoff_and_hold_the_checkpoint() {
         took >= Duration::from_millis(20 + 40 + 80),
         "exponential backoff: 3 retries took only {took:?}"
     );
-    let status = runner.status().borrow().clone();
+    let status = runner.progress().borrow().clone();
     assert_eq!(status.retries, 3);
     assert_eq!(status.last_error, None, "cleared after success");
     assert!(
@@ -398,7 +399,7 @@ async fn transient_failures_retry_with_backoff_and_hold_the_checkpoint() {
         ProjectionRunner::new(store.clone(), Arc::clone(&held))
             .with_options(fast(FailurePolicy::Park { max_attempts: 1 })),
     );
-    let status = runner.status();
+    let status = runner.progress();
     let task = tokio::spawn({
         let runner = Arc::clone(&runner);
         async move { runner.catch_up().await }
@@ -446,7 +447,7 @@ async fn poison_events_park_their_stream_and_are_retried_on_request() {
     let runner = Arc::new(
         ProjectionRunner::new(store.clone(), Arc::clone(&projection)).with_options(options),
     );
-    let status = runner.status();
+    let status = runner.progress();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn({
         let runner = Arc::clone(&runner);
@@ -518,7 +519,7 @@ async fn poison_events_park_their_stream_and_are_retried_on_request() {
     let runner = Arc::new(
         ProjectionRunner::new(store.clone(), Arc::clone(&projection)).with_options(options),
     );
-    let status = runner.status();
+    let status = runner.progress();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn({
         let runner = Arc::clone(&runner);
@@ -658,7 +659,7 @@ async fn stop_policy_stops_at_the_poison_event() {
 
     // `run` stops the same way, from the saved checkpoint.
     let shutdown = CancellationToken::new();
-    let status = runner.status();
+    let status = runner.progress();
     let error = tokio::time::timeout(PATIENCE, runner.run(shutdown))
         .await
         .expect("run must stop at the poison event")
@@ -689,7 +690,7 @@ async fn live_events_are_applied_and_shutdown_finishes_the_batch() {
         ProjectionRunner::new(store.clone(), Arc::clone(&projection))
             .with_options(fast(FailurePolicy::Stop { max_attempts: 1 })),
     );
-    let status = runner.status();
+    let status = runner.progress();
     assert_eq!(status.borrow().state, RunnerState::Idle);
     let shutdown = CancellationToken::new();
     let task = tokio::spawn({
@@ -875,8 +876,8 @@ async fn one_runner_holds_the_lease_and_a_standby_takes_over() {
     let options = fast(FailurePolicy::Park { max_attempts: 1 });
     let runner_a = ProjectionRunner::new(store.clone(), Arc::clone(&first)).with_options(options);
     let runner_b = ProjectionRunner::new(store.clone(), Arc::clone(&second)).with_options(options);
-    let status_a = runner_a.status();
-    let status_b = runner_b.status();
+    let status_a = runner_a.progress();
+    let status_b = runner_b.progress();
     let shutdown = CancellationToken::new();
     let task_a = tokio::spawn({
         let shutdown = shutdown.clone();
@@ -1082,7 +1083,7 @@ async fn a_live_runner_rides_out_store_outages() {
     let projection = TestProjection::new("outages");
     let runner = ProjectionRunner::new(store.clone(), Arc::clone(&projection))
         .with_options(fast(FailurePolicy::Park { max_attempts: 1 }));
-    let status = runner.status();
+    let status = runner.progress();
     let shutdown = CancellationToken::new();
     store.fail(Operation::TryLease, 2);
     store.fail(Operation::LoadCheckpoint, 2);
@@ -1149,7 +1150,7 @@ async fn a_runner_that_cannot_apply_reports_a_lag_that_grows_while_idle() {
     let projection = TestProjection::new("frozen");
     let runner = ProjectionRunner::new(store.clone(), Arc::clone(&projection))
         .with_options(fast(FailurePolicy::Park { max_attempts: 3 }));
-    let status = runner.status();
+    let status = runner.progress();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn({
         let shutdown = shutdown.clone();

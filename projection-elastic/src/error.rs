@@ -3,7 +3,7 @@
 
 use std::error::Error;
 
-use annals::projection::{Failed, RunnerError};
+use annals::projection::{FailedEvent, RunnerError};
 use annals::{EventError, StoreError};
 use elasticsearch::http::response::Response;
 use serde_json::Value;
@@ -182,8 +182,8 @@ pub(crate) enum EventFailure {
 
 impl EventFailure {
     /// The failed event at `index` of the batch.
-    pub(crate) fn at(self, index: usize) -> Failed {
-        Failed {
+    pub(crate) fn at(self, index: usize) -> FailedEvent {
+        FailedEvent {
             index,
             error: report(&self),
         }

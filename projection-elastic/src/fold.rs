@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use annals::RecordedEvent;
-use annals::projection::Failed;
+use annals::projection::FailedEvent;
 
 use crate::bulk::Op;
 use crate::error::EventFailure;
@@ -54,7 +54,7 @@ pub(crate) struct Write<D> {
 pub(crate) fn group<P: DocumentProjection>(
     projection: &P,
     batch: &[RecordedEvent],
-    failed: &mut Vec<Failed>,
+    failed: &mut Vec<FailedEvent>,
 ) -> Vec<(String, Vec<usize>)> {
     let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
     let mut by_id: HashMap<String, usize> = HashMap::new();
@@ -97,7 +97,7 @@ pub(crate) fn fold_document<P: DocumentProjection>(
     id: String,
     events: &[usize],
     start: Start<P::Doc>,
-    failed: &mut Vec<Failed>,
+    failed: &mut Vec<FailedEvent>,
 ) -> Option<(Write<P::Doc>, Op)> {
     let (stored_version, base) = match start {
         Start::Known(base) => base,
@@ -306,7 +306,7 @@ mod tests {
     fn run(
         batch: &[RecordedEvent],
         mut bases: HashMap<String, Base<i64>>,
-    ) -> (Vec<Written>, Vec<Failed>) {
+    ) -> (Vec<Written>, Vec<FailedEvent>) {
         let mut failed = Vec::new();
         let groups = group(&Sum, batch, &mut failed);
         let writes = groups

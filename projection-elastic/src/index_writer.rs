@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use annals::projection::{Applied, Projection, ProjectionError};
+use annals::projection::{BatchOutcome, Projection, ProjectionError};
 use annals::{DomainEvent, EventFilter, RecordedEvent};
 use async_trait::async_trait;
 use elasticsearch::indices::IndicesExistsParts;
@@ -82,7 +82,7 @@ impl Default for WriterOptions {
 ///
 /// Failures:
 /// * an event that does not decode into the projection's event type, or
-///   that the fold refuses, is reported as [`Failed`](annals::projection::Failed),
+///   that the fold refuses, is reported as [`FailedEvent`](annals::projection::FailedEvent),
 ///   naming the event and the error with its causes; the document keeps the
 ///   state reached before it, and later events of the document in the batch
 ///   are not applied (the runner parks them behind it). Events are decoded
@@ -272,12 +272,12 @@ impl<P: DocumentProjection> Projection for IndexWriter<P> {
         EventFilter::types(P::Event::type_names())
     }
 
-    async fn apply(&self, batch: &[RecordedEvent]) -> Result<Applied, ProjectionError> {
+    async fn apply(&self, batch: &[RecordedEvent]) -> Result<BatchOutcome, ProjectionError> {
         let started = Instant::now();
         let mut failed = Vec::new();
         let groups = group(&*self.projection, batch, &mut failed);
         if groups.is_empty() {
-            return Ok(Applied { failed });
+            return Ok(BatchOutcome { failed });
         }
 
         // The state each document starts from: folded from nothing, kept in
@@ -375,6 +375,6 @@ impl<P: DocumentProjection> Projection for IndexWriter<P> {
         );
         failed.sort_by_key(|f| f.index);
         failed.dedup_by_key(|f| f.index);
-        Ok(Applied { failed })
+        Ok(BatchOutcome { failed })
     }
 }

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use annals::projection::{
-    Applied, FailurePolicy, Projection, ProjectionError, ProjectionRunner, ProjectionStore,
-    RunnerError, RunnerState, RunnerStatus,
+    BatchOutcome, FailurePolicy, Projection, ProjectionError, ProjectionRunner, ProjectionStore,
+    RunnerError, RunnerProgress, RunnerState,
 };
 use annals::{EventFilter, EventStore, RecordedEvent};
 use annals_elastic::{IndexWriter, ReadModel, ReadModelOptions};
@@ -47,10 +47,10 @@ fn read_model(es: &SearchTest) -> ReadModel<Tallies> {
 }
 
 async fn wait_for(
-    status: &mut watch::Receiver<RunnerStatus>,
+    status: &mut watch::Receiver<RunnerProgress>,
     what: &str,
-    done: impl Fn(&RunnerStatus) -> bool,
-) -> RunnerStatus {
+    done: impl Fn(&RunnerProgress) -> bool,
+) -> RunnerProgress {
     let waited = tokio::time::timeout(Duration::from_secs(60), status.wait_for(|s| done(s)))
         .await
         .ok()
@@ -78,7 +78,7 @@ async fn break_lease(pg: &PgTest, projection: &str) -> bool {
 
 struct Runner {
     task: JoinHandle<Result<(), RunnerError>>,
-    status: watch::Receiver<RunnerStatus>,
+    status: watch::Receiver<RunnerProgress>,
 }
 
 fn spawn_runner(
@@ -92,7 +92,7 @@ fn spawn_runner(
             ..fast_runner(FailurePolicy::Park { max_attempts: 3 })
         },
     );
-    let status = runner.status();
+    let status = runner.progress();
     let shutdown = shutdown.clone();
     let task = tokio::spawn(async move { runner.run(shutdown).await });
     Runner { task, status }
@@ -225,7 +225,7 @@ impl Projection for CrashAfterWrite {
         self.inner.filter()
     }
 
-    async fn apply(&self, batch: &[RecordedEvent]) -> Result<Applied, ProjectionError> {
+    async fn apply(&self, batch: &[RecordedEvent]) -> Result<BatchOutcome, ProjectionError> {
         let applied = self.inner.apply(batch).await?;
         if !self.crashed.swap(true, Ordering::SeqCst) {
             return Err(ProjectionError::Fatal(
@@ -307,7 +307,7 @@ async fn search_postgres_crash_and_dead_letters() {
     let projector = tallies.writer_for(&index);
     projector.projection().healed.store(true, Ordering::SeqCst);
     let live = ProjectionRunner::new(store.clone(), Arc::new(projector)).with_options(options);
-    let mut status = live.status();
+    let mut status = live.progress();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn({
         let shutdown = shutdown.clone();

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use annals::memory::MemoryStore;
 use annals::projection::{
-    Applied, FailurePolicy, Projection, ProjectionError, ProjectionRunner, ProjectionStore,
-    RunnerError, RunnerState, RunnerStatus,
+    BatchOutcome, FailurePolicy, Projection, ProjectionError, ProjectionRunner, ProjectionStore,
+    RunnerError, RunnerProgress, RunnerState,
 };
 use annals::{EventFilter, EventStore, Position, RecordedEvent};
 use annals_elastic::{IndexWriter, ReadModel, ReadModelOptions};
@@ -37,10 +37,10 @@ fn read_model(
 
 /// Waits (at most 30 s) until the runner's status satisfies `done`.
 async fn wait_for(
-    status: &mut watch::Receiver<RunnerStatus>,
+    status: &mut watch::Receiver<RunnerProgress>,
     what: &str,
-    done: impl Fn(&RunnerStatus) -> bool,
-) -> RunnerStatus {
+    done: impl Fn(&RunnerProgress) -> bool,
+) -> RunnerProgress {
     let waited = tokio::time::timeout(Duration::from_secs(30), status.wait_for(|s| done(s)))
         .await
         .ok()
@@ -71,7 +71,7 @@ impl Projection for CrashAfterWrite {
         self.inner.filter()
     }
 
-    async fn apply(&self, batch: &[RecordedEvent]) -> Result<Applied, ProjectionError> {
+    async fn apply(&self, batch: &[RecordedEvent]) -> Result<BatchOutcome, ProjectionError> {
         let applied = self.inner.apply(batch).await?;
         if self.calls.fetch_add(1, Ordering::SeqCst) + 1 == self.crash_on {
             return Err(ProjectionError::Fatal(
@@ -175,7 +175,7 @@ async fn search_poison_event_is_parked_then_retried_on_request() {
         ProjectionRunner::new(store.clone(), Arc::new(projector))
             .with_options(fast_runner(FailurePolicy::Park { max_attempts: 2 })),
     );
-    let mut status = runner.status();
+    let mut status = runner.progress();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn({
         let runner = runner.clone();
@@ -426,7 +426,7 @@ async fn search_outage_is_retried_until_the_server_is_back() {
         ProjectionRunner::new(store.clone(), Arc::new(projector))
             .with_options(fast_runner(FailurePolicy::Stop { max_attempts: 1 })),
     );
-    let mut status = runner.status();
+    let mut status = runner.progress();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn({
         let runner = runner.clone();
@@ -498,7 +498,7 @@ async fn search_standby_runner_takes_over_when_the_active_one_dies() {
         ProjectionRunner::new(store.clone(), Arc::new(tallies.open(&store).await.unwrap()))
             .with_options(fast_runner(FailurePolicy::Stop { max_attempts: 1 })),
     );
-    let (mut first_status, mut second_status) = (first.status(), second.status());
+    let (mut first_status, mut second_status) = (first.progress(), second.progress());
     let first_task = tokio::spawn({
         let first = first.clone();
         async move { first.run(CancellationToken::new()).await }
@@ -568,7 +568,7 @@ async fn search_live_runner_follows_the_alias_after_a_rebuild_elsewhere() {
                     runners
                         .lock()
                         .unwrap()
-                        .push((runner.name().to_owned(), runner.status()));
+                        .push((runner.name().to_owned(), runner.progress()));
                 })
                 .await
         }

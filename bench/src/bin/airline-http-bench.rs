@@ -390,7 +390,7 @@ async fn phases(
     };
     let settled_after = settle_started.elapsed();
     let reasons = cancel_reasons(admin, schema).await?;
-    let saga = service.saga_runner.status.borrow().clone();
+    let saga = service.saga_runner.progress.borrow().clone();
     let head = store.head().await?;
 
     let report = Report {
@@ -482,7 +482,7 @@ async fn wait_live(runner: &RunnerInfo, store: &PgEventStore, limit: Duration) -
     let head = store.head().await?;
     let deadline = Instant::now() + limit;
     loop {
-        let status = runner.status.borrow().clone();
+        let status = runner.progress.borrow().clone();
         if status.state == RunnerState::Running && status.checkpoint >= head {
             return Ok(());
         }

@@ -80,7 +80,7 @@ use airline::reads::FlightView;
 use airline::scheduling::FlightEvent;
 use airline::search::{ElasticFlights, FlightDoc, FlightIndex};
 use airline::values::{AirportCode, Money};
-use annals::projection::{RunnerOptions, RunnerState, RunnerStatus};
+use annals::projection::{RunnerOptions, RunnerProgress, RunnerState};
 use annals::{DomainEvent, EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, Position};
 use annals_elastic::elasticsearch::http::Method;
 use annals_elastic::elasticsearch::{BulkParts, Elasticsearch};
@@ -932,7 +932,7 @@ async fn live_latency(
     let shutdown = CancellationToken::new();
     // Stops the runner also when this returns early with an error.
     let _stop_runner = shutdown.clone().drop_guard();
-    let status: Arc<Mutex<Option<watch::Receiver<RunnerStatus>>>> = Arc::default();
+    let status: Arc<Mutex<Option<watch::Receiver<RunnerProgress>>>> = Arc::default();
     let runner = {
         let flights = Arc::clone(&flights);
         let store = store.clone();
@@ -941,7 +941,8 @@ async fn live_latency(
         tokio::spawn(async move {
             flights
                 .run(store, RunnerOptions::default(), shutdown, |runner| {
-                    *status.lock().unwrap_or_else(PoisonError::into_inner) = Some(runner.status());
+                    *status.lock().unwrap_or_else(PoisonError::into_inner) =
+                        Some(runner.progress());
                 })
                 .await
         })
@@ -1086,7 +1087,7 @@ async fn poll(
     client: Elasticsearch,
     alias: String,
     probes: Arc<Mutex<Vec<Probe>>>,
-    status: watch::Receiver<RunnerStatus>,
+    status: watch::Receiver<RunnerProgress>,
     appending_done: CancellationToken,
 ) -> Result<()> {
     let mut ticks = tokio::time::interval(LIVE_POLL);

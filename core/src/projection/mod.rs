@@ -25,7 +25,8 @@ use crate::envelope::RecordedEvent;
 use crate::store::EventFilter;
 
 pub use runner::{
-    Backoff, FailurePolicy, ProjectionRunner, RunnerError, RunnerOptions, RunnerState, RunnerStatus,
+    Backoff, FailurePolicy, ProjectionRunner, RunnerError, RunnerOptions, RunnerProgress,
+    RunnerState,
 };
 pub use store::{Deadline, Lease, ParkedEvent, ProjectionStore, hold_until};
 pub use wait::{WaitError, wait_for_checkpoint};
@@ -45,7 +46,7 @@ pub trait Projection: Send + Sync + 'static {
     /// applying it once. An event that cannot be applied is reported in the
     /// outcome, and the projection must then not apply the later events of
     /// the same stream in this batch (the runner parks them behind it).
-    async fn apply(&self, batch: &[RecordedEvent]) -> Result<Applied, ProjectionError>;
+    async fn apply(&self, batch: &[RecordedEvent]) -> Result<BatchOutcome, ProjectionError>;
 
     /// The key that orders this projection's events: a dead-lettered event
     /// holds back the later events of its key, and no others. The stream id
@@ -58,21 +59,21 @@ pub trait Projection: Send + Sync + 'static {
 
 /// What became of a batch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Applied {
+pub struct BatchOutcome {
     /// Events that could not be applied, by index into the batch, with why.
-    pub failed: Vec<Failed>,
+    pub failed: Vec<FailedEvent>,
 }
 
-impl Applied {
+impl BatchOutcome {
     /// Every event was applied.
-    pub fn all() -> Self {
+    pub fn applied() -> Self {
         Self::default()
     }
 }
 
 /// One event the projection could not apply.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failed {
+pub struct FailedEvent {
     /// Index into the batch.
     pub index: usize,
     /// What went wrong, for the dead-letter record.

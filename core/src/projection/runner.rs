@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Applied, ParkedEvent, Projection, ProjectionError, ProjectionStore};
+use super::{BatchOutcome, ParkedEvent, Projection, ProjectionError, ProjectionStore};
 use crate::envelope::RecordedEvent;
 use crate::position::Position;
 use crate::store::{EventFilter, EventStore, EventStream, StoreError};
@@ -120,7 +120,7 @@ pub enum RunnerState {
 
 /// A runner's progress, for health checks, metrics and lag.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RunnerStatus {
+pub struct RunnerProgress {
     /// Where the runner stands.
     pub state: RunnerState,
     /// The last saved checkpoint.
@@ -142,7 +142,7 @@ pub struct RunnerStatus {
     pub last_error: Option<String>,
 }
 
-impl RunnerStatus {
+impl RunnerProgress {
     /// How far behind the log the projection is, in seconds: the age of the
     /// oldest event read and not yet applied (so it keeps growing while a
     /// batch fails, even when no new events arrive), or between batches of a
@@ -210,7 +210,7 @@ pub struct ProjectionRunner<S, P> {
     projection: Arc<P>,
     name: String,
     options: RunnerOptions,
-    status: watch::Sender<RunnerStatus>,
+    status: watch::Sender<RunnerProgress>,
 }
 
 impl<S, P> ProjectionRunner<S, P>
@@ -226,7 +226,7 @@ where
             projection,
             name,
             options: RunnerOptions::default(),
-            status: watch::Sender::new(RunnerStatus::default()),
+            status: watch::Sender::new(RunnerProgress::default()),
         }
     }
 
@@ -242,7 +242,7 @@ where
     }
 
     /// Progress updates.
-    pub fn status(&self) -> watch::Receiver<RunnerStatus> {
+    pub fn progress(&self) -> watch::Receiver<RunnerProgress> {
         self.status.subscribe()
     }
 
@@ -522,8 +522,8 @@ where
         while !runnable.is_empty() {
             attempts += 1;
             let failed = match self.projection.apply(&runnable).await {
-                Ok(Applied { failed }) if failed.is_empty() => break,
-                Ok(Applied { failed }) => failed,
+                Ok(BatchOutcome { failed }) if failed.is_empty() => break,
+                Ok(BatchOutcome { failed }) => failed,
                 Err(ProjectionError::Transient(error)) => {
                     self.note_failure(&error);
                     if !self.pause(&mut delays, shutdown).await {
@@ -715,7 +715,7 @@ where
         })
     }
 
-    fn set(&self, change: impl FnOnce(&mut RunnerStatus)) {
+    fn set(&self, change: impl FnOnce(&mut RunnerProgress)) {
         self.status.send_modify(change);
     }
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use annals::process::{DispatchError, Dispatcher, Process, derive_id};
+use annals::process::{DispatchError, Dispatcher, ProcessRunner, derive_id};
 use annals::projection::ProjectionStore;
 use annals::{CommandContext, ExecuteError, Handle, Position, Repository, StoreError};
 use async_trait::async_trait;
@@ -139,8 +139,8 @@ where
     }
 
     /// The booking saga, ready to run as a projection.
-    pub fn saga(&self) -> Process<BookingSaga, S, SagaDispatcher<S>> {
-        Process::new(
+    pub fn saga(&self) -> ProcessRunner<BookingSaga, S, SagaDispatcher<S>> {
+        ProcessRunner::new(
             self.store.clone(),
             Arc::new(SagaDispatcher {
                 airline: self.clone(),

@@ -88,7 +88,7 @@ async fn projections<S: ProjectionStore + Clone>(
         .runners()
         .iter()
         .map(|runner| {
-            let status = runner.status.borrow().clone();
+            let status = runner.progress.borrow().clone();
             let lag_seconds = status.lag_seconds();
             let ok = matches!(status.state, RunnerState::Running | RunnerState::Standby)
                 && status.last_error.is_none()

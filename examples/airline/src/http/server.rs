@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use annals::projection::{
-    Projection, ProjectionRunner, ProjectionStore, RunnerOptions, RunnerStatus,
+    Projection, ProjectionRunner, ProjectionStore, RunnerOptions, RunnerProgress,
 };
 use axum::Router;
 use axum::extract::ConnectInfo;
@@ -28,13 +28,13 @@ use crate::app::Airline;
 use crate::reads::FLIGHTS_PROJECTION;
 use crate::search::ElasticFlights;
 
-/// A projection runner's name and live status, for `/health` and `/metrics`.
+/// A projection runner's name and live progress, for `/health` and `/metrics`.
 #[derive(Debug, Clone)]
 pub struct RunnerInfo {
     /// The projection.
     pub name: String,
-    /// Its status updates.
-    pub status: watch::Receiver<RunnerStatus>,
+    /// Its progress updates.
+    pub progress: watch::Receiver<RunnerProgress>,
 }
 
 /// Serves `router` on `listener` over HTTP/1.1 until `shutdown` is
@@ -204,7 +204,7 @@ impl Background {
         let runner = ProjectionRunner::new(store, projection).with_options(options);
         let info = RunnerInfo {
             name: runner.name().to_owned(),
-            status: runner.status(),
+            progress: runner.progress(),
         };
         let stop = self.shutdown.clone();
         let name = info.name.clone();
@@ -249,15 +249,15 @@ impl Background {
     where
         S: ProjectionStore + Clone,
     {
-        let (forward, status) = watch::channel(RunnerStatus::default());
+        let (forward, status) = watch::channel(RunnerProgress::default());
         let info = RunnerInfo {
             name: FLIGHTS_PROJECTION.to_owned(),
-            status,
+            progress: status,
         };
         let stop = self.shutdown.clone();
         self.tasks.spawn(async move {
             let observe = |runner: &ProjectionRunner<S, _>| {
-                let mut current = runner.status();
+                let mut current = runner.progress();
                 let forward = forward.clone();
                 tokio::spawn(async move {
                     loop {

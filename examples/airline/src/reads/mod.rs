@@ -9,7 +9,7 @@ pub use guard::{GuardedReads, ReadGuard};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use annals::projection::{Applied, Failed, Projection, ProjectionError};
+use annals::projection::{BatchOutcome, FailedEvent, Projection, ProjectionError};
 use annals::{EventFilter, RecordedEvent};
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -293,12 +293,12 @@ impl Projection for MemoryFlights {
         flight_events()
     }
 
-    async fn apply(&self, batch: &[RecordedEvent]) -> Result<Applied, ProjectionError> {
+    async fn apply(&self, batch: &[RecordedEvent]) -> Result<BatchOutcome, ProjectionError> {
         let mut state = self
             .inner
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut applied = Applied::all();
+        let mut applied = BatchOutcome::applied();
         let mut failed_streams = Vec::new();
         for (index, recorded) in batch.iter().enumerate() {
             if failed_streams.contains(&recorded.stream_id) {
@@ -308,7 +308,7 @@ impl Projection for MemoryFlights {
                 Ok(event) => event,
                 Err(error) => {
                     failed_streams.push(recorded.stream_id.clone());
-                    applied.failed.push(Failed {
+                    applied.failed.push(FailedEvent {
                         index,
                         error: format!(
                             "{} {} of {}: {error}",

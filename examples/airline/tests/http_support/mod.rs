@@ -209,7 +209,7 @@ async fn running(background: &Background) {
         tokio::time::timeout(
             Duration::from_secs(10),
             runner
-                .status
+                .progress
                 .wait_for(|s| s.state == annals::projection::RunnerState::Running),
         )
         .await
