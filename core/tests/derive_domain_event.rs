@@ -544,3 +544,27 @@ fn snapshot_roundtrips_through_serde() {
         Some(5)
     );
 }
+
+#[test]
+fn each_variant_has_a_checked_type_name_constant() {
+    assert_eq!(SeatEvent::HELD, "SeatHeld");
+    assert_eq!(SeatEvent::RELEASED, "Released");
+    assert_eq!(SeatEvent::FARE_CHANGED, "fare.changed");
+    assert_eq!(
+        SeatEvent::HELD,
+        SeatEvent::Held {
+            seat: "1A".into(),
+            passenger: "Ada".into(),
+            note: None
+        }
+        .event_type()
+    );
+    // Usable as patterns and in filters.
+    let kind = |name: &str| match name {
+        SeatEvent::HELD => "held",
+        SeatEvent::CLOSED => "closed",
+        _ => "other",
+    };
+    assert_eq!(kind("SeatHeld"), "held");
+    assert!(annals::EventFilter::types([SeatEvent::CLOSED]).matches("Closed"));
+}

@@ -362,11 +362,22 @@ fn generate(ident: &Ident, variants: &[EventVariant<'_>]) -> TokenStream {
     let mut encode_arms = Vec::new();
     let mut decode_arms = Vec::new();
     let mut needs_unit = false;
+    let mut names = Vec::new();
 
     for v in variants {
         let vident = &v.variant.ident;
         let name = LitStr::new(&v.name, v.name_span);
         let version = v.version;
+        let constant = Ident::new(&screaming_snake(&unraw(vident)), vident.span());
+        let doc = format!(
+            "The stored type name of [`{}`](Self::{}) events: a checked name for filters and matches.",
+            unraw(vident),
+            unraw(vident)
+        );
+        names.push(quote! {
+            #[doc = #doc]
+            pub const #constant: &'static str = #name;
+        });
         let pattern = match &v.variant.fields {
             Fields::Named(_) => quote!(Self::#vident { .. }),
             Fields::Unnamed(_) => quote!(Self::#vident(..)),
@@ -533,6 +544,11 @@ fn generate(ident: &Ident, variants: &[EventVariant<'_>]) -> TokenStream {
             #shadows
 
             #[automatically_derived]
+            impl #ident {
+                #(#names)*
+            }
+
+            #[automatically_derived]
             impl #annals::DomainEvent for #ident {
                 const TYPES: &'static [#annals::EventType] = &[#(#types),*];
 
@@ -561,6 +577,11 @@ fn generate(ident: &Ident, variants: &[EventVariant<'_>]) -> TokenStream {
             }
         };
     }
+}
+
+/// `SeatsReserved` → `SEATS_RESERVED`, the name of a variant's type-name constant.
+fn screaming_snake(name: &str) -> String {
+    crate::aggregate::snake_case(name).to_uppercase()
 }
 
 /// An identifier's name without its `r#`.

@@ -45,6 +45,15 @@ mod domain_event;
 /// not interact, and enum-level serde attributes do not affect payloads). It
 /// must not be generic.
 ///
+/// # Type-name constants
+///
+/// Each variant also gets an associated constant holding its type name, named
+/// after the variant in screaming snake case (`Held` with `name = "SeatHeld"`
+/// gives `SeatEvent::HELD == "SeatHeld"`), so filters and matches on stored
+/// type names are checked by the compiler:
+/// `EventFilter::types([SeatEvent::HELD, SeatEvent::CLOSED])`, or
+/// `match event.event_type.as_str() { SeatEvent::HELD => .., _ => .. }`.
+///
 /// # Decoding
 ///
 /// `decode(type, version, payload)` picks the variant by type name. At the

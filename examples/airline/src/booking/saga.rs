@@ -7,6 +7,9 @@ use chrono::Duration;
 use serde::Deserialize;
 use uuid::Uuid;
 
+use super::{BookingEvent, PaymentEvent};
+// Contexts meet at events: the saga follows scheduling's seat events by name.
+use crate::scheduling::FlightEvent;
 use crate::values::Money;
 
 /// How long the saga waits for the payment provider before it compensates.
@@ -196,8 +199,10 @@ impl BookingSaga {
 
     fn on_event(&self, event: &RecordedEvent) -> Vec<SagaEvent> {
         match (event.event_type.as_str(), self.stage) {
-            ("BookingRequested", SagaStage::NotStarted) => started(event).into_iter().collect(),
-            ("SeatsReserved", SagaStage::Reserving) => {
+            (BookingEvent::BOOKING_REQUESTED, SagaStage::NotStarted) => {
+                started(event).into_iter().collect()
+            }
+            (FlightEvent::SEATS_RESERVED, SagaStage::Reserving) => {
                 let Some(flight_id) = flight_of(event) else {
                     return vec![];
                 };
@@ -215,29 +220,33 @@ impl BookingSaga {
                 }
                 out
             }
-            ("SeatsReserved", SagaStage::Compensating | SagaStage::Cancelled) => flight_of(event)
-                .map(|flight_id| SagaEvent::LateSeatsReleased {
-                    booking_id: self.booking_id,
-                    flight_id,
-                })
-                .into_iter()
-                .collect(),
-            ("PaymentTaken", SagaStage::Paying) => vec![SagaEvent::PaymentSucceeded {
+            (FlightEvent::SEATS_RESERVED, SagaStage::Compensating | SagaStage::Cancelled) => {
+                flight_of(event)
+                    .map(|flight_id| SagaEvent::LateSeatsReleased {
+                        booking_id: self.booking_id,
+                        flight_id,
+                    })
+                    .into_iter()
+                    .collect()
+            }
+            (PaymentEvent::PAYMENT_TAKEN, SagaStage::Paying) => vec![SagaEvent::PaymentSucceeded {
                 booking_id: self.booking_id,
                 payment_id: Fields::of(event).payment_id.unwrap_or_default(),
             }],
-            ("PaymentTaken", SagaStage::Compensating | SagaStage::Cancelled) => {
+            (PaymentEvent::PAYMENT_TAKEN, SagaStage::Compensating | SagaStage::Cancelled) => {
                 vec![SagaEvent::LatePaymentRefunded {
                     booking_id: self.booking_id,
                 }]
             }
-            ("PaymentDeclined", SagaStage::Paying) => {
+            (PaymentEvent::PAYMENT_DECLINED, SagaStage::Paying) => {
                 let why = Fields::of(event).reason;
                 let why = why.as_deref().unwrap_or("declined");
                 vec![self.compensate(format!("payment failed: {why}"), false, true)]
             }
-            ("BookingConfirmed", SagaStage::Confirming) => vec![SagaEvent::SagaConfirmed],
-            ("BookingCancelled", stage) => {
+            (BookingEvent::BOOKING_CONFIRMED, SagaStage::Confirming) => {
+                vec![SagaEvent::SagaConfirmed]
+            }
+            (BookingEvent::BOOKING_CANCELLED, stage) => {
                 let reason = Fields::of(event).reason.unwrap_or_default();
                 match stage {
                     SagaStage::Compensating => vec![SagaEvent::SagaCancelled { reason }],
@@ -342,12 +351,12 @@ impl ProcessManager for BookingSaga {
 
     fn filter() -> EventFilter {
         EventFilter::types([
-            "BookingRequested",
-            "BookingConfirmed",
-            "BookingCancelled",
-            "SeatsReserved",
-            "PaymentTaken",
-            "PaymentDeclined",
+            BookingEvent::BOOKING_REQUESTED,
+            BookingEvent::BOOKING_CONFIRMED,
+            BookingEvent::BOOKING_CANCELLED,
+            FlightEvent::SEATS_RESERVED,
+            PaymentEvent::PAYMENT_TAKEN,
+            PaymentEvent::PAYMENT_DECLINED,
         ])
     }
 
