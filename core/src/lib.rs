@@ -8,7 +8,8 @@
 //! This crate holds the model and the contracts: events ([`DomainEvent`]),
 //! aggregates ([`Aggregate`], [`Handle`]), envelopes ([`RecordedEvent`]), the
 //! [`EventStore`] trait, command execution ([`Repository`]), an in-memory
-//! store ([`memory::MemoryStore`]) and the test kit ([`testing`]). Storage
+//! store ([`memory::MemoryStore`]) and the test kit (`testing`, behind the
+//! `testing` feature: enable it in dev-dependencies). Storage
 //! and read-model backends live in their own crates (`annals-postgres`,
 //! `annals-elastic`).
 #![warn(missing_docs)]
@@ -27,6 +28,7 @@ pub mod projection;
 pub mod repository;
 pub mod store;
 pub mod subscription;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 pub use aggregate::{Aggregate, AggregateType, Handle};

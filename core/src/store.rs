@@ -266,7 +266,7 @@ impl StoreError {
 
 /// An append-only store of event streams with a global, ordered log.
 ///
-/// Implementations must pass [`crate::testing::conformance`].
+/// Implementations must pass `annals::testing::conformance` (feature `testing`).
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {
     /// Appends events to a stream in one atomic step, checking `expected`.

@@ -3,7 +3,6 @@
 //! single-runner lease, read-your-writes waits and store outages.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,10 +13,10 @@ use annals::projection::{
     ProjectionRunner, ProjectionStore, RunnerError, RunnerOptions, RunnerState, WaitError,
     wait_for_checkpoint,
 };
-use annals::testing::{Faulty, Operation};
-use annals::{
-    Appended, EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent,
+use annals::testing::{
+    Faulty, Operation, PATIENCE, eventually, eventually_async, fast_runner_options, new_event,
 };
+use annals::{Appended, EventFilter, EventStore, ExpectedVersion, Position, RecordedEvent};
 use async_trait::async_trait;
 use serde_json::json;
 use tokio::time::Instant;
@@ -26,17 +25,6 @@ use uuid::Uuid;
 
 // ---------------------------------------------------------------------------
 // Helpers
-
-const PATIENCE: Duration = Duration::from_secs(5);
-
-/// Polls `cond` until it holds, failing the test after [`PATIENCE`].
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
 
 /// What a runner's task returned, once it ends (within [`PATIENCE`]).
 async fn finished<T>(task: tokio::task::JoinHandle<Result<T, RunnerError>>) -> T {
@@ -47,29 +35,10 @@ async fn finished<T>(task: tokio::task::JoinHandle<Result<T, RunnerError>>) -> T
         .expect("the runner ends without an error")
 }
 
-/// [`eventually`] for conditions that need the store.
-async fn eventually_async<F, Fut>(what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + PATIENCE;
-    while !cond().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 /// Appends one event of `kind` to `stream`; `poison` marks it as one a broken
 /// projection cannot apply.
 async fn add(store: &MemoryStore, stream: &str, kind: &str, poison: bool) -> Appended {
-    let event = NewEvent {
-        event_id: Uuid::now_v7(),
-        event_type: kind.into(),
-        schema_version: 1,
-        payload: json!({ "stream": stream, "poison": poison }).into(),
-        metadata: Metadata::default(),
-    };
+    let event = new_event(kind, json!({ "stream": stream, "poison": poison }));
     store
         .append(stream, ExpectedVersion::Any, vec![event])
         .await
@@ -81,17 +50,7 @@ async fn handled(store: &MemoryStore, stream: &str) -> Appended {
 }
 
 fn fast(policy: FailurePolicy) -> RunnerOptions {
-    RunnerOptions {
-        batch_size: 500,
-        batch_delay: Duration::from_millis(5),
-        min_batch_interval: Duration::ZERO,
-        backoff: Backoff {
-            initial: Duration::from_millis(5),
-            max: Duration::from_millis(20),
-        },
-        failure_policy: policy,
-        idle_interval: Duration::from_millis(30),
-    }
+    fast_runner_options(policy)
 }
 
 async fn checkpoint(store: &MemoryStore, name: &str) -> Option<Position> {

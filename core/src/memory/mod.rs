@@ -5,7 +5,7 @@
 //! idempotent appends (by event id and by command id), a global log ordered
 //! by [`Position`], catch-up-then-live subscriptions, snapshots and
 //! checkpoints. Use it in tests, examples and single-process tools; it passes
-//! [`crate::testing::conformance`].
+//! `annals::testing::conformance` (feature `testing`).
 //!
 //! Each append is one "transaction": it takes the next commit number, and
 //! each of its events the next global sequence number, so an event's

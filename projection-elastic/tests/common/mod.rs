@@ -5,19 +5,17 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
-use annals::projection::{Backoff, FailurePolicy, RunnerOptions};
+use annals::projection::{FailurePolicy, RunnerOptions};
+use annals::testing::{fast_runner_options, new_event};
 use annals::{
-    DomainEvent, EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, Position,
-    RecordedEvent,
+    DomainEvent, EventFilter, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent,
 };
 use annals_elastic::elasticsearch::indices::{IndicesCreateParts, IndicesRefreshParts};
 use annals_elastic::elasticsearch::{Elasticsearch, SearchParts};
 use annals_elastic::{DocChange, DocumentProjection, FoldError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use uuid::Uuid;
 
 /// A tally per stream `item-<id>`: `Created {name}`, `Added {n}`,
 /// `Renamed {name}`, `Removed` (a hard delete), `Poison` (the fold fails
@@ -138,13 +136,7 @@ impl DocumentProjection for Tallies {
 }
 
 pub fn event(event_type: &str, payload: Value) -> NewEvent {
-    NewEvent {
-        event_id: Uuid::now_v7(),
-        event_type: event_type.to_owned(),
-        schema_version: 1,
-        payload: payload.into(),
-        metadata: Metadata::default(),
-    }
+    new_event(event_type, payload)
 }
 
 pub async fn append<S: EventStore>(store: &S, item: &str, events: Vec<NewEvent>) -> Position {
@@ -195,17 +187,11 @@ pub async fn all_events<S: EventStore>(store: &S) -> Vec<RecordedEvent> {
         .expect("read_all")
 }
 
+/// Small batches, so that a test's events span several.
 pub fn fast_runner(policy: FailurePolicy) -> RunnerOptions {
     RunnerOptions {
         batch_size: 50,
-        batch_delay: Duration::from_millis(5),
-        min_batch_interval: Duration::ZERO,
-        backoff: Backoff {
-            initial: Duration::from_millis(10),
-            max: Duration::from_millis(100),
-        },
-        failure_policy: policy,
-        idle_interval: Duration::from_millis(50),
+        ..fast_runner_options(policy)
     }
 }
 

@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use annals::{Metadata, NewEvent};
+use annals::NewEvent;
+use annals::testing::new_event;
 use annals_postgres::{PgEventStore, PgStoreOptions};
 use annals_testkit::PgTest;
 use serde_json::json;
-use uuid::Uuid;
 
 /// A fresh schema with the annals tables and a store on it whose
 /// notifications use a channel of the test's own. `None` when no server is
@@ -39,13 +39,7 @@ pub fn options_for(pg: &PgTest) -> PgStoreOptions {
 
 /// A small event of the given type.
 pub fn event(event_type: &str, n: u64) -> NewEvent {
-    NewEvent {
-        event_id: Uuid::now_v7(),
-        event_type: event_type.to_owned(),
-        schema_version: 1,
-        payload: json!({ "n": n }).into(),
-        metadata: Metadata::default(),
-    }
+    new_event(event_type, json!({ "n": n }))
 }
 
 /// `count` small events.

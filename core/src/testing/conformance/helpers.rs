@@ -9,7 +9,7 @@ use serde_json::json;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::envelope::{Metadata, NewEvent, RecordedEvent};
+use crate::envelope::{NewEvent, RecordedEvent};
 use crate::position::Position;
 use crate::store::{
     AppendOptions, Appended, EventFilter, EventStore, EventStream, ExpectedVersion, StoreError,
@@ -29,13 +29,7 @@ pub(super) fn unique(prefix: &str) -> String {
 }
 
 pub(super) fn event(event_type: &str, n: u64) -> NewEvent {
-    NewEvent {
-        event_id: Uuid::now_v7(),
-        event_type: event_type.to_owned(),
-        schema_version: 1,
-        payload: json!({ "n": n }).into(),
-        metadata: Metadata::default(),
-    }
+    crate::testing::new_event(event_type, json!({ "n": n }))
 }
 
 pub(super) fn ticks(count: u64) -> Vec<NewEvent> {
