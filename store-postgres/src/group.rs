@@ -36,7 +36,7 @@ use tokio::sync::{Notify, oneshot};
 use uuid::Uuid;
 
 use crate::append::{Batch, appended_from};
-use crate::conn::Connections;
+use crate::connections::Connections;
 
 const APPEND_GROUP: &str = include_str!("sql/append_group.sql");
 

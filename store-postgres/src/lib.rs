@@ -165,7 +165,7 @@
 
 mod append;
 mod checkpoint;
-mod conn;
+mod connections;
 mod error;
 mod group;
 mod migrate;

@@ -11,7 +11,7 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
 
-use crate::conn::Connections;
+use crate::connections::Connections;
 use crate::error::{retry_lost, store_error};
 use crate::store::PgEventStore;
 use crate::xid::{self, Xid8};

@@ -14,7 +14,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::conn::Connections;
+use crate::connections::Connections;
 use crate::error::PgError;
 use crate::group::GroupCommit;
 use crate::notify::{Notifier, NotifyMode};
