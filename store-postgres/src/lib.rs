@@ -167,7 +167,6 @@ mod append;
 mod checkpoint;
 mod connections;
 mod error;
-mod group;
 mod migrate;
 pub mod notify;
 mod projection;

@@ -3,14 +3,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use annals::{EventFilter, Metadata, Payload, Position, RecordedEvent, StoreError};
+use annals::{
+    Appended, EventFilter, ExpectedVersion, Metadata, Payload, Position, RecordedEvent, StoreError,
+};
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use serde_json::value::RawValue;
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
+use uuid::Uuid;
 
+use crate::append::statement::outcome;
 use crate::connections::Connections;
 use crate::error::{retry_lost, store_error};
 use crate::store::PgEventStore;
@@ -21,6 +25,8 @@ const READ_ALL_FILTERED: &str = include_str!("sql/read_all_filtered.sql");
 const READ_STREAM: &str = include_str!("sql/read_stream.sql");
 const HEAD: &str = include_str!("sql/head.sql");
 const LOG_LAG: &str = include_str!("sql/log_lag.sql");
+const COMMAND_OUTCOME: &str = include_str!("sql/command_outcome.sql");
+const STREAM_VERSION: &str = "SELECT version FROM annals_streams WHERE stream_id = $1";
 
 /// What keeps readers of the global log from the newest events.
 ///
@@ -222,4 +228,28 @@ impl PgEventStore {
         };
         lag().map_err(store_error)
     }
+}
+
+/// The stream's current version (0 = no stream).
+pub(crate) async fn stream_version(store: &PgEventStore, stream: &str) -> Result<u64, StoreError> {
+    let version: Option<i64> = sqlx::query_scalar(STREAM_VERSION)
+        .bind(stream)
+        .fetch_optional(&store.inner.pool)
+        .await
+        .map_err(store_error)?;
+    Ok(version.map_or(0, xid::version))
+}
+
+/// The outcome recorded for a command id (a row of `annals_append`'s shape).
+pub(crate) async fn command_outcome(
+    store: &PgEventStore,
+    command_id: Uuid,
+) -> Result<Option<Appended>, StoreError> {
+    let row = sqlx::query(COMMAND_OUTCOME)
+        .bind(command_id)
+        .fetch_optional(&store.inner.pool)
+        .await
+        .map_err(store_error)?;
+    row.map(|row| outcome(&row, "", ExpectedVersion::Any))
+        .transpose()
 }

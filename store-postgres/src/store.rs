@@ -14,9 +14,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::append::group::GroupCommit;
 use crate::connections::Connections;
 use crate::error::PgError;
-use crate::group::GroupCommit;
 use crate::notify::{Notifier, NotifyMode};
 
 /// The default `LISTEN`/`NOTIFY` channel.
@@ -386,11 +386,11 @@ impl EventStore for PgEventStore {
         events: Vec<NewEvent>,
         options: AppendOptions,
     ) -> Result<Appended, StoreError> {
-        self.append_pooled(stream, expected, events, options).await
+        crate::append::append_with(self, stream, expected, events, options).await
     }
 
     async fn command_outcome(&self, command_id: Uuid) -> Result<Option<Appended>, StoreError> {
-        self.load_command_outcome(command_id).await
+        crate::read::command_outcome(self, command_id).await
     }
 
     async fn read_stream(
@@ -403,7 +403,7 @@ impl EventStore for PgEventStore {
     }
 
     async fn stream_version(&self, stream: &str) -> Result<u64, StoreError> {
-        self.current_version(stream).await
+        crate::read::stream_version(self, stream).await
     }
 
     async fn read_all(
