@@ -167,23 +167,26 @@ mod append;
 mod checkpoint;
 mod connections;
 mod error;
+mod handle;
+mod log_lag;
 mod migrate;
 pub mod notify;
+mod options;
 mod projection;
 mod read;
 mod snapshot;
 mod store;
-mod subscribe;
+mod subscription;
 mod xid;
 
 pub use error::PgError;
+pub use handle::PgEventStore;
+pub use log_lag::{LogLag, RunningTransaction};
 pub use migrate::migrations;
 pub use notify::NotifyMode;
-pub use read::{LogLag, RunningTransaction};
+pub use options::{
+    DEFAULT_APPLICATION_NAME, DEFAULT_CHANNEL, DEFAULT_LISTENER_APPLICATION_NAME, PgStoreOptions,
+};
 /// The `sqlx` crate this one is built on (its pool, connect options and
 /// transactions are part of this crate's API).
 pub use sqlx;
-pub use store::{
-    DEFAULT_APPLICATION_NAME, DEFAULT_CHANNEL, DEFAULT_LISTENER_APPLICATION_NAME, PgEventStore,
-    PgStoreOptions,
-};

@@ -17,8 +17,8 @@ use sqlx::{Connection, Row};
 use uuid::Uuid;
 
 use crate::error::{retry_lost, store_error};
+use crate::handle::PgEventStore;
 use crate::read::recorded_event;
-use crate::store::PgEventStore;
 use crate::xid;
 
 const PARK: &str = include_str!("sql/park.sql");

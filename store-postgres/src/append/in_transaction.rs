@@ -7,9 +7,9 @@ use uuid::Uuid;
 
 use super::statement::{Batch, call_append, expected_param, outcome};
 use crate::error::{is_unique_violation, store_error};
+use crate::handle::PgEventStore;
 use crate::notify::NotifyMode;
 use crate::read::stream_version;
-use crate::store::PgEventStore;
 
 const STORED_EVENTS: &str = include_str!("../sql/stored_events.sql");
 

@@ -21,8 +21,8 @@ use annals::{AppendOptions, Appended, ExpectedVersion, NewEvent, StoreError};
 use self::group::Outcome;
 use self::statement::{Batch, call_append, expected_param, outcome, try_append_fast};
 use crate::error::{LOST_CONNECTION_RETRIES, is_connection_lost, is_unique_violation, store_error};
+use crate::handle::PgEventStore;
 use crate::notify::NotifyMode;
-use crate::store::PgEventStore;
 
 /// How often a pooled append runs again after losing a race (a unique
 /// violation) or its connection.
