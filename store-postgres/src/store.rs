@@ -1,7 +1,7 @@
 //! The [`EventStore`] implementation of [`PgEventStore`]: each method calls
 //! the function of the same name in the module named as core's (appends in
-//! [`append`](crate::append), reads in [`read`](crate::read), and so on; see
-//! the [crate documentation](crate#where-things-live)).
+//! [`append`], reads in [`read`], and so on; see the [crate
+//! documentation](crate#where-things-live)).
 
 use annals::{
     AppendOptions, Appended, EventFilter, EventStore, EventStream, ExpectedVersion, NewEvent,
