@@ -41,6 +41,42 @@
 //! # }
 //! ```
 //!
+//! ## Where things live
+//!
+//! The crate mirrors core: the implementation of each trait method calls the
+//! function of the same name, in the module named as core's.
+//!
+//! | `annals` (core) | `annals-postgres` |
+//! |---|---|
+//! | `store`: [`EventStore`](annals::EventStore) | `store.rs`: `impl EventStore for PgEventStore`, delegating by name to the modules below |
+//! | [`EventStore::append_with`](annals::EventStore::append_with) | `append/`: `mod.rs` (the entry point: group commit or alone, retries), `statement.rs` (the statements of one append, the batch, the decoding of answers), `group.rs` (the group commit queue), `in_transaction.rs` ([`PgEventStore::append_in_transaction`]) |
+//! | `read_stream`, `read_all`, `head`, `stream_version`, `command_outcome` | `read.rs` (and, for what holds readers back, `log_lag.rs`: [`PgEventStore::log_lag`]) |
+//! | `subscription`: [`catch_up_then_live`](annals::subscription::catch_up_then_live) | `subscription.rs`: `subscribe`, and the `LISTEN` task that wakes subscriptions |
+//! | `save_snapshot`, `load_snapshot` | `snapshot.rs` |
+//! | `save_checkpoint`, `load_checkpoint` | `checkpoint.rs` |
+//! | `projection`: [`ProjectionStore`](annals::projection::ProjectionStore) | `projection/`: `mod.rs` (`impl ProjectionStore`, delegating by name), `dead_letters.rs`, `lease.rs`, `deadlines.rs` |
+//! | `position`: [`Position`](annals::Position) | `xid.rs`: the `xid8` column type and the position pair's parameters |
+//! | `memory`: [`MemoryStore`](annals::memory::MemoryStore) | this crate as a whole: the other implementation of the same traits |
+//!
+//! And what only PostgreSQL needs:
+//!
+//! | Module | What it holds |
+//! |---|---|
+//! | `handle.rs` | [`PgEventStore`] and the state its clones share |
+//! | `options.rs` | [`PgStoreOptions`], the defaults and the constructors |
+//! | `connections.rs` | the connections appends and log reads keep between operations |
+//! | `notify.rs` | [`NotifyMode`] and the after-commit notifier |
+//! | `error.rs` | [`PgError`], the mapping of database errors onto [`StoreError`](annals::StoreError), retries after a lost connection |
+//! | `migrate.rs` | [`migrations`] and how [`PgEventStore::migrate`] applies them |
+//! | `sql/` | every statement of more than a line, named for the function that runs it (`append_*.sql` are the parts of the append hot path) |
+//!
+//! Dependencies run one way. `store.rs` and `projection/mod.rs` call the
+//! operation modules, and nothing calls them; the operations build on
+//! `handle.rs`, which needs only the leaves (`connections.rs`, `notify.rs`,
+//! `error.rs`, `migrate.rs`) and the type of the group commit queue. In
+//! `append/`, the group commit (`group.rs`) and the entry point (`mod.rs`)
+//! both build on `statement.rs`, which uses neither.
+//!
 //! ## Schema
 //!
 //! [`PgEventStore::migrate`] applies the embedded migrations ([`migrations`],
@@ -53,10 +89,10 @@
 //!
 //! ## Appends: one statement, one round trip
 //!
-//! An append sends the batch as arrays (`uuid[]`, `text[]`, `int[]`,
-//! `jsonb[]`) in **one statement** of data-modifying CTEs, in autocommit
-//! mode, so that statement is its own transaction (no `BEGIN`/`COMMIT`
-//! round trips):
+//! (`append/`.) An append sends the batch as arrays (`uuid[]`, `text[]`,
+//! `int[]`, `jsonb[]`) in **one statement** of data-modifying CTEs, in
+//! autocommit mode, so that statement is its own transaction (no
+//! `BEGIN`/`COMMIT` round trips):
 //!
 //! 1. `stream`: check the expectation by moving the stream row in one write:
 //!    `UPDATE annals_streams SET version = version + n WHERE stream_id = $1
@@ -88,9 +124,9 @@
 //!
 //! ## Group commit
 //!
-//! Appends that arrive while earlier ones are being written are written
-//! together: one statement of the same shape over all of them
-//! (`sql/append_group.sql`), one transaction, one WAL flush, one
+//! (`append/group.rs`.) Appends that arrive while earlier ones are being
+//! written are written together: one statement of the same shape over all
+//! of them (`sql/append_group.sql`), one transaction, one WAL flush, one
 //! notification. Each append in a group is still checked on its own (a
 //! failed expectation or a recorded command writes nothing for that append
 //! and the others commit), appends to one stream never share a group, and a
@@ -137,20 +173,21 @@
 //!
 //! ## Subscriptions
 //!
-//! [`EventStore::subscribe`](annals::EventStore::subscribe) catches up with
-//! the log and then follows it. Appends notify (in their transaction, or right
-//! after it: [`NotifyMode`]); one listener connection per store wakes every
-//! subscription, reconnects after a lost connection, and the poll interval
-//! ([`PgStoreOptions::poll_interval`]) covers notifications lost meanwhile.
+//! (`subscription.rs`.) [`EventStore::subscribe`](annals::EventStore::subscribe)
+//! catches up with the log and then follows it. Appends notify (in their
+//! transaction, or right after it: [`NotifyMode`]); one listener connection
+//! per store wakes every subscription, reconnects after a lost connection,
+//! and the poll interval ([`PgStoreOptions::poll_interval`]) covers
+//! notifications lost meanwhile.
 //!
 //! ## Connections and failures
 //!
-//! Settings come from the URL (`DATABASE_URL`) plus [`PgStoreOptions`]
-//! (pool size, acquire timeout, application name). Appends and log reads
-//! keep their connections between operations in a small cache (at most half
-//! the pool, returned to the pool after 100 ms idle or when the pool
-//! closes), which saves the round trip sqlx's pool spends checking every
-//! returned connection.
+//! (`options.rs`, `connections.rs`, `error.rs`.) Settings come from the URL
+//! (`DATABASE_URL`) plus [`PgStoreOptions`] (pool size, acquire timeout,
+//! application name). Appends and log reads keep their connections between
+//! operations in a small cache (at most half the pool, returned to the pool
+//! after 100 ms idle or when the pool closes), which saves the round trip
+//! sqlx's pool spends checking every returned connection.
 //!
 //! When the server cannot be reached an operation fails with
 //! [`StoreError::Unavailable`](annals::StoreError::Unavailable) (transient;
@@ -165,26 +202,28 @@
 
 mod append;
 mod checkpoint;
-mod conn;
+mod connections;
 mod error;
-mod group;
+mod handle;
+mod log_lag;
 mod migrate;
 pub mod notify;
+mod options;
 mod projection;
 mod read;
 mod snapshot;
 mod store;
-mod subscribe;
+mod subscription;
 mod xid;
 
 pub use error::PgError;
+pub use handle::PgEventStore;
+pub use log_lag::{LogLag, RunningTransaction};
 pub use migrate::migrations;
 pub use notify::NotifyMode;
-pub use read::{LogLag, RunningTransaction};
+pub use options::{
+    DEFAULT_APPLICATION_NAME, DEFAULT_CHANNEL, DEFAULT_LISTENER_APPLICATION_NAME, PgStoreOptions,
+};
 /// The `sqlx` crate this one is built on (its pool, connect options and
 /// transactions are part of this crate's API).
 pub use sqlx;
-pub use store::{
-    DEFAULT_APPLICATION_NAME, DEFAULT_CHANNEL, DEFAULT_LISTENER_APPLICATION_NAME, PgEventStore,
-    PgStoreOptions,
-};

@@ -1,381 +1,17 @@
-//! [`PgEventStore`]: construction, options and the [`EventStore`] implementation.
+//! The [`EventStore`] implementation of [`PgEventStore`]: each method calls
+//! the function of the same name in the module named as core's (appends in
+//! [`append`], reads in [`read`], and so on; see the [crate
+//! documentation](crate#where-things-live)).
 
-use std::str::FromStr;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use annals::subscription::SubscriptionOptions;
 use annals::{
-    AppendLimits, AppendOptions, Appended, EventFilter, EventStore, EventStream, ExpectedVersion,
-    NewEvent, Position, RecordedEvent, Snapshot, StoreError,
+    AppendOptions, Appended, EventFilter, EventStore, EventStream, ExpectedVersion, NewEvent,
+    Position, RecordedEvent, Snapshot, StoreError,
 };
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::conn::Connections;
-use crate::error::PgError;
-use crate::group::GroupCommit;
-use crate::notify::{Notifier, NotifyMode};
-
-/// The default `LISTEN`/`NOTIFY` channel.
-pub const DEFAULT_CHANNEL: &str = "annals_events";
-
-/// The default `application_name` of the store's connections.
-pub const DEFAULT_APPLICATION_NAME: &str = "annals";
-
-/// The default `application_name` of the subscription listener's connection.
-pub const DEFAULT_LISTENER_APPLICATION_NAME: &str = "annals-listener";
-
-/// An event store on PostgreSQL.
-///
-/// Cheap to clone: clones share one connection pool and one notification
-/// listener. See the [crate documentation](crate) for the design.
-#[derive(Clone)]
-pub struct PgEventStore {
-    pub(crate) inner: Arc<Inner>,
-}
-
-pub(crate) struct Inner {
-    pub(crate) pool: PgPool,
-    /// Connections kept between appends and log reads.
-    pub(crate) conns: Arc<Connections>,
-    pub(crate) limits: AppendLimits,
-    pub(crate) channel: String,
-    pub(crate) notify: NotifyMode,
-    pub(crate) notifier: Notifier,
-    /// Group commit of concurrent pooled appends; `None` when turned off.
-    pub(crate) group: Option<GroupCommit>,
-    pub(crate) subscription: SubscriptionOptions,
-    pub(crate) listener_application_name: String,
-    /// The wake-up signal of the shared listener task, while it runs.
-    pub(crate) wake: Mutex<Option<watch::Sender<u64>>>,
-}
-
-impl std::fmt::Debug for PgEventStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgEventStore")
-            .field("limits", &self.inner.limits)
-            .field("channel", &self.inner.channel)
-            .field("notify", &self.inner.notify)
-            .field("subscription", &self.inner.subscription)
-            .finish_non_exhaustive()
-    }
-}
-
-/// How [`PgEventStore`] connects, validates, notifies and polls.
-///
-/// ```
-/// use std::time::Duration;
-/// use annals::AppendLimits;
-/// use annals_postgres::PgStoreOptions;
-///
-/// let options = PgStoreOptions::new()
-///     .max_connections(20)
-///     .acquire_timeout(Duration::from_secs(5))
-///     .notify_channel("flights_events")
-///     .poll_interval(Duration::from_millis(250))
-///     .limits(AppendLimits { max_payload_bytes: 64 * 1024, ..AppendLimits::default() });
-/// # let _ = options;
-/// ```
-#[derive(Debug, Clone)]
-pub struct PgStoreOptions {
-    limits: AppendLimits,
-    channel: String,
-    notify: NotifyMode,
-    subscription: SubscriptionOptions,
-    max_connections: u32,
-    min_connections: u32,
-    acquire_timeout: Duration,
-    test_before_acquire: bool,
-    cache_connections: bool,
-    group_commit: bool,
-    application_name: String,
-    listener_application_name: String,
-}
-
-impl Default for PgStoreOptions {
-    fn default() -> Self {
-        Self {
-            limits: AppendLimits::default(),
-            channel: DEFAULT_CHANNEL.to_owned(),
-            notify: NotifyMode::default(),
-            subscription: SubscriptionOptions::default(),
-            max_connections: 10,
-            min_connections: 0,
-            acquire_timeout: Duration::from_secs(10),
-            test_before_acquire: false,
-            cache_connections: true,
-            group_commit: true,
-            application_name: DEFAULT_APPLICATION_NAME.to_owned(),
-            listener_application_name: DEFAULT_LISTENER_APPLICATION_NAME.to_owned(),
-        }
-    }
-}
-
-impl PgStoreOptions {
-    /// The defaults: [`AppendLimits::default`], channel [`DEFAULT_CHANNEL`]
-    /// notified in each append's transaction ([`NotifyMode::InTransaction`]),
-    /// [`SubscriptionOptions::default`] (pages of 512, polling every 500 ms),
-    /// up to 10 connections, 10 s to acquire one, not pinged before use.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The limits every append is checked against before it reaches the server.
-    pub fn limits(mut self, limits: AppendLimits) -> Self {
-        self.limits = limits;
-        self
-    }
-
-    /// The `LISTEN`/`NOTIFY` channel appends notify and subscriptions listen
-    /// on (at most 63 bytes). Stores sharing a database and a schema must
-    /// share the channel; stores in different schemas should not.
-    pub fn notify_channel(mut self, channel: impl Into<String>) -> Self {
-        self.channel = channel.into();
-        self
-    }
-
-    /// When appends notify: in their transaction (the default), right after
-    /// their commit, or not at all. With group commit on, the first two
-    /// perform alike; see [`NotifyMode`].
-    pub fn notify_mode(mut self, mode: NotifyMode) -> Self {
-        self.notify = mode;
-        self
-    }
-
-    /// Appends send no notification and subscriptions only poll
-    /// (`notify_mode(NotifyMode::Off)`).
-    pub fn without_notifications(self) -> Self {
-        self.notify_mode(NotifyMode::Off)
-    }
-
-    /// How often a subscription reads when no notification arrives: the
-    /// fallback when a notification is lost (a dropped listener connection).
-    pub fn poll_interval(mut self, interval: Duration) -> Self {
-        self.subscription.poll_interval = interval;
-        self
-    }
-
-    /// Events a subscription reads per query.
-    pub fn page_size(mut self, page_size: usize) -> Self {
-        self.subscription.page_size = page_size.max(1);
-        self
-    }
-
-    /// Most connections of the pool [`connect`](Self::connect) builds.
-    pub fn max_connections(mut self, max: u32) -> Self {
-        self.max_connections = max;
-        self
-    }
-
-    /// Connections the pool keeps open even when idle.
-    pub fn min_connections(mut self, min: u32) -> Self {
-        self.min_connections = min;
-        self
-    }
-
-    /// How long an operation waits for a connection before it fails with
-    /// [`StoreError::Unavailable`].
-    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
-        self.acquire_timeout = timeout;
-        self
-    }
-
-    /// Whether a pooled connection is pinged before each use (off by
-    /// default). The ping costs a round trip per operation; without it, a
-    /// connection the server dropped while idle fails its next operation
-    /// at once, and the store runs that operation again on another
-    /// connection (reads, and appends, which are idempotent by event id), so
-    /// callers see the loss only when every connection is gone.
-    pub fn test_before_acquire(mut self, test: bool) -> Self {
-        self.test_before_acquire = test;
-        self
-    }
-
-    /// Whether appends and log reads keep their connections between
-    /// operations (the default): at most half the pool, each returned to the
-    /// pool after 100 ms unused and when the pool closes. It saves the round
-    /// trip sqlx's pool spends checking every connection that comes back.
-    /// Turn it off when every connection of a small shared pool must be
-    /// available to other code at all times.
-    pub fn cache_connections(mut self, cache: bool) -> Self {
-        self.cache_connections = cache;
-        self
-    }
-
-    /// Whether concurrent appends share one statement and one commit (on by
-    /// default). Each append is still checked and answered on its own; an
-    /// idle store writes a lone append at once. Grouping lets appends that
-    /// arrive together share one WAL flush and one notification, which
-    /// PostgreSQL cannot do for transactions that notify (see
-    /// [`NotifyMode`]). Turn it off to give each append its own transaction
-    /// (for example to compare).
-    pub fn group_commit(mut self, group: bool) -> Self {
-        self.group_commit = group;
-        self
-    }
-
-    /// The `application_name` of the pool's connections (as seen in
-    /// `pg_stat_activity`).
-    pub fn application_name(mut self, name: impl Into<String>) -> Self {
-        self.application_name = name.into();
-        self
-    }
-
-    /// The `application_name` of the subscription listener's connection.
-    pub fn listener_application_name(mut self, name: impl Into<String>) -> Self {
-        self.listener_application_name = name.into();
-        self
-    }
-
-    fn validate(&self) -> Result<(), PgError> {
-        let channel = &self.channel;
-        if channel.is_empty() || channel.len() > 63 || channel.contains('\0') {
-            return Err(PgError::InvalidOption(format!(
-                "notify channel {channel:?} must be 1 to 63 bytes without NUL"
-            )));
-        }
-        if self.max_connections == 0 {
-            return Err(PgError::InvalidOption(
-                "max_connections must be at least 1".into(),
-            ));
-        }
-        Ok(())
-    }
-
-    fn pool_options(&self) -> PgPoolOptions {
-        PgPoolOptions::new()
-            .max_connections(self.max_connections)
-            .min_connections(self.min_connections.min(self.max_connections))
-            .acquire_timeout(self.acquire_timeout)
-            .test_before_acquire(self.test_before_acquire)
-    }
-
-    fn connect_options(&self, url: &str) -> Result<PgConnectOptions, PgError> {
-        Ok(PgConnectOptions::from_str(url)
-            .map_err(PgError::InvalidUrl)?
-            .application_name(&self.application_name))
-    }
-
-    /// Opens a pool on `url` (a `postgres://` URL, as in `DATABASE_URL`) and
-    /// checks that the server answers.
-    pub async fn connect(self, url: &str) -> Result<PgEventStore, PgError> {
-        self.validate()?;
-        let pool = self
-            .pool_options()
-            .connect_with(self.connect_options(url)?)
-            .await
-            .map_err(PgError::Connect)?;
-        Ok(self.build(pool))
-    }
-
-    /// Like [`connect`](Self::connect), with connect options built in code
-    /// (the `application_name` set here applies).
-    pub async fn connect_with(self, options: PgConnectOptions) -> Result<PgEventStore, PgError> {
-        self.validate()?;
-        let pool = self
-            .pool_options()
-            .connect_with(options.application_name(&self.application_name))
-            .await
-            .map_err(PgError::Connect)?;
-        Ok(self.build(pool))
-    }
-
-    /// Like [`connect`](Self::connect), but connects on first use: the store
-    /// can be built while the server is still starting.
-    pub fn connect_lazy(self, url: &str) -> Result<PgEventStore, PgError> {
-        self.validate()?;
-        let pool = self
-            .pool_options()
-            .connect_lazy_with(self.connect_options(url)?);
-        Ok(self.build(pool))
-    }
-
-    /// Uses an existing pool (its own settings apply; the pool options here
-    /// are ignored).
-    pub fn from_pool(self, pool: PgPool) -> Result<PgEventStore, PgError> {
-        self.validate()?;
-        Ok(self.build(pool))
-    }
-
-    fn build(self, pool: PgPool) -> PgEventStore {
-        let conns = Connections::new(pool.clone(), self.cache_connections);
-        let group = self.group_commit.then(|| {
-            let channel = self.notify.in_transaction(&self.channel).to_owned();
-            GroupCommit::new(conns.clone(), channel)
-        });
-        PgEventStore {
-            inner: Arc::new(Inner {
-                conns,
-                group,
-                pool,
-                limits: self.limits,
-                channel: self.channel,
-                notify: self.notify,
-                notifier: Notifier::default(),
-                subscription: self.subscription,
-                listener_application_name: self.listener_application_name,
-                wake: Mutex::new(None),
-            }),
-        }
-    }
-}
-
-impl PgEventStore {
-    /// Connects to `url` with the default [`PgStoreOptions`].
-    pub async fn connect(url: &str) -> Result<Self, PgError> {
-        PgStoreOptions::new().connect(url).await
-    }
-
-    /// A store on an existing pool, with the default [`PgStoreOptions`].
-    pub fn from_pool(pool: PgPool) -> Self {
-        PgStoreOptions::new().build(pool)
-    }
-
-    /// Options to build a store with.
-    pub fn options() -> PgStoreOptions {
-        PgStoreOptions::new()
-    }
-
-    /// Creates or upgrades the annals tables and functions in the current
-    /// schema (the first of the connection's `search_path`), recording the
-    /// versions in `annals_migrations` (so an application's own sqlx
-    /// migrations in the same schema are not disturbed). Safe to run again,
-    /// and from several processes at once (it takes an advisory lock).
-    pub async fn migrate(&self) -> Result<(), PgError> {
-        crate::migrate::migrate(&self.inner.pool).await
-    }
-
-    /// The connection pool, for the application's own queries (for example
-    /// to begin a transaction for [`append_in_transaction`](Self::append_in_transaction)).
-    pub fn pool(&self) -> &PgPool {
-        &self.inner.pool
-    }
-
-    /// The limits appends are checked against.
-    pub fn limits(&self) -> &AppendLimits {
-        &self.inner.limits
-    }
-
-    /// The notification channel.
-    pub fn notify_channel(&self) -> &str {
-        &self.inner.channel
-    }
-
-    /// When appends notify.
-    pub fn notify_mode(&self) -> NotifyMode {
-        self.inner.notify
-    }
-
-    /// Closes the pool: waits for checked-out connections to come back and
-    /// closes them. Later operations fail with [`StoreError::Unavailable`].
-    pub async fn close(&self) {
-        self.inner.conns.drain();
-        self.inner.pool.close().await;
-    }
-}
+use crate::handle::PgEventStore;
+use crate::{append, checkpoint, read, snapshot, subscription};
 
 #[async_trait]
 impl EventStore for PgEventStore {
@@ -386,11 +22,11 @@ impl EventStore for PgEventStore {
         events: Vec<NewEvent>,
         options: AppendOptions,
     ) -> Result<Appended, StoreError> {
-        self.append_pooled(stream, expected, events, options).await
+        append::append_with(self, stream, expected, events, options).await
     }
 
     async fn command_outcome(&self, command_id: Uuid) -> Result<Option<Appended>, StoreError> {
-        self.load_command_outcome(command_id).await
+        read::command_outcome(self, command_id).await
     }
 
     async fn read_stream(
@@ -399,11 +35,11 @@ impl EventStore for PgEventStore {
         from_version: u64,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.read_stream_events(stream, from_version, limit).await
+        read::read_stream(self, stream, from_version, limit).await
     }
 
     async fn stream_version(&self, stream: &str) -> Result<u64, StoreError> {
-        self.current_version(stream).await
+        read::stream_version(self, stream).await
     }
 
     async fn read_all(
@@ -412,30 +48,30 @@ impl EventStore for PgEventStore {
         limit: usize,
         filter: &EventFilter,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.read_log(after, limit, filter).await
+        read::read_all(self, after, limit, filter).await
     }
 
     async fn head(&self) -> Result<Position, StoreError> {
-        self.readable_head().await
+        read::head(self).await
     }
 
     fn subscribe(&self, after: Position, filter: EventFilter) -> EventStream {
-        self.subscribe_log(after, filter)
+        subscription::subscribe(self, after, filter)
     }
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
-        self.store_snapshot(snapshot).await
+        snapshot::save_snapshot(self, snapshot).await
     }
 
     async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, StoreError> {
-        self.fetch_snapshot(stream).await
+        snapshot::load_snapshot(self, stream).await
     }
 
     async fn save_checkpoint(&self, name: &str, position: Position) -> Result<(), StoreError> {
-        self.store_checkpoint(name, position).await
+        checkpoint::save_checkpoint(self, name, position).await
     }
 
     async fn load_checkpoint(&self, name: &str) -> Result<Option<Position>, StoreError> {
-        self.fetch_checkpoint(name).await
+        checkpoint::load_checkpoint(self, name).await
     }
 }

@@ -49,13 +49,13 @@ impl Connections {
     }
 
     /// A connection: a cached one, or one from the pool.
-    pub(crate) async fn get(self: &Arc<Self>) -> Result<Lease, sqlx::Error> {
+    pub(crate) async fn get(self: &Arc<Self>) -> Result<LentConnection, sqlx::Error> {
         let cached = self.lock().pop().map(|(conn, _)| conn);
         let conn = match cached {
             Some(conn) => conn,
             None => self.pool.acquire().await?,
         };
-        Ok(Lease {
+        Ok(LentConnection {
             conn,
             owner: Arc::downgrade(self),
         })
@@ -136,12 +136,12 @@ async fn sweep(owner: Weak<Connections>, pool: PgPool) {
 /// A connection lent to one operation. [`release`](Self::release) it once
 /// the operation finished cleanly; dropped instead (an error, a cancelled
 /// operation), it goes back through the pool, which checks it.
-pub(crate) struct Lease {
+pub(crate) struct LentConnection {
     conn: PoolConnection<Postgres>,
     owner: Weak<Connections>,
 }
 
-impl Lease {
+impl LentConnection {
     /// The operation completed and the connection is in a clean state: keep
     /// it for the next operation.
     pub(crate) fn release(self) {
@@ -151,7 +151,7 @@ impl Lease {
     }
 }
 
-impl Deref for Lease {
+impl Deref for LentConnection {
     type Target = PgConnection;
 
     fn deref(&self) -> &PgConnection {
@@ -159,7 +159,7 @@ impl Deref for Lease {
     }
 }
 
-impl DerefMut for Lease {
+impl DerefMut for LentConnection {
     fn deref_mut(&mut self) -> &mut PgConnection {
         &mut self.conn
     }

@@ -9,7 +9,9 @@
 //! group is being written and writes them together: one statement
 //! (`sql/append_group.sql`), one transaction, one flush, one notification,
 //! as EventStoreDB's writer does. An idle store writes a lone append at
-//! once, with the single-append statement.
+//! once, with the single-append statement ([`super::statement`], the one
+//! module this queue builds on; the entry point, [`super`], decides which
+//! appends come here).
 //!
 //! Each append in a group is still checked on its own: a failed expectation
 //! or a recorded command id writes nothing for that append, and its caller
@@ -29,16 +31,16 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use annals::Appended;
+use annals::{Appended, StoreError};
 use sqlx::Row;
 use sqlx::types::Json;
 use tokio::sync::{Notify, oneshot};
 use uuid::Uuid;
 
-use crate::append::{Batch, appended_from};
-use crate::conn::Connections;
+use super::statement::{Batch, appended_from, try_append_fast};
+use crate::connections::Connections;
 
-const APPEND_GROUP: &str = include_str!("sql/append_group.sql");
+const APPEND_GROUP: &str = include_str!("../sql/append_group.sql");
 
 /// Writer tasks, each with one statement in flight.
 const WRITERS: usize = 2;
@@ -55,18 +57,18 @@ const MAX_EVENTS: usize = 2_000;
 const MAX_GROUPED_APPEND: usize = 16;
 
 /// One append waiting for its group.
-pub(crate) struct Request {
-    pub(crate) stream: String,
-    pub(crate) expected: i64,
-    pub(crate) command_id: Option<Uuid>,
-    pub(crate) batch: Batch,
-    pub(crate) reply: oneshot::Sender<Reply>,
+struct Request {
+    stream: String,
+    expected: i64,
+    command_id: Option<Uuid>,
+    batch: Batch,
+    reply: oneshot::Sender<Reply>,
 }
 
 /// What a group did with one append; the batch comes back with it.
-pub(crate) struct Reply {
-    pub(crate) batch: Batch,
-    pub(crate) outcome: Outcome,
+struct Reply {
+    batch: Batch,
+    outcome: Outcome,
 }
 
 /// The outcome of one append in a group.
@@ -140,10 +142,42 @@ impl GroupCommit {
         events <= self.max_append
     }
 
+    /// Appends through a group: the first attempt of a pooled append. Gives
+    /// the batch back with the outcome.
+    pub(crate) async fn append(
+        &self,
+        stream: &str,
+        expected: i64,
+        command_id: Option<Uuid>,
+        batch: Batch,
+    ) -> Result<(Batch, Outcome), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let request = Request {
+            stream: stream.to_owned(),
+            expected,
+            command_id,
+            batch,
+            reply,
+        };
+        if let Some(request) = self.submit(request) {
+            return Ok((request.batch, Outcome::Alone));
+        }
+        match answer.await {
+            Ok(reply) => Ok((reply.batch, reply.outcome)),
+            // The lane went away with its runtime mid-write: the batch went
+            // with it, and whether it was written is unknown.
+            Err(_) => Err(StoreError::Unavailable(
+                "the append's group was dropped before it finished (its runtime shut down); \
+                 whether it was written is unknown: retry with the same event ids"
+                    .into(),
+            )),
+        }
+    }
+
     /// Queues an append. Gives the request back only when no writer can be
     /// started (no Tokio runtime).
     #[must_use]
-    pub(crate) fn submit(&self, request: Request) -> Option<Request> {
+    fn submit(&self, request: Request) -> Option<Request> {
         let mut queue = self.shared.lock();
         if queue.writers < WRITERS {
             match tokio::runtime::Handle::try_current() {
@@ -293,7 +327,7 @@ async fn write(shared: &Shared, group: &[Request]) -> Vec<Outcome> {
 async fn write_alone(shared: &Shared, request: &Request) -> Outcome {
     let result = async {
         let mut conn = shared.conns.get().await?;
-        let done = crate::append::try_append_fast(
+        let done = try_append_fast(
             &mut conn,
             &shared.channel,
             &request.stream,

@@ -1,4 +1,5 @@
-//! Subscriptions: catch up, then follow the log, woken by `LISTEN/NOTIFY`.
+//! Subscriptions ([`EventStore::subscribe`](annals::EventStore::subscribe)):
+//! catch up, then follow the log, woken by `LISTEN/NOTIFY`.
 //!
 //! Every append notifies the store's channel once its events are committed
 //! (see [`NotifyMode`](crate::NotifyMode) for when exactly). One
@@ -19,52 +20,48 @@ use annals::{EventFilter, EventStream, Position};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use tokio::sync::watch;
 
+use crate::handle::PgEventStore;
 use crate::notify::NotifyMode;
-use crate::store::PgEventStore;
 
 /// How long the listener waits before reconnecting after a failure.
 const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 
-impl PgEventStore {
-    pub(crate) fn subscribe_log(&self, after: Position, filter: EventFilter) -> EventStream {
-        catch_up_then_live(
-            self.clone(),
-            after,
-            filter,
-            self.wake_receiver(),
-            self.inner.subscription,
-        )
-    }
+/// Catches up after `after`, then follows the log (the trait's `subscribe`).
+pub(crate) fn subscribe(store: &PgEventStore, after: Position, filter: EventFilter) -> EventStream {
+    catch_up_then_live(
+        store.clone(),
+        after,
+        filter,
+        wake_receiver(store),
+        store.inner.subscription,
+    )
+}
 
-    /// A receiver of the shared listener's wake-ups, starting the listener
-    /// task when none runs. Without a channel or a Tokio runtime the
-    /// receiver never changes and subscriptions poll.
-    fn wake_receiver(&self) -> watch::Receiver<u64> {
-        if self.inner.notify == NotifyMode::Off {
-            return watch::channel(0).1;
-        }
-        let channel = self.inner.channel.clone();
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return watch::channel(0).1;
-        };
-        let mut slot = self
-            .inner
-            .wake
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        // The task ends once no receiver is left; a sender with receivers
-        // still has its task.
-        if let Some(sender) = slot.as_ref().filter(|s| s.receiver_count() > 0) {
-            return sender.subscribe();
-        }
-        let (sender, receiver) = watch::channel(0);
-        let options = (*self.inner.pool.connect_options())
-            .clone()
-            .application_name(&self.inner.listener_application_name);
-        runtime.spawn(listen(options, channel, sender.clone()));
-        *slot = Some(sender);
-        receiver
+/// A receiver of the shared listener's wake-ups, starting the listener
+/// task when none runs. Without a channel or a Tokio runtime the
+/// receiver never changes and subscriptions poll.
+fn wake_receiver(store: &PgEventStore) -> watch::Receiver<u64> {
+    let inner = &store.inner;
+    if inner.notify == NotifyMode::Off {
+        return watch::channel(0).1;
     }
+    let channel = inner.channel.clone();
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return watch::channel(0).1;
+    };
+    let mut slot = inner.wake.lock().unwrap_or_else(PoisonError::into_inner);
+    // The task ends once no receiver is left; a sender with receivers
+    // still has its task.
+    if let Some(sender) = slot.as_ref().filter(|s| s.receiver_count() > 0) {
+        return sender.subscribe();
+    }
+    let (sender, receiver) = watch::channel(0);
+    let options = (*inner.pool.connect_options())
+        .clone()
+        .application_name(&inner.listener_application_name);
+    runtime.spawn(listen(options, channel, sender.clone()));
+    *slot = Some(sender);
+    receiver
 }
 
 fn bump(sender: &watch::Sender<u64>) {

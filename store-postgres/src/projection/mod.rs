@@ -1,0 +1,95 @@
+//! What projections and process managers keep beside the events
+//! ([`ProjectionStore`], core's `projection` module): each method calls the
+//! function of the same name in
+//!
+//! * [`dead_letters`]: parked events (`annals_dead_letters`);
+//! * [`lease`]: the single-runner lease (an advisory lock on a connection
+//!   of its own);
+//! * [`deadlines`]: process managers' deadlines (`annals_deadlines`).
+//!
+//! [`request_retry`](ProjectionStore::request_retry) asks both the dead
+//! letters and the deadlines of the name.
+
+mod dead_letters;
+mod deadlines;
+mod lease;
+
+use std::time::Duration;
+
+use annals::StoreError;
+use annals::projection::{Deadline, Lease, ParkedEvent, ProjectionStore};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::handle::PgEventStore;
+
+#[async_trait]
+impl ProjectionStore for PgEventStore {
+    async fn park(&self, projection: &str, events: Vec<ParkedEvent>) -> Result<(), StoreError> {
+        dead_letters::park(self, projection, events).await
+    }
+
+    async fn parked(&self, projection: &str) -> Result<Vec<ParkedEvent>, StoreError> {
+        dead_letters::parked(self, projection).await
+    }
+
+    async fn unpark(&self, projection: &str, event_ids: &[Uuid]) -> Result<(), StoreError> {
+        dead_letters::unpark(self, projection, event_ids).await
+    }
+
+    async fn request_retry(&self, projection: &str) -> Result<u64, StoreError> {
+        let events = dead_letters::request_retry(self, projection).await?;
+        let deadlines = deadlines::request_retry(self, projection).await?;
+        Ok(events + deadlines)
+    }
+
+    async fn try_lease(&self, projection: &str) -> Result<Option<Box<dyn Lease>>, StoreError> {
+        lease::try_lease(self, projection).await
+    }
+
+    async fn schedule_deadline(&self, deadline: Deadline) -> Result<(), StoreError> {
+        deadlines::schedule_deadline(self, deadline).await
+    }
+
+    async fn deadlines(&self, process: &str, limit: usize) -> Result<Vec<Deadline>, StoreError> {
+        deadlines::deadlines(self, process, limit).await
+    }
+
+    async fn next_deadline(&self, process: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        deadlines::next_deadline(self, process).await
+    }
+
+    async fn claim_deadlines(
+        &self,
+        process: &str,
+        due_by: DateTime<Utc>,
+        limit: usize,
+        hold: Duration,
+    ) -> Result<Vec<Deadline>, StoreError> {
+        deadlines::claim_deadlines(self, process, due_by, limit, hold).await
+    }
+
+    async fn fail_deadline(
+        &self,
+        process: &str,
+        id: Uuid,
+        error: &str,
+        retry_at: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        deadlines::fail_deadline(self, process, id, error, retry_at).await
+    }
+
+    async fn cancel_deadlines(
+        &self,
+        process: &str,
+        instance: Uuid,
+        name: &str,
+    ) -> Result<(), StoreError> {
+        deadlines::cancel_deadlines(self, process, instance, name).await
+    }
+
+    async fn complete_deadline(&self, process: &str, id: Uuid) -> Result<(), StoreError> {
+        deadlines::complete_deadline(self, process, id).await
+    }
+}
