@@ -194,10 +194,10 @@ pub trait Dispatcher<C>: Send + Sync + 'static {
 /// Together these bound how long an instance can be stuck: an event whose
 /// commands cannot be delivered is retried for `retry_for`, then reported
 /// failed, and the runner's [`FailurePolicy`](crate::projection::FailurePolicy)
-/// parks it in the dead letters; a deadline that cannot fire is tried
+/// dead-letters it; a deadline that cannot fire is tried
 /// `deadline_attempts` times, `deadline_retry` apart, then kept as a dead
 /// letter. Either way an operator sees it (and can retry it with
-/// [`ProjectionStore::request_retry`]); nothing is dropped.
+/// [`ProjectionStore::retry_dead_letters`]); nothing is dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProcessOptions {
     /// Delays between tries of an event whose commands were not delivered.
@@ -426,8 +426,8 @@ where
                 .map_err(ProcessError::from_execute)?;
             // Effects of events this run wrote have ids no earlier run can
             // have used (they derive from the new versions), so the store is
-            // asked which already went out only on a replay.
-            let fresh = !executed.replayed;
+            // asked which already went out only when the input was repeated.
+            let fresh = !executed.repeated;
             let first_version = executed.stream_version + 1 - executed.events.len() as u64;
             for (offset, event) in executed.events.iter().enumerate() {
                 let version = first_version + offset as u64;
@@ -455,14 +455,14 @@ where
                     }
                     let refusal = derive_id(command_id, "rejected");
                     if !fresh && store.command_outcome(refusal).await?.is_some() {
-                        // Refused before, and the refusal is recorded: replay it
+                        // Refused before, and the refusal is recorded: feed it back again
                         // (its effects may not all have gone out) rather than
                         // sending the command again.
-                        let replay = Input::Rejected {
+                        let refused = Input::Rejected {
                             command,
                             reason: String::new(),
                         };
-                        queue.push_back((replay, refusal, Some(command_id)));
+                        queue.push_back((refused, refusal, Some(command_id)));
                         continue;
                     }
                     let context = CommandContext {

@@ -63,7 +63,7 @@ pub struct Appended {
     /// True when nothing was written because the events (by event id) or
     /// the command (by command id) were already stored; the fields above
     /// then describe the first outcome.
-    pub replayed: bool,
+    pub repeated: bool,
 }
 
 /// Which events a global read returns. Filtering happens in the store's
@@ -272,7 +272,7 @@ pub trait EventStore: Send + Sync + 'static {
     /// Appends events to a stream in one atomic step, checking `expected`.
     ///
     /// Appending events whose ids are all already stored in this stream is a
-    /// no-op that returns the first outcome (`replayed`); so is an append
+    /// no-op that returns the first outcome (`repeated`); so is an append
     /// whose `command_id` was already recorded. A failed append writes nothing.
     async fn append_with(
         &self,

@@ -1150,7 +1150,7 @@ async fn a_transient_dispatch_error_is_retried_without_duplicates() {
         types_of(&store, &format!("order-{order_id}")).await,
         ["OrderPlaced", "OrderShipped"]
     );
-    assert!(store.parked("shipping").await.unwrap().is_empty());
+    assert!(store.dead_letters("shipping").await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -1333,7 +1333,7 @@ async fn a_deadline_that_keeps_failing_becomes_a_dead_letter_until_retried() {
 
     // The receiver is fixed; an operator asks for a retry.
     receivers.fail("Release", 0);
-    assert_eq!(store.request_retry("shipping").await.unwrap(), 1);
+    assert_eq!(store.retry_dead_letters("shipping").await.unwrap(), 1);
     assert_eq!(process.fire_deadlines(later).await.unwrap(), 1);
     assert!(store.deadlines("shipping", 10).await.unwrap().is_empty());
     assert_eq!(
@@ -1384,14 +1384,14 @@ async fn an_event_whose_commands_keep_failing_becomes_a_dead_letter() {
     let (stuck, _) = place(&store, &["apple"]).await;
     let runner =
         ProjectionRunner::new(store.clone(), Arc::clone(&process)).with_options(RunnerOptions {
-            failure_policy: FailurePolicy::Park { max_attempts: 2 },
+            failure_policy: FailurePolicy::DeadLetter { max_attempts: 2 },
             ..options()
         });
     runner.catch_up().await.unwrap();
-    let parked = store.parked("shipping").await.unwrap();
-    assert_eq!(parked.len(), 1, "{parked:?}");
-    assert_eq!(parked[0].event.event_type, "Reserved");
-    let error = parked[0].error.as_deref().unwrap_or("");
+    let dead_letters = store.dead_letters("shipping").await.unwrap();
+    assert_eq!(dead_letters.len(), 1, "{dead_letters:?}");
+    assert_eq!(dead_letters[0].event.event_type, "Reserved");
+    let error = dead_letters[0].error.as_deref().unwrap_or("");
     assert!(
         error.contains("Charge") && error.contains("receiver unreachable"),
         "{error}"
@@ -1411,7 +1411,7 @@ async fn an_event_whose_commands_keep_failing_becomes_a_dead_letter() {
     );
 
     // Retried by an operator, the stuck order goes through.
-    store.request_retry("shipping").await.unwrap();
+    store.retry_dead_letters("shipping").await.unwrap();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn({
         let shutdown = shutdown.clone();
@@ -1432,5 +1432,5 @@ async fn an_event_whose_commands_keep_failing_becomes_a_dead_letter() {
     }
     shutdown.cancel();
     task.await.unwrap().unwrap();
-    assert!(store.parked("shipping").await.unwrap().is_empty());
+    assert!(store.dead_letters("shipping").await.unwrap().is_empty());
 }

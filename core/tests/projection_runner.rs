@@ -327,7 +327,7 @@ async fn transient_failures_retry_with_backoff_and_hold_the_checkpoint() {
     // Counted failures: the batch is retried with growing delays.
     let projection = TestProjection::new("transient");
     projection.transient.store(3, Ordering::SeqCst);
-    let mut options = fast(FailurePolicy::Park { max_attempts: 1 });
+    let mut options = fast(FailurePolicy::DeadLetter { max_attempts: 1 });
     options.backoff = Backoff {
         initial: Duration::from_millis(20),
         max: Duration::from_secs(1),
@@ -346,8 +346,8 @@ async fn transient_failures_retry_with_backoff_and_hold_the_checkpoint() {
     assert_eq!(status.retries, 3);
     assert_eq!(status.last_error, None, "cleared after success");
     assert!(
-        store.parked("transient").await.unwrap().is_empty(),
-        "transient errors never park"
+        store.dead_letters("transient").await.unwrap().is_empty(),
+        "transient errors never dead-letter"
     );
     assert_eq!(projection.rows(), clean_build(&store).await);
 
@@ -356,7 +356,7 @@ async fn transient_failures_retry_with_backoff_and_hold_the_checkpoint() {
     held.hold.store(true, Ordering::SeqCst);
     let runner = Arc::new(
         ProjectionRunner::new(store.clone(), Arc::clone(&held))
-            .with_options(fast(FailurePolicy::Park { max_attempts: 1 })),
+            .with_options(fast(FailurePolicy::DeadLetter { max_attempts: 1 })),
     );
     let status = runner.progress();
     let task = tokio::spawn({
@@ -381,7 +381,7 @@ async fn transient_failures_retry_with_backoff_and_hold_the_checkpoint() {
     let done = finished(task).await;
     assert_eq!(done, last.position);
     assert_eq!(checkpoint(&store, "held").await, Some(last.position));
-    assert!(store.parked("held").await.unwrap().is_empty());
+    assert!(store.dead_letters("held").await.unwrap().is_empty());
     assert_eq!(held.rows(), clean_build(&store).await);
 }
 
@@ -389,7 +389,7 @@ async fn transient_failures_retry_with_backoff_and_hold_the_checkpoint() {
 // Dead letters
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn poison_events_park_their_stream_and_are_retried_on_request() {
+async fn poison_events_dead_letter_their_stream_and_are_retried_on_request() {
     let store = MemoryStore::new();
     let a1 = handled(&store, "a").await;
     let b1 = handled(&store, "b").await;
@@ -399,9 +399,9 @@ async fn poison_events_park_their_stream_and_are_retried_on_request() {
     add(&store, "a", "Ignored", false).await;
     let b3 = handled(&store, "b").await;
 
-    let projection = TestProjection::new("parking");
+    let projection = TestProjection::new("dead-lettering");
     projection.broken.store(true, Ordering::SeqCst);
-    let mut options = fast(FailurePolicy::Park { max_attempts: 3 });
+    let mut options = fast(FailurePolicy::DeadLetter { max_attempts: 3 });
     options.batch_size = 3; // the poison's followers arrive in later batches too
     let runner = Arc::new(
         ProjectionRunner::new(store.clone(), Arc::clone(&projection)).with_options(options),
@@ -415,39 +415,39 @@ async fn poison_events_park_their_stream_and_are_retried_on_request() {
     });
 
     eventually_async("the log projected", || async {
-        checkpoint(&store, "parking").await == Some(b3.position)
+        checkpoint(&store, "dead-lettering").await == Some(b3.position)
     })
     .await;
-    let parked = store.parked("parking").await.unwrap();
-    let summary: Vec<_> = parked
+    let dead_letters = store.dead_letters("dead-lettering").await.unwrap();
+    let summary: Vec<_> = dead_letters
         .iter()
         .map(|p| (p.event.position, p.error.is_some()))
         .collect();
     assert_eq!(
         summary,
         [(a2.position, true), (a3.position, false)],
-        "the poison event and its stream's follower: {parked:#?}"
+        "the poison event and its stream's follower: {dead_letters:#?}"
     );
-    let error = parked[0].error.as_deref().unwrap();
+    let error = dead_letters[0].error.as_deref().unwrap();
     assert!(error.contains("poison at a version 2"), "{error}");
-    assert_eq!(parked[0].attempts, 3, "tried max_attempts times");
-    assert!(!parked[0].retry_requested);
+    assert_eq!(dead_letters[0].attempts, 3, "tried max_attempts times");
+    assert!(!dead_letters[0].retry_requested);
     assert_eq!(projection.with(|m| m.rows.get("a").cloned()), Some(vec![1]));
     assert_eq!(
         projection.with(|m| m.rows.get("b").cloned()),
         Some(vec![1, 2, 3])
     );
     assert!(!projection.has_applied(a3.position));
-    assert_eq!(status.borrow().parked, 2);
+    assert_eq!(status.borrow().dead_letters, 2);
     assert_eq!(status.borrow().state, RunnerState::Running);
 
-    // Live: stream a stays parked behind its poison event, b goes on.
+    // Live: stream a stays dead-lettered behind its poison event, b goes on.
     let a4 = handled(&store, "a").await;
     let b4 = handled(&store, "b").await;
     eventually("b4 applied live", || projection.has_applied(b4.position)).await;
-    eventually_async("a4 parked live", || async {
+    eventually_async("a4 dead-lettered live", || async {
         store
-            .parked("parking")
+            .dead_letters("dead-lettering")
             .await
             .unwrap()
             .iter()
@@ -455,24 +455,31 @@ async fn poison_events_park_their_stream_and_are_retried_on_request() {
     })
     .await;
     assert!(!projection.has_applied(a4.position));
-    assert_eq!(store.parked("parking").await.unwrap().len(), 3);
+    assert_eq!(store.dead_letters("dead-lettering").await.unwrap().len(), 3);
 
-    // A retry while still broken keeps them parked, in order.
-    assert_eq!(store.request_retry("parking").await.unwrap(), 3);
+    // A retry while still broken keeps them dead-lettered, in order.
+    assert_eq!(store.retry_dead_letters("dead-lettering").await.unwrap(), 3);
     eventually_async("the failed retry recorded", || async {
-        let parked = store.parked("parking").await.unwrap();
-        parked.iter().all(|p| !p.retry_requested) && parked[0].attempts > 3
+        let dead_letters = store.dead_letters("dead-lettering").await.unwrap();
+        dead_letters.iter().all(|p| !p.retry_requested) && dead_letters[0].attempts > 3
     })
     .await;
-    let parked = store.parked("parking").await.unwrap();
+    let dead_letters = store.dead_letters("dead-lettering").await.unwrap();
     assert_eq!(
-        parked.iter().map(|p| p.event.position).collect::<Vec<_>>(),
+        dead_letters
+            .iter()
+            .map(|p| p.event.position)
+            .collect::<Vec<_>>(),
         [a2.position, a3.position, a4.position]
     );
-    assert!(parked[0].error.is_some() && parked[1].error.is_none() && parked[2].error.is_none());
+    assert!(
+        dead_letters[0].error.is_some()
+            && dead_letters[1].error.is_none()
+            && dead_letters[2].error.is_none()
+    );
     assert_eq!(projection.with(|m| m.rows.get("a").cloned()), Some(vec![1]));
 
-    // A restart remembers which streams are parked.
+    // A restart remembers which streams are dead-lettered.
     shutdown.cancel();
     finished(task).await;
     let runner = Arc::new(
@@ -491,9 +498,9 @@ async fn poison_events_park_their_stream_and_are_retried_on_request() {
         projection.has_applied(b5.position)
     })
     .await;
-    eventually_async("a5 parked after the restart", || async {
+    eventually_async("a5 dead-lettered after the restart", || async {
         store
-            .parked("parking")
+            .dead_letters("dead-lettering")
             .await
             .unwrap()
             .iter()
@@ -501,49 +508,68 @@ async fn poison_events_park_their_stream_and_are_retried_on_request() {
     })
     .await;
     assert!(!projection.has_applied(a5.position));
-    eventually("status counts the parked", || status.borrow().parked == 4).await;
+    eventually("status counts the dead-lettered", || {
+        status.borrow().dead_letters == 4
+    })
+    .await;
 
     // Fixed: the operator asks again, the runner applies them in order.
     projection.broken.store(false, Ordering::SeqCst);
-    assert_eq!(store.request_retry("parking").await.unwrap(), 4);
+    assert_eq!(store.retry_dead_letters("dead-lettering").await.unwrap(), 4);
     eventually_async("dead letters drained", || async {
-        store.parked("parking").await.unwrap().is_empty()
+        store
+            .dead_letters("dead-lettering")
+            .await
+            .unwrap()
+            .is_empty()
     })
     .await;
-    eventually("status shows none parked", || status.borrow().parked == 0).await;
+    eventually("status shows none dead-lettered", || {
+        status.borrow().dead_letters == 0
+    })
+    .await;
     assert_eq!(
         projection.with(|m| m.rows.get("a").cloned()),
         Some(vec![1, 2, 3, 5, 6]),
         "applied in stream order (v4 is an Ignored event)"
     );
 
-    // The stream is unblocked: its next event is applied, not parked.
+    // The stream is unblocked: its next event is applied, not dead-lettered.
     let a6 = handled(&store, "a").await;
     eventually("a6 applied", || projection.has_applied(a6.position)).await;
-    assert!(store.parked("parking").await.unwrap().is_empty());
+    assert!(
+        store
+            .dead_letters("dead-lettering")
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     shutdown.cancel();
     finished(task).await;
-    assert_eq!(checkpoint(&store, "parking").await, Some(a6.position));
+    assert_eq!(
+        checkpoint(&store, "dead-lettering").await,
+        Some(a6.position)
+    );
     assert_eq!(projection.rows(), clean_build(&store).await);
     let _ = (a1, b1, b2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn parked_events_are_retried_under_steady_traffic() {
+async fn dead_letters_are_retried_under_steady_traffic() {
     let store = MemoryStore::new();
     let poison = add(&store, "a", "Added", true).await;
     let projection = TestProjection::new("busy");
     projection.broken.store(true, Ordering::SeqCst);
     let runner = ProjectionRunner::new(store.clone(), Arc::clone(&projection))
-        .with_options(fast(FailurePolicy::Park { max_attempts: 1 }));
+        .with_options(fast(FailurePolicy::DeadLetter { max_attempts: 1 }));
     let shutdown = CancellationToken::new();
     let task = tokio::spawn({
         let shutdown = shutdown.clone();
         async move { runner.run(shutdown).await }
     });
-    eventually_async("the poison parked", || async {
-        store.parked("busy").await.unwrap().len() == 1
+    eventually_async("the poison dead-lettered", || async {
+        store.dead_letters("busy").await.unwrap().len() == 1
     })
     .await;
 
@@ -560,9 +586,9 @@ async fn parked_events_are_retried_under_steady_traffic() {
         }
     });
     projection.broken.store(false, Ordering::SeqCst);
-    store.request_retry("busy").await.unwrap();
+    store.retry_dead_letters("busy").await.unwrap();
     eventually_async("the retry despite the traffic", || async {
-        store.parked("busy").await.unwrap().is_empty()
+        store.dead_letters("busy").await.unwrap().is_empty()
     })
     .await;
     assert!(projection.has_applied(poison.position));
@@ -612,8 +638,8 @@ async fn stop_policy_stops_at_the_poison_event() {
     );
     assert!(saved < poison.position);
     assert!(
-        store.parked("stopping").await.unwrap().is_empty(),
-        "stop parks nothing"
+        store.dead_letters("stopping").await.unwrap().is_empty(),
+        "stop dead-letters nothing"
     );
 
     // `run` stops the same way, from the saved checkpoint.
@@ -786,7 +812,7 @@ async fn shutdown_interrupts_a_failing_batch_and_keeps_the_checkpoint() {
     let projection = TestProjection::new("interrupted");
     let runner = Arc::new(
         ProjectionRunner::new(store.clone(), Arc::clone(&projection))
-            .with_options(fast(FailurePolicy::Park { max_attempts: 1 })),
+            .with_options(fast(FailurePolicy::DeadLetter { max_attempts: 1 })),
     );
     let shutdown = CancellationToken::new();
     let task = tokio::spawn({
@@ -813,7 +839,7 @@ async fn shutdown_interrupts_a_failing_batch_and_keeps_the_checkpoint() {
         checkpoint(&store, "interrupted").await,
         Some(first.position)
     );
-    assert!(store.parked("interrupted").await.unwrap().is_empty());
+    assert!(store.dead_letters("interrupted").await.unwrap().is_empty());
 
     // The next start delivers the batch again.
     projection.hold.store(false, Ordering::SeqCst);
@@ -832,7 +858,7 @@ async fn one_runner_holds_the_lease_and_a_standby_takes_over() {
     }
     let first = TestProjection::new("leased");
     let second = TestProjection::new("leased");
-    let options = fast(FailurePolicy::Park { max_attempts: 1 });
+    let options = fast(FailurePolicy::DeadLetter { max_attempts: 1 });
     let runner_a = ProjectionRunner::new(store.clone(), Arc::clone(&first)).with_options(options);
     let runner_b = ProjectionRunner::new(store.clone(), Arc::clone(&second)).with_options(options);
     let status_a = runner_a.progress();
@@ -1041,7 +1067,7 @@ async fn a_live_runner_rides_out_store_outages() {
     let first = handled(&memory, "a").await;
     let projection = TestProjection::new("outages");
     let runner = ProjectionRunner::new(store.clone(), Arc::clone(&projection))
-        .with_options(fast(FailurePolicy::Park { max_attempts: 1 }));
+        .with_options(fast(FailurePolicy::DeadLetter { max_attempts: 1 }));
     let status = runner.progress();
     let shutdown = CancellationToken::new();
     store.fail(Operation::TryLease, 2);
@@ -1057,7 +1083,7 @@ async fn a_live_runner_rides_out_store_outages() {
     for (operation, times) in [
         (Operation::ReadAll, 3),
         (Operation::SaveCheckpoint, 3),
-        (Operation::Parked, 2),
+        (Operation::DeadLetters, 2),
     ] {
         store.fail(operation, times);
         for _ in 0..3 {
@@ -1074,18 +1100,18 @@ async fn a_live_runner_rides_out_store_outages() {
             task.await
         );
     }
-    // A poison event while parking fails: parked once the store is back.
+    // A poison event while dead-lettering fails: dead-lettered once the store is back.
     projection.broken.store(true, Ordering::SeqCst);
-    store.fail(Operation::Park, 2);
+    store.fail(Operation::AddDeadLetters, 2);
     let poison = add(&memory, "p", "Added", true).await;
     let after = handled(&memory, "a").await;
-    eventually_async("the poison parked despite the outage", || async {
-        memory.parked("outages").await.unwrap().len() == 1 || task.is_finished()
+    eventually_async("the poison dead-lettered despite the outage", || async {
+        memory.dead_letters("outages").await.unwrap().len() == 1 || task.is_finished()
     })
     .await;
     assert!(
         !task.is_finished(),
-        "the runner gave up on a park outage: {:?}",
+        "the runner gave up on a dead-letter outage: {:?}",
         task.await
     );
     eventually("later events applied", || {
@@ -1108,7 +1134,7 @@ async fn a_runner_that_cannot_apply_reports_a_lag_that_grows_while_idle() {
     let store = MemoryStore::new();
     let projection = TestProjection::new("frozen");
     let runner = ProjectionRunner::new(store.clone(), Arc::clone(&projection))
-        .with_options(fast(FailurePolicy::Park { max_attempts: 3 }));
+        .with_options(fast(FailurePolicy::DeadLetter { max_attempts: 3 }));
     let status = runner.progress();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn({

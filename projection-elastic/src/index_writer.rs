@@ -85,7 +85,7 @@ impl Default for WriterOptions {
 ///   that the fold refuses, is reported as [`FailedEvent`](annals::projection::FailedEvent),
 ///   naming the event and the error with its causes; the document keeps the
 ///   state reached before it, and later events of the document in the batch
-///   are not applied (the runner parks them behind it). Events are decoded
+///   are not applied (the runner dead-letters them behind it). Events are decoded
 ///   only when folded: one the document already has is not read again;
 /// * a bulk item refused with a 4xx (a mapping or parsing error) reports the
 ///   document's first folded event as failed with the server's reason;

@@ -107,7 +107,7 @@ pub trait DocumentProjection: Send + Sync + 'static {
     ///
     /// An `Err` marks the event as failed, with a message naming the event
     /// and this error with its causes: the runner retries it and eventually
-    /// parks it (or stops), and later events of its stream wait behind it.
+    /// dead-letters it (or stops), and later events of its stream wait behind it.
     fn fold(
         &self,
         doc: Option<Self::Doc>,

@@ -337,7 +337,7 @@ impl<P: DocumentProjection> ReadModel<P> {
 
     /// Keeps the read model current until `shutdown`: [`open`](Self::open),
     /// then a [`ProjectionRunner::run`] of the live index writer (lease, hot
-    /// standby, retries and parking as `options` say; batches at most once
+    /// standby, retries and dead-lettering as `options` say; batches at most once
     /// per [`ReadModelOptions::live_batch_interval`]). When a rebuild in
     /// another process (`rebuild`, or a newer version's start) replaced the
     /// live index, the runner stops at its next batch; this opens the read
@@ -507,14 +507,14 @@ impl<P: DocumentProjection> ReadModel<P> {
             // A new index starts from nothing: forget any earlier progress
             // recorded under its name.
             store.save_checkpoint(&name, Position::START).await?;
-            let parked: Vec<_> = store
-                .parked(&name)
+            let dead_letters: Vec<_> = store
+                .dead_letters(&name)
                 .await?
                 .into_iter()
                 .map(|p| p.event.event_id)
                 .collect();
-            if !parked.is_empty() {
-                store.unpark(&name, &parked).await?;
+            if !dead_letters.is_empty() {
+                store.remove_dead_letters(&name, &dead_letters).await?;
             }
         } else if fresh {
             return Err(ElasticError::Unexpected {

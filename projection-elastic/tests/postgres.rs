@@ -89,7 +89,7 @@ fn spawn_runner(
     let runner = ProjectionRunner::new(store.clone(), Arc::new(projector)).with_options(
         annals::projection::RunnerOptions {
             batch_size: 20,
-            ..fast_runner(FailurePolicy::Park { max_attempts: 3 })
+            ..fast_runner(FailurePolicy::DeadLetter { max_attempts: 3 })
         },
     );
     let status = runner.progress();
@@ -198,7 +198,7 @@ async fn search_postgres_failover_keeps_every_event_exactly_once() {
         "leadership moved: {:?}",
         leaders.lock().unwrap()
     );
-    assert!(store.parked(&name).await.unwrap().is_empty());
+    assert!(store.dead_letters(&name).await.unwrap().is_empty());
 
     let docs = dump(es.client(), &tallies.alias()).await;
     assert_eq!(docs.len(), 20);
@@ -266,7 +266,7 @@ async fn search_postgres_crash_and_dead_letters() {
     let name = crashing.name();
     let options = annals::projection::RunnerOptions {
         batch_size: 1000,
-        ..fast_runner(FailurePolicy::Park { max_attempts: 2 })
+        ..fast_runner(FailurePolicy::DeadLetter { max_attempts: 2 })
     };
     let crash = ProjectionRunner::new(store.clone(), Arc::new(crashing)).with_options(options);
     assert!(matches!(
@@ -277,21 +277,21 @@ async fn search_postgres_crash_and_dead_letters() {
     let first = dump(es.client(), &index).await;
     assert_eq!(first.len(), 15, "the crashed batch reached the index");
 
-    // Restarted: the batch again, the poison parked in PostgreSQL.
+    // Restarted: the batch again, the poison dead-lettered in PostgreSQL.
     let projector = tallies.writer_for(&index);
     let healed = projector.projection().healed.clone();
     let runner = ProjectionRunner::new(store.clone(), Arc::new(projector)).with_options(options);
     runner.catch_up().await.unwrap();
-    let parked = store.parked(&name).await.unwrap();
-    assert_eq!(parked.len(), 2, "{parked:?}");
+    let dead_letters = store.dead_letters(&name).await.unwrap();
+    assert_eq!(dead_letters.len(), 2, "{dead_letters:?}");
     assert!(
-        parked[0]
+        dead_letters[0]
             .error
             .as_deref()
             .unwrap()
             .contains("poisoned on purpose")
     );
-    assert_eq!(parked[0].attempts, 2);
+    assert_eq!(dead_letters[0].attempts, 2);
     let mut docs = dump(es.client(), &index).await;
     let sick = docs.remove("0007").unwrap();
     assert_match_store(&store, &docs).await; // everything else exactly once
@@ -303,7 +303,7 @@ async fn search_postgres_crash_and_dead_letters() {
 
     // Fixed; an operator asks for a retry; the live runner applies it.
     healed.store(true, Ordering::SeqCst);
-    assert_eq!(store.request_retry(&name).await.unwrap(), 2);
+    assert_eq!(store.retry_dead_letters(&name).await.unwrap(), 2);
     let projector = tallies.writer_for(&index);
     projector.projection().healed.store(true, Ordering::SeqCst);
     let live = ProjectionRunner::new(store.clone(), Arc::new(projector)).with_options(options);
@@ -315,7 +315,7 @@ async fn search_postgres_crash_and_dead_letters() {
     });
     wait_for(&mut status, "running", |s| s.state == RunnerState::Running).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !store.parked(&name).await.unwrap().is_empty() {
+    while !store.dead_letters(&name).await.unwrap().is_empty() {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the retry did not happen"
@@ -324,7 +324,7 @@ async fn search_postgres_crash_and_dead_letters() {
     }
     shutdown.cancel();
     task.await.unwrap().unwrap();
-    assert!(store.parked(&name).await.unwrap().is_empty());
+    assert!(store.dead_letters(&name).await.unwrap().is_empty());
     let docs = dump(es.client(), &index).await;
     assert_match_store(&store, &docs).await;
 

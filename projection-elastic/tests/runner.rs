@@ -149,7 +149,7 @@ async fn search_crash_after_bulk_before_checkpoint_still_applies_once() {
 }
 
 #[tokio::test]
-async fn search_poison_event_is_parked_then_retried_on_request() {
+async fn search_poison_event_is_dead_lettered_then_retried_on_request() {
     let Some(es) = annals_testkit::search().await else {
         return;
     };
@@ -173,7 +173,7 @@ async fn search_poison_event_is_parked_then_retried_on_request() {
     let healed = projector.projection().healed.clone();
     let runner = Arc::new(
         ProjectionRunner::new(store.clone(), Arc::new(projector))
-            .with_options(fast_runner(FailurePolicy::Park { max_attempts: 2 })),
+            .with_options(fast_runner(FailurePolicy::DeadLetter { max_attempts: 2 })),
     );
     let mut status = runner.progress();
     let shutdown = CancellationToken::new();
@@ -183,31 +183,31 @@ async fn search_poison_event_is_parked_then_retried_on_request() {
         async move { runner.run(shutdown).await }
     });
     let head = head(&store).await;
-    let parked_status = wait_for(
+    let dead_letter_status = wait_for(
         &mut status,
-        "the poison to be parked and the rest applied",
-        |s| s.parked == 2 && s.checkpoint == head,
+        "the poison to be dead-lettered and the rest applied",
+        |s| s.dead_letters == 2 && s.checkpoint == head,
     )
     .await;
     assert!(
-        parked_status.retries >= 1,
-        "the poison was tried again before parking"
+        dead_letter_status.retries >= 1,
+        "the poison was tried again before dead-lettering"
     );
 
     // The poison and the event behind it wait in the dead letters.
-    let parked = store.parked(&name).await.unwrap();
-    assert_eq!(parked.len(), 2);
-    assert_eq!(parked[0].event.event_type, "Poison");
-    let error = parked[0].error.as_deref().unwrap();
+    let dead_letters = store.dead_letters(&name).await.unwrap();
+    assert_eq!(dead_letters.len(), 2);
+    assert_eq!(dead_letters[0].event.event_type, "Poison");
+    let error = dead_letters[0].error.as_deref().unwrap();
     assert!(
         error.contains("poisoned on purpose") && error.contains("item-0003"),
         "{error}"
     );
-    assert_eq!(parked[0].attempts, 2);
+    assert_eq!(dead_letters[0].attempts, 2);
     assert_eq!(
         (
-            parked[1].event.event_type.as_str(),
-            parked[1].error.as_deref()
+            dead_letters[1].event.event_type.as_str(),
+            dead_letters[1].error.as_deref()
         ),
         ("Added", None)
     );
@@ -219,15 +219,15 @@ async fn search_poison_event_is_parked_then_retried_on_request() {
 
     // The cause fixed, an operator asks for a retry: applied in order, once.
     healed.store(true, Ordering::SeqCst);
-    assert_eq!(store.request_retry(&name).await.unwrap(), 2);
-    wait_for(&mut status, "the retry", |s| s.parked == 0).await;
+    assert_eq!(store.retry_dead_letters(&name).await.unwrap(), 2);
+    wait_for(&mut status, "the retry", |s| s.dead_letters == 0).await;
     shutdown.cancel();
     task.await.unwrap().unwrap();
     let docs = dump(es.client(), &tallies.alias()).await;
     let (version, sick) = &docs["0003"];
     assert_eq!(sick["total"], json!(expected["0003"].1 + 100));
     assert_eq!(*version, sick["events"].as_u64().unwrap());
-    assert!(store.parked(&name).await.unwrap().is_empty());
+    assert!(store.dead_letters(&name).await.unwrap().is_empty());
 
     es.cleanup().await;
 }
@@ -255,14 +255,14 @@ async fn search_undecodable_event_is_dead_lettered_naming_the_event_and_why() {
     let writer = tallies.open(&store).await.unwrap();
     let name = writer.name();
     ProjectionRunner::new(store.clone(), Arc::new(writer))
-        .with_options(fast_runner(FailurePolicy::Park { max_attempts: 1 }))
+        .with_options(fast_runner(FailurePolicy::DeadLetter { max_attempts: 1 }))
         .catch_up()
         .await
         .unwrap();
 
-    let parked = store.parked(&name).await.unwrap();
-    assert_eq!(parked.len(), 2, "{parked:?}");
-    let undecodable = &parked[0];
+    let dead_letters = store.dead_letters(&name).await.unwrap();
+    assert_eq!(dead_letters.len(), 2, "{dead_letters:?}");
+    let undecodable = &dead_letters[0];
     assert_eq!(
         (
             undecodable.event.stream_id.as_str(),
@@ -285,8 +285,8 @@ async fn search_undecodable_event_is_dead_lettered_naming_the_event_and_why() {
         assert!(error.contains(part), "{error:?} lacks {part:?}");
     }
     // The event behind it waits with it.
-    assert_eq!(parked[1].event.stream_version, 3 + adds as u64);
-    assert_eq!(parked[1].error, None);
+    assert_eq!(dead_letters[1].event.stream_version, 3 + adds as u64);
+    assert_eq!(dead_letters[1].error, None);
     // Its document stopped before it; the others were built.
     let docs = dump(es.client(), &tallies.alias()).await;
     assert_eq!(docs.len(), expected.len());

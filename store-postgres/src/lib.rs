@@ -108,13 +108,13 @@
 //!
 //! When that statement writes nothing (a conflict, a recorded command, an
 //! idempotent retry) the store calls the SQL function `annals_append`, which
-//! says what happened: the first outcome (`replayed`), the stream's actual
+//! says what happened: the first outcome (`repeated`), the stream's actual
 //! version ([`Conflict`](annals::StoreError::Conflict)), or where a
 //! duplicate id lives ([`DuplicateEvent`](annals::StoreError::DuplicateEvent)).
 //! A concurrent append of the same ids or command id can make the insert hit
 //! a unique index; the statement then rolls back as a whole, and the store
 //! calls `annals_append` with the ids looked up first, which turns the race
-//! into `replayed` or `DuplicateEvent`. The common case is one round trip
+//! into `duplicate` or `DuplicateEvent`. The common case is one round trip
 //! however many events the batch has; only these rarer outcomes take a
 //! second.
 //!
@@ -195,7 +195,7 @@
 //! store works again once the server is back. An operation whose connection
 //! was lost (a restart, `pg_terminate_backend`) runs again on another
 //! connection; for appends that is safe because they are idempotent by event
-//! id (a retry of an append that did commit answers `replayed`). If every
+//! id (a retry of an append that did commit answers `duplicate`). If every
 //! attempt fails after the statement was sent, the append's fate is unknown
 //! to the caller: retrying it with the same events settles it.
 #![warn(missing_docs)]

@@ -100,7 +100,7 @@ async fn writer(
                     .await
                 {
                     Ok(done) => {
-                        assert!(!done.replayed);
+                        assert!(!done.repeated);
                         assert_eq!(done.first_version, current + 1);
                         break;
                     }

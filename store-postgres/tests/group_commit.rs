@@ -26,7 +26,7 @@ enum Case {
     StreamExists,
     /// `Any` on a new stream: appended at version 1.
     NewStream,
-    /// A command id recorded before the round: replayed, first outcome.
+    /// A command id recorded before the round: duplicate, first outcome.
     RecordedCommand,
 }
 
@@ -106,7 +106,7 @@ async fn mixed_rounds(store: &PgEventStore) -> (i64, i64) {
             match (case(task), result) {
                 (Case::Matches, Ok(done)) => {
                     assert_eq!((done.first_version, done.stream_version), (2, 3));
-                    assert!(!done.replayed);
+                    assert!(!done.repeated);
                     written += 1;
                 }
                 (Case::NewStream, Ok(done)) => {
@@ -126,7 +126,7 @@ async fn mixed_rounds(store: &PgEventStore) -> (i64, i64) {
                 }
                 (Case::RecordedCommand, Ok(done)) => {
                     let first = recorded[&task].1;
-                    assert!(done.replayed, "{stream}: {done:?}");
+                    assert!(done.repeated, "{stream}: {done:?}");
                     assert_eq!(done.stream_version, first.stream_version);
                     assert_eq!(done.position, first.position);
                 }

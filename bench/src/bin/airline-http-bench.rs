@@ -403,7 +403,7 @@ async fn phases(
         settled_after,
         reasons,
         saga_retries: saga.retries,
-        saga_parked: saga.parked,
+        saga_dead_letters: saga.dead_letters,
         saga_behind: saga.checkpoint < head,
     };
     report.print();
@@ -1280,7 +1280,7 @@ struct Report {
     settled_after: Duration,
     reasons: Vec<(String, i64)>,
     saga_retries: u64,
-    saga_parked: usize,
+    saga_dead_letters: usize,
     saga_behind: bool,
 }
 
@@ -1408,12 +1408,12 @@ impl Report {
         );
         println!(
             "      saga: picked up {:.0} bookings/s while bookings came in, {:.0}/s after; {} \
-             batch retries, {} parked events, {}",
+             batch retries, {} dead_letters events, {}",
             self.at_end.started as f64 / (COMMAND_WARM_UP + COMMAND_WINDOW).as_secs_f64(),
             self.settled.started.saturating_sub(self.at_end.started) as f64
                 / self.settled_after.as_secs_f64().max(0.001),
             self.saga_retries,
-            self.saga_parked,
+            self.saga_dead_letters,
             if self.saga_behind {
                 "behind the head of the log at the end"
             } else {

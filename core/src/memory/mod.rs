@@ -40,7 +40,7 @@
 //!     .append("flight-1", ExpectedVersion::NoStream, vec![event])
 //!     .await
 //!     .unwrap();
-//! assert!(again.replayed);
+//! assert!(again.repeated);
 //! assert_eq!(again.position, done.position);
 //!
 //! let stream = store.read_stream("flight-1", 1, 100).await.unwrap();
@@ -153,7 +153,7 @@ impl State {
     /// The outcome of appending `events` if every one of their ids is already
     /// stored, consecutively and in order, in `stream`; `None` if none is
     /// stored; an error if some are stored but not that way.
-    fn replay_by_event_ids(
+    fn repeated_by_event_ids(
         &self,
         stream: &str,
         events: &[NewEvent],
@@ -190,7 +190,7 @@ impl State {
             first_version: stored[first.index].stream_version,
             stream_version: last.stream_version,
             position: last.position,
-            replayed: true,
+            repeated: true,
         }))
     }
 
@@ -247,7 +247,7 @@ impl State {
             first_version: base as u64 + 1,
             stream_version: self.streams[slot].len() as u64,
             position,
-            replayed: false,
+            repeated: false,
         }
     }
 }
@@ -315,17 +315,17 @@ impl MemoryStore {
         if let Some(command_id) = options.command_id {
             if let Some(first) = state.commands.get(&command_id) {
                 return Ok(Appended {
-                    replayed: true,
+                    repeated: true,
                     ..*first
                 });
             }
         }
-        if let Some(first) = state.replay_by_event_ids(stream, &events)? {
+        if let Some(first) = state.repeated_by_event_ids(stream, &events)? {
             if let Some(command_id) = options.command_id {
                 state.commands.insert(
                     command_id,
                     Appended {
-                        replayed: false,
+                        repeated: false,
                         ..first
                     },
                 );

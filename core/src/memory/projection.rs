@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::MemoryStore;
 use crate::position::Position;
-use crate::projection::{Deadline, Lease, ParkedEvent, ProjectionStore};
+use crate::projection::{DeadLetter, Deadline, Lease, ProjectionStore};
 use crate::store::StoreError;
 
 /// A deadline and when it is next to fire (its due time, or after a claim
@@ -24,7 +24,7 @@ struct Pending {
 /// What projections and process managers keep beside the events.
 #[derive(Debug, Default)]
 pub(super) struct Projections {
-    parked: HashMap<String, BTreeMap<Position, ParkedEvent>>,
+    dead_letters: HashMap<String, BTreeMap<Position, DeadLetter>>,
     deadlines: HashMap<String, HashMap<Uuid, Pending>>,
     leases: Arc<Mutex<HashSet<String>>>,
 }
@@ -42,41 +42,54 @@ impl MemoryStore {
 
 #[async_trait]
 impl ProjectionStore for MemoryStore {
-    async fn park(&self, projection: &str, events: Vec<ParkedEvent>) -> Result<(), StoreError> {
+    async fn add_dead_letters(
+        &self,
+        projection: &str,
+        events: Vec<DeadLetter>,
+    ) -> Result<(), StoreError> {
         self.projections(|p| {
-            let parked = p.parked.entry(projection.to_owned()).or_default();
+            let dead_letters = p.dead_letters.entry(projection.to_owned()).or_default();
             for event in events {
-                parked.insert(event.event.position, event);
+                dead_letters.insert(event.event.position, event);
             }
         });
         Ok(())
     }
 
-    async fn parked(&self, projection: &str) -> Result<Vec<ParkedEvent>, StoreError> {
+    async fn dead_letters(&self, projection: &str) -> Result<Vec<DeadLetter>, StoreError> {
         Ok(self.projections(|p| {
-            p.parked
+            p.dead_letters
                 .get(projection)
-                .map(|parked| parked.values().cloned().collect())
+                .map(|dead_letters| dead_letters.values().cloned().collect())
                 .unwrap_or_default()
         }))
     }
 
-    async fn unpark(&self, projection: &str, event_ids: &[Uuid]) -> Result<(), StoreError> {
+    async fn remove_dead_letters(
+        &self,
+        projection: &str,
+        event_ids: &[Uuid],
+    ) -> Result<(), StoreError> {
         self.projections(|p| {
-            if let Some(parked) = p.parked.get_mut(projection) {
-                parked.retain(|_, e| !event_ids.contains(&e.event.event_id));
+            if let Some(dead_letters) = p.dead_letters.get_mut(projection) {
+                dead_letters.retain(|_, e| !event_ids.contains(&e.event.event_id));
             }
         });
         Ok(())
     }
 
-    async fn request_retry(&self, projection: &str) -> Result<u64, StoreError> {
+    async fn retry_dead_letters(&self, projection: &str) -> Result<u64, StoreError> {
         let now = Utc::now();
         Ok(self.projections(|p| {
-            let events = p.parked.get_mut(projection).map_or(0, |parked| {
-                parked.values_mut().for_each(|e| e.retry_requested = true);
-                parked.len() as u64
-            });
+            let events = p
+                .dead_letters
+                .get_mut(projection)
+                .map_or(0, |dead_letters| {
+                    dead_letters
+                        .values_mut()
+                        .for_each(|e| e.retry_requested = true);
+                    dead_letters.len() as u64
+                });
             let mut deadlines = 0;
             for pending in p
                 .deadlines

@@ -7,12 +7,12 @@
 //! least once; because handlers are idempotent, the effect is exactly once.
 //!
 //! Failures: a transient error retries the batch with exponential backoff and
-//! jitter, the checkpoint held; an event that keeps failing is parked in the
-//! dead-letter store ([`ProjectionStore::park`]) together with every later event
+//! jitter, the checkpoint held; an event that keeps failing goes to the dead
+//! letters ([`ProjectionStore::add_dead_letters`]) together with every later event
 //! of its key (its stream, by default: [`Projection::key`]), so no read model
 //! sees a stream's events out of order, while other keys go on. An operator asks for a retry
-//! ([`ProjectionStore::request_retry`]) once the cause is fixed, and the runner
-//! applies the parked events in order. With [`FailurePolicy::Stop`] the
+//! ([`ProjectionStore::retry_dead_letters`]) once the cause is fixed, and the runner
+//! applies the dead letters in order. With [`FailurePolicy::Stop`] the
 //! projection stops at the poison event instead.
 
 mod runner;
@@ -28,7 +28,7 @@ pub use runner::{
     Backoff, FailurePolicy, ProjectionRunner, RunnerError, RunnerOptions, RunnerProgress,
     RunnerState,
 };
-pub use store::{Deadline, Lease, ParkedEvent, ProjectionStore, hold_until};
+pub use store::{DeadLetter, Deadline, Lease, ProjectionStore, hold_until};
 pub use wait::{WaitError, wait_for_checkpoint};
 
 /// A read model fed by the global log.
@@ -45,7 +45,7 @@ pub trait Projection: Send + Sync + 'static {
     /// Must be idempotent: applying a batch twice leaves the read model as
     /// applying it once. An event that cannot be applied is reported in the
     /// outcome, and the projection must then not apply the later events of
-    /// the same stream in this batch (the runner parks them behind it).
+    /// the same stream in this batch (the runner dead-letters them behind it).
     async fn apply(&self, batch: &[RecordedEvent]) -> Result<BatchOutcome, ProjectionError>;
 
     /// The key that orders this projection's events: a dead-lettered event

@@ -1,4 +1,4 @@
-//! The projection runner: checkpointed, batched, retried, parked, leased.
+//! The projection runner: checkpointed, batched, retried, dead-lettered, leased.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{BatchOutcome, ParkedEvent, Projection, ProjectionError, ProjectionStore};
+use super::{BatchOutcome, DeadLetter, Projection, ProjectionError, ProjectionStore};
 use crate::envelope::RecordedEvent;
 use crate::position::Position;
 use crate::store::{EventFilter, EventStore, EventStream, StoreError};
@@ -20,9 +20,9 @@ use crate::store::{EventFilter, EventStore, EventStream, StoreError};
 /// What happens to an event that keeps failing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailurePolicy {
-    /// After `max_attempts`, park it (and the later events of its stream) and go on.
-    Park {
-        /// Tries before parking (at least 1).
+    /// After `max_attempts`, dead-letter it (and the later events of its stream) and go on.
+    DeadLetter {
+        /// Tries before dead-lettering (at least 1).
         max_attempts: u32,
     },
     /// After `max_attempts`, stop the projection at it.
@@ -35,7 +35,7 @@ pub enum FailurePolicy {
 impl FailurePolicy {
     fn max_attempts(self) -> u32 {
         match self {
-            FailurePolicy::Park { max_attempts } | FailurePolicy::Stop { max_attempts } => {
+            FailurePolicy::DeadLetter { max_attempts } | FailurePolicy::Stop { max_attempts } => {
                 max_attempts.max(1)
             }
         }
@@ -84,7 +84,7 @@ pub struct RunnerOptions {
     /// What to do with an event that keeps failing.
     pub failure_policy: FailurePolicy,
     /// How often a standby runner tries to take the lease, and an idle one
-    /// checks for parked events an operator asked to retry.
+    /// checks for dead letters an operator asked to retry.
     pub idle_interval: Duration,
 }
 
@@ -98,7 +98,7 @@ impl Default for RunnerOptions {
                 initial: Duration::from_millis(100),
                 max: Duration::from_secs(10),
             },
-            failure_policy: FailurePolicy::Park { max_attempts: 3 },
+            failure_policy: FailurePolicy::DeadLetter { max_attempts: 3 },
             idle_interval: Duration::from_secs(1),
         }
     }
@@ -135,7 +135,7 @@ pub struct RunnerProgress {
     /// True when the last read found nothing more to do.
     pub caught_up: bool,
     /// Events waiting in the dead letters.
-    pub parked: usize,
+    pub dead_letters: usize,
     /// Batches retried after a failure since start.
     pub retries: u64,
     /// The last failure, if the runner is retrying.
@@ -335,11 +335,11 @@ where
             .load_checkpoint(&self.name)
             .await?
             .unwrap_or_default();
-        let mut blocked = self.retry_parked(true).await?;
+        let mut blocked = self.apply_requested_retries(true).await?;
         self.set(|s| s.checkpoint = checkpoint);
         let mut events = self.source(checkpoint, &filter, until_caught_up);
         let mut delays = self.options.backoff.delays();
-        // Parked events an operator asked to retry are looked at every idle
+        // Dead letters an operator asked to retry are looked at every idle
         // interval, also when traffic never lets the runner go idle.
         let mut next_retry_check = Instant::now() + self.options.idle_interval;
         let mut last_batch: Option<Instant> = None;
@@ -359,7 +359,7 @@ where
                     {
                         return Ok(Exit::CaughtUp);
                     }
-                    blocked = self.retry_parked(false).await?;
+                    blocked = self.apply_requested_retries(false).await?;
                     next_retry_check = Instant::now() + self.options.idle_interval;
                     continue;
                 }
@@ -463,7 +463,7 @@ where
                 events = self.source(checkpoint, &filter, until_caught_up);
             }
             if Instant::now() >= next_retry_check {
-                blocked = self.retry_parked(false).await?;
+                blocked = self.apply_requested_retries(false).await?;
                 next_retry_check = Instant::now() + self.options.idle_interval;
             }
         }
@@ -494,7 +494,7 @@ where
         }
     }
 
-    /// Applies a batch, retrying and parking as the policy says. Returns the
+    /// Applies a batch, retrying and dead-lettering as the policy says. Returns the
     /// checkpoint to save, or `None` when shutdown interrupted a retry.
     async fn apply_batch(
         &self,
@@ -503,9 +503,9 @@ where
         shutdown: &CancellationToken,
     ) -> Result<Option<Position>, RunnerError> {
         let last = batch.last().map(|e| e.position).unwrap_or_default();
-        // Events of streams already parked wait behind them, unapplied. (No
-        // copy of the batch when nothing is parked, the usual case.)
-        let mut to_park: Vec<ParkedEvent> = Vec::new();
+        // Events of streams already dead-lettered wait behind them, unapplied. (No
+        // copy of the batch when nothing is dead-lettered, the usual case.)
+        let mut to_dead_letter: Vec<DeadLetter> = Vec::new();
         let runnable: Cow<'_, [RecordedEvent]> = if blocked.is_empty() {
             Cow::Borrowed(batch)
         } else {
@@ -513,7 +513,7 @@ where
                 .iter()
                 .cloned()
                 .partition(|e| !blocked.contains(&self.projection.key(e)));
-            to_park.extend(waiting.into_iter().map(waiting_behind));
+            to_dead_letter.extend(waiting.into_iter().map(waiting_behind));
             Cow::Owned(runnable)
         };
 
@@ -575,48 +575,53 @@ where
                     tracing::error!(
                         projection = %self.name, stream = %event.stream_id,
                         version = event.stream_version, event_type = %event.event_type,
-                        %error, "parking event"
+                        %error, "dead-lettering event"
                     );
                     blocked.insert(self.projection.key(event));
-                    to_park.push(ParkedEvent {
+                    to_dead_letter.push(DeadLetter {
                         event: event.clone(),
                         error: Some(error.clone()),
                         attempts,
                         retry_requested: false,
                     });
                 } else if blocked.contains(&self.projection.key(event))
-                    && self.is_after_failure(&to_park, event)
+                    && self.is_after_failure(&to_dead_letter, event)
                 {
-                    to_park.push(waiting_behind(event.clone()));
+                    to_dead_letter.push(waiting_behind(event.clone()));
                 }
             }
             break;
         }
-        if !to_park.is_empty() {
-            to_park.sort_by_key(|p| p.event.position);
-            self.store.park(&self.name, to_park).await?;
-            let parked = self.store.parked(&self.name).await?.len();
-            self.set(|s| s.parked = parked);
+        if !to_dead_letter.is_empty() {
+            to_dead_letter.sort_by_key(|p| p.event.position);
+            self.store
+                .add_dead_letters(&self.name, to_dead_letter)
+                .await?;
+            let dead_letters = self.store.dead_letters(&self.name).await?.len();
+            self.set(|s| s.dead_letters = dead_letters);
         }
         Ok(Some(last))
     }
 
-    /// Applies the parked events an operator asked to retry (or, at start,
+    /// Applies the dead letters an operator asked to retry (or, at start,
     /// none) and returns the streams still blocked.
-    async fn retry_parked(&self, at_start: bool) -> Result<HashSet<String>, RunnerError> {
-        let parked = self.store.parked(&self.name).await?;
-        let retry = !at_start && parked.iter().any(|p| p.retry_requested);
+    async fn apply_requested_retries(
+        &self,
+        at_start: bool,
+    ) -> Result<HashSet<String>, RunnerError> {
+        let dead_letters = self.store.dead_letters(&self.name).await?;
+        let retry = !at_start && dead_letters.iter().any(|p| p.retry_requested);
         if !retry {
-            self.set(|s| s.parked = parked.len());
-            return Ok(self.keys_of(&parked));
+            self.set(|s| s.dead_letters = dead_letters.len());
+            return Ok(self.keys_of(&dead_letters));
         }
-        tracing::info!(projection = %self.name, events = parked.len(), "retrying parked events");
-        let events: Vec<RecordedEvent> = parked.iter().map(|p| p.event.clone()).collect();
+        tracing::info!(projection = %self.name, events = dead_letters.len(), "retrying dead letters");
+        let events: Vec<RecordedEvent> = dead_letters.iter().map(|p| p.event.clone()).collect();
         let outcome = match self.projection.apply(&events).await {
             Ok(applied) => applied,
             Err(ProjectionError::Transient(error)) => {
                 self.note_failure(&error);
-                return Ok(self.keys_of(&parked));
+                return Ok(self.keys_of(&dead_letters));
             }
             Err(ProjectionError::Fatal(error)) => {
                 return Err(RunnerError::Fatal {
@@ -633,7 +638,7 @@ where
         let mut still_blocked = HashSet::new();
         let mut keep = Vec::new();
         let mut done = Vec::new();
-        for (i, mut p) in parked.into_iter().enumerate() {
+        for (i, mut p) in dead_letters.into_iter().enumerate() {
             let key = self.projection.key(&p.event);
             if let Some(error) = errors.get(&i) {
                 still_blocked.insert(key);
@@ -650,17 +655,17 @@ where
             }
         }
         if !keep.is_empty() {
-            self.store.park(&self.name, keep).await?;
+            self.store.add_dead_letters(&self.name, keep).await?;
         }
-        self.store.unpark(&self.name, &done).await?;
-        let left = self.store.parked(&self.name).await?.len();
-        self.set(|s| s.parked = left);
-        tracing::info!(projection = %self.name, applied = done.len(), left, "parked events retried");
+        self.store.remove_dead_letters(&self.name, &done).await?;
+        let left = self.store.dead_letters(&self.name).await?.len();
+        self.set(|s| s.dead_letters = left);
+        tracing::info!(projection = %self.name, applied = done.len(), left, "dead letters retried");
         Ok(still_blocked)
     }
 
-    fn keys_of(&self, parked: &[ParkedEvent]) -> HashSet<String> {
-        parked
+    fn keys_of(&self, dead_letters: &[DeadLetter]) -> HashSet<String> {
+        dead_letters
             .iter()
             .map(|p| self.projection.key(&p.event))
             .collect()
@@ -705,10 +710,10 @@ where
         });
     }
 
-    /// Whether `event` comes after a failed event of its key already set to park.
-    fn is_after_failure(&self, to_park: &[ParkedEvent], event: &RecordedEvent) -> bool {
+    /// Whether `event` comes after a failed event of its key already set to dead-letter.
+    fn is_after_failure(&self, to_dead_letter: &[DeadLetter], event: &RecordedEvent) -> bool {
         let key = self.projection.key(event);
-        to_park.iter().any(|p| {
+        to_dead_letter.iter().any(|p| {
             p.error.is_some()
                 && p.event.position < event.position
                 && self.projection.key(&p.event) == key
@@ -720,8 +725,8 @@ where
     }
 }
 
-fn waiting_behind(event: RecordedEvent) -> ParkedEvent {
-    ParkedEvent {
+fn waiting_behind(event: RecordedEvent) -> DeadLetter {
+    DeadLetter {
         event,
         error: None,
         attempts: 0,

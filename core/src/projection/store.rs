@@ -12,10 +12,10 @@ use crate::store::{EventStore, StoreError};
 
 /// An event a projection set aside.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ParkedEvent {
+pub struct DeadLetter {
     /// The event, as read from the log.
     pub event: RecordedEvent,
-    /// Why it failed; `None` when it only waits behind an earlier parked event of its stream.
+    /// Why it failed; `None` when it only waits behind an earlier dead letter of its stream.
     pub error: Option<String>,
     /// How many times it was tried.
     pub attempts: u32,
@@ -26,19 +26,27 @@ pub struct ParkedEvent {
 /// A store that can keep a projection's dead letters and lease.
 #[async_trait]
 pub trait ProjectionStore: EventStore {
-    /// Parks events (idempotent by event id: parking again updates error and attempts).
-    async fn park(&self, projection: &str, events: Vec<ParkedEvent>) -> Result<(), StoreError>;
+    /// Dead-letters events (idempotent by event id: dead-lettering again updates error and attempts).
+    async fn add_dead_letters(
+        &self,
+        projection: &str,
+        events: Vec<DeadLetter>,
+    ) -> Result<(), StoreError>;
 
-    /// The projection's parked events, in log order.
-    async fn parked(&self, projection: &str) -> Result<Vec<ParkedEvent>, StoreError>;
+    /// The projection's dead letters, in log order.
+    async fn dead_letters(&self, projection: &str) -> Result<Vec<DeadLetter>, StoreError>;
 
     /// Removes events from the dead letters once they are applied.
-    async fn unpark(&self, projection: &str, event_ids: &[Uuid]) -> Result<(), StoreError>;
+    async fn remove_dead_letters(
+        &self,
+        projection: &str,
+        event_ids: &[Uuid],
+    ) -> Result<(), StoreError>;
 
-    /// Marks every parked event of the projection for a retry, and makes the
+    /// Marks every dead letter of the projection for a retry, and makes the
     /// dead-lettered deadlines of the process manager of this name due to
     /// fire again now; returns how many events and deadlines.
-    async fn request_retry(&self, projection: &str) -> Result<u64, StoreError>;
+    async fn retry_dead_letters(&self, projection: &str) -> Result<u64, StoreError>;
 
     /// Tries to become the projection's one active runner. `None` when
     /// another holds the lease.
@@ -77,7 +85,7 @@ pub trait ProjectionStore: EventStore {
     /// Records that firing a claimed deadline failed: it fires again at
     /// `retry_at`, or, with `None`, it becomes a dead letter (kept with its
     /// error and never claimed again until an operator asks for a retry with
-    /// [`request_retry`](Self::request_retry)).
+    /// [`retry_dead_letters`](Self::retry_dead_letters)).
     async fn fail_deadline(
         &self,
         process: &str,

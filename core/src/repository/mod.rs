@@ -98,7 +98,7 @@ pub struct Loaded<A> {
 /// What a command did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Executed<E> {
-    /// The events the command caused (the first outcome's, on a replay).
+    /// The events the command caused (the first outcome's, when repeated).
     pub events: Vec<E>,
     /// The stream version after the command.
     pub stream_version: u64,
@@ -107,7 +107,7 @@ pub struct Executed<E> {
     /// events of the stream its decision saw).
     pub position: Position,
     /// True when the command id had already run and nothing was written.
-    pub replayed: bool,
+    pub repeated: bool,
     /// How many times the command was decided: 1, plus one for each
     /// conflict with a concurrent writer and each kept state found stale.
     pub attempts: u32,
@@ -281,7 +281,7 @@ where
                     );
                     if let Some(first) = first? {
                         return self
-                            .replay(
+                            .repeated(
                                 &stream,
                                 first.first_version,
                                 first.stream_version,
@@ -308,7 +308,7 @@ where
                         events: decided?,
                         stream_version,
                         position,
-                        replayed: false,
+                        repeated: false,
                         attempts,
                     });
                 }
@@ -324,9 +324,9 @@ where
                 .append_with(&stream, expected, new, options.clone())
                 .await
             {
-                Ok(done) if done.replayed => {
+                Ok(done) if done.repeated => {
                     return self
-                        .replay(
+                        .repeated(
                             &stream,
                             done.first_version,
                             done.stream_version,
@@ -354,7 +354,7 @@ where
                         events,
                         stream_version: done.stream_version,
                         position: done.position,
-                        replayed: false,
+                        repeated: false,
                         attempts,
                     });
                 }
@@ -433,7 +433,7 @@ where
         }
     }
 
-    async fn replay(
+    async fn repeated(
         &self,
         stream: &str,
         first_version: u64,
@@ -451,7 +451,7 @@ where
             events,
             stream_version,
             position,
-            replayed: true,
+            repeated: true,
             attempts,
         })
     }

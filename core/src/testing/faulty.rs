@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::position::Position;
-use crate::projection::{Deadline, Lease, ParkedEvent, ProjectionStore};
+use crate::projection::{DeadLetter, Deadline, Lease, ProjectionStore};
 use crate::store::{
     AppendOptions, Appended, EventFilter, EventStore, EventStream, ExpectedVersion, Snapshot,
     StoreError,
@@ -33,10 +33,10 @@ pub enum Operation {
     LoadSnapshot,
     SaveCheckpoint,
     LoadCheckpoint,
-    Park,
-    Parked,
-    Unpark,
-    RequestRetry,
+    AddDeadLetters,
+    DeadLetters,
+    RemoveDeadLetters,
+    RetryDeadLetters,
     TryLease,
     ScheduleDeadline,
     Deadlines,
@@ -261,24 +261,32 @@ impl<S: EventStore + Clone> EventStore for Faulty<S> {
 
 #[async_trait]
 impl<S: ProjectionStore + Clone> ProjectionStore for Faulty<S> {
-    async fn park(&self, projection: &str, events: Vec<ParkedEvent>) -> Result<(), StoreError> {
-        self.enter(Operation::Park)?;
-        self.inner.park(projection, events).await
+    async fn add_dead_letters(
+        &self,
+        projection: &str,
+        events: Vec<DeadLetter>,
+    ) -> Result<(), StoreError> {
+        self.enter(Operation::AddDeadLetters)?;
+        self.inner.add_dead_letters(projection, events).await
     }
 
-    async fn parked(&self, projection: &str) -> Result<Vec<ParkedEvent>, StoreError> {
-        self.enter(Operation::Parked)?;
-        self.inner.parked(projection).await
+    async fn dead_letters(&self, projection: &str) -> Result<Vec<DeadLetter>, StoreError> {
+        self.enter(Operation::DeadLetters)?;
+        self.inner.dead_letters(projection).await
     }
 
-    async fn unpark(&self, projection: &str, event_ids: &[Uuid]) -> Result<(), StoreError> {
-        self.enter(Operation::Unpark)?;
-        self.inner.unpark(projection, event_ids).await
+    async fn remove_dead_letters(
+        &self,
+        projection: &str,
+        event_ids: &[Uuid],
+    ) -> Result<(), StoreError> {
+        self.enter(Operation::RemoveDeadLetters)?;
+        self.inner.remove_dead_letters(projection, event_ids).await
     }
 
-    async fn request_retry(&self, projection: &str) -> Result<u64, StoreError> {
-        self.enter(Operation::RequestRetry)?;
-        self.inner.request_retry(projection).await
+    async fn retry_dead_letters(&self, projection: &str) -> Result<u64, StoreError> {
+        self.enter(Operation::RetryDeadLetters)?;
+        self.inner.retry_dead_letters(projection).await
     }
 
     async fn try_lease(&self, projection: &str) -> Result<Option<Box<dyn Lease>>, StoreError> {

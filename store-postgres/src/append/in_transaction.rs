@@ -26,7 +26,7 @@ impl PgEventStore {
     /// Differences from the pooled append:
     /// * The event ids are always looked up first (the function cannot retry
     ///   inside the caller's transaction).
-    /// * A `replayed` outcome wrote nothing; the caller decides whether to
+    /// * A `duplicate` outcome wrote nothing; the caller decides whether to
     ///   commit its own writes.
     /// * Losing a race with a concurrent append of the same stream, ids or
     ///   command id aborts the transaction (PostgreSQL rolls it back on the

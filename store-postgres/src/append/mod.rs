@@ -65,7 +65,7 @@ impl Attempts {
 /// `annals_append` runs and says what happened (or appends, when the stream
 /// moved meanwhile and the expectation is `Any`). After a lost race (a
 /// unique violation) `annals_append` runs with the ids looked up first,
-/// which turns the race into `replayed` or `DuplicateEvent`; after a lost
+/// which turns the race into `duplicate` or `DuplicateEvent`; after a lost
 /// connection it runs the same way on another connection (safe: appends are
 /// idempotent by event id).
 pub(crate) async fn append_with(
@@ -146,7 +146,7 @@ pub(crate) async fn append_with(
 /// After an append: the after-commit notification, when that is the mode.
 fn announce(store: &PgEventStore, appended: Appended) -> Appended {
     let inner = &store.inner;
-    if inner.notify == NotifyMode::AfterCommit && !appended.replayed {
+    if inner.notify == NotifyMode::AfterCommit && !appended.repeated {
         inner.notifier.poke(&inner.pool, &inner.channel);
     }
     appended

@@ -141,7 +141,7 @@ pub(crate) fn outcome(
             first_version: xid::version(first_version.unwrap_or(0)),
             stream_version,
             position,
-            replayed: kind == "replayed",
+            repeated: kind == "replayed",
         }),
         "conflict" => Err(StoreError::Conflict {
             stream: stream.to_owned(),
@@ -215,7 +215,7 @@ pub(crate) fn appended_from(row: &PgRow, first: usize) -> Result<Appended, sqlx:
         first_version: xid::version(first_version),
         stream_version: xid::version(stream_version),
         position: xid::position(transaction, global_position),
-        replayed: false,
+        repeated: false,
     })
 }
 

@@ -1,9 +1,9 @@
-//! Dead letters ([`ProjectionStore::park`](annals::projection::ProjectionStore::park)
+//! Dead letters ([`ProjectionStore::add_dead_letters`](annals::projection::ProjectionStore::add_dead_letters)
 //! and the rest): events a projection set aside, one row per projection and
 //! event in `annals_dead_letters`, returned in log order with the event.
 
 use annals::StoreError;
-use annals::projection::ParkedEvent;
+use annals::projection::DeadLetter;
 use sqlx::Row;
 use uuid::Uuid;
 
@@ -12,17 +12,18 @@ use crate::handle::PgEventStore;
 use crate::read::recorded_event;
 use crate::xid;
 
-const PARK: &str = include_str!("../sql/park.sql");
-const PARKED: &str = include_str!("../sql/parked.sql");
-const UNPARK: &str = "DELETE FROM annals_dead_letters WHERE projection = $1 AND event_id = ANY($2)";
-const REQUEST_RETRY: &str = include_str!("../sql/request_retry.sql");
+const ADD_DEAD_LETTERS: &str = include_str!("../sql/add_dead_letters.sql");
+const DEAD_LETTERS: &str = include_str!("../sql/dead_letters.sql");
+const REMOVE_DEAD_LETTERS: &str =
+    "DELETE FROM annals_dead_letters WHERE projection = $1 AND event_id = ANY($2)";
+const RETRY_DEAD_LETTERS: &str = include_str!("../sql/retry_dead_letters.sql");
 
-/// Parks events (idempotent by event id: parking again updates the error,
+/// Dead-letters events (idempotent by event id: dead-lettering again updates the error,
 /// the attempts and the retry request).
-pub(crate) async fn park(
+pub(crate) async fn add_dead_letters(
     store: &PgEventStore,
     projection: &str,
-    events: Vec<ParkedEvent>,
+    events: Vec<DeadLetter>,
 ) -> Result<(), StoreError> {
     if events.is_empty() {
         return Ok(());
@@ -36,20 +37,20 @@ pub(crate) async fn park(
     let mut errors = Vec::with_capacity(events.len());
     let mut attempts = Vec::with_capacity(events.len());
     let mut retries = Vec::with_capacity(events.len());
-    for parked in events {
-        let (transaction, sequence) = xid::store_params(parked.event.position)?;
-        ids.push(parked.event.event_id);
+    for dead_letters in events {
+        let (transaction, sequence) = xid::store_params(dead_letters.event.position)?;
+        ids.push(dead_letters.event.event_id);
         transactions.push(transaction);
         sequences.push(sequence);
-        streams.push(parked.event.stream_id);
-        versions.push(i64::try_from(parked.event.stream_version).unwrap_or(i64::MAX));
-        types.push(parked.event.event_type);
-        errors.push(parked.error);
-        attempts.push(i32::try_from(parked.attempts).unwrap_or(i32::MAX));
-        retries.push(parked.retry_requested);
+        streams.push(dead_letters.event.stream_id);
+        versions.push(i64::try_from(dead_letters.event.stream_version).unwrap_or(i64::MAX));
+        types.push(dead_letters.event.event_type);
+        errors.push(dead_letters.error);
+        attempts.push(i32::try_from(dead_letters.attempts).unwrap_or(i32::MAX));
+        retries.push(dead_letters.retry_requested);
     }
     retry_lost(|| {
-        sqlx::query(PARK)
+        sqlx::query(ADD_DEAD_LETTERS)
             .bind(projection)
             .bind(&ids)
             .bind(&transactions)
@@ -67,13 +68,13 @@ pub(crate) async fn park(
     Ok(())
 }
 
-/// The projection's parked events, in log order.
-pub(crate) async fn parked(
+/// The projection's dead letters, in log order.
+pub(crate) async fn dead_letters(
     store: &PgEventStore,
     projection: &str,
-) -> Result<Vec<ParkedEvent>, StoreError> {
+) -> Result<Vec<DeadLetter>, StoreError> {
     let rows = retry_lost(|| {
-        sqlx::query(PARKED)
+        sqlx::query(DEAD_LETTERS)
             .bind(projection)
             .fetch_all(&store.inner.pool)
     })
@@ -81,7 +82,7 @@ pub(crate) async fn parked(
     .map_err(store_error)?;
     rows.iter()
         .map(|row| {
-            Ok(ParkedEvent {
+            Ok(DeadLetter {
                 event: recorded_event(row)?,
                 error: row.try_get("error")?,
                 attempts: u32::try_from(row.try_get::<i32, _>("attempts")?).unwrap_or(0),
@@ -93,7 +94,7 @@ pub(crate) async fn parked(
 }
 
 /// Removes applied events from the dead letters.
-pub(crate) async fn unpark(
+pub(crate) async fn remove_dead_letters(
     store: &PgEventStore,
     projection: &str,
     event_ids: &[Uuid],
@@ -102,7 +103,7 @@ pub(crate) async fn unpark(
         return Ok(());
     }
     retry_lost(|| {
-        sqlx::query(UNPARK)
+        sqlx::query(REMOVE_DEAD_LETTERS)
             .bind(projection)
             .bind(event_ids)
             .execute(&store.inner.pool)
@@ -112,13 +113,13 @@ pub(crate) async fn unpark(
     Ok(())
 }
 
-/// Marks every parked event of the projection for a retry; returns how many.
-pub(crate) async fn request_retry(
+/// Marks every dead letter of the projection for a retry; returns how many.
+pub(crate) async fn retry_dead_letters(
     store: &PgEventStore,
     projection: &str,
 ) -> Result<u64, StoreError> {
     let events = retry_lost(|| {
-        sqlx::query(REQUEST_RETRY)
+        sqlx::query(RETRY_DEAD_LETTERS)
             .bind(projection)
             .execute(&store.inner.pool)
     })

@@ -23,7 +23,7 @@ const CLAIM_DEADLINES: &str = include_str!("../sql/claim_deadlines.sql");
 const FAIL_DEADLINE: &str = include_str!("../sql/fail_deadline.sql");
 const CANCEL_DEADLINES: &str = include_str!("../sql/cancel_deadlines.sql");
 const COMPLETE_DEADLINE: &str = "DELETE FROM annals_deadlines WHERE process = $1 AND id = $2";
-const REQUEST_RETRY: &str = include_str!("../sql/request_retry_deadlines.sql");
+const RETRY_DEAD_LETTERS: &str = include_str!("../sql/retry_dead_letter_deadlines.sql");
 
 /// Stores a deadline (idempotent by id).
 pub(crate) async fn schedule_deadline(
@@ -161,9 +161,12 @@ pub(crate) async fn complete_deadline(
 
 /// Makes the process's dead-lettered deadlines due to fire again now;
 /// returns how many.
-pub(crate) async fn request_retry(store: &PgEventStore, process: &str) -> Result<u64, StoreError> {
+pub(crate) async fn retry_dead_letters(
+    store: &PgEventStore,
+    process: &str,
+) -> Result<u64, StoreError> {
     let deadlines = retry_lost(|| {
-        sqlx::query(REQUEST_RETRY)
+        sqlx::query(RETRY_DEAD_LETTERS)
             .bind(process)
             .bind(Utc::now())
             .execute(&store.inner.pool)

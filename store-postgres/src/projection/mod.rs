@@ -2,12 +2,12 @@
 //! ([`ProjectionStore`], core's `projection` module): each method calls the
 //! function of the same name in
 //!
-//! * [`dead_letters`]: parked events (`annals_dead_letters`);
+//! * [`dead_letters`]: dead letters (`annals_dead_letters`);
 //! * [`lease`]: the single-runner lease (an advisory lock on a connection
 //!   of its own);
 //! * [`deadlines`]: process managers' deadlines (`annals_deadlines`).
 //!
-//! [`request_retry`](ProjectionStore::request_retry) asks both the dead
+//! [`retry_dead_letters`](ProjectionStore::retry_dead_letters) asks both the dead
 //! letters and the deadlines of the name.
 
 mod dead_letters;
@@ -17,7 +17,7 @@ mod lease;
 use std::time::Duration;
 
 use annals::StoreError;
-use annals::projection::{Deadline, Lease, ParkedEvent, ProjectionStore};
+use annals::projection::{DeadLetter, Deadline, Lease, ProjectionStore};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -26,21 +26,29 @@ use crate::handle::PgEventStore;
 
 #[async_trait]
 impl ProjectionStore for PgEventStore {
-    async fn park(&self, projection: &str, events: Vec<ParkedEvent>) -> Result<(), StoreError> {
-        dead_letters::park(self, projection, events).await
+    async fn add_dead_letters(
+        &self,
+        projection: &str,
+        events: Vec<DeadLetter>,
+    ) -> Result<(), StoreError> {
+        dead_letters::add_dead_letters(self, projection, events).await
     }
 
-    async fn parked(&self, projection: &str) -> Result<Vec<ParkedEvent>, StoreError> {
-        dead_letters::parked(self, projection).await
+    async fn dead_letters(&self, projection: &str) -> Result<Vec<DeadLetter>, StoreError> {
+        dead_letters::dead_letters(self, projection).await
     }
 
-    async fn unpark(&self, projection: &str, event_ids: &[Uuid]) -> Result<(), StoreError> {
-        dead_letters::unpark(self, projection, event_ids).await
+    async fn remove_dead_letters(
+        &self,
+        projection: &str,
+        event_ids: &[Uuid],
+    ) -> Result<(), StoreError> {
+        dead_letters::remove_dead_letters(self, projection, event_ids).await
     }
 
-    async fn request_retry(&self, projection: &str) -> Result<u64, StoreError> {
-        let events = dead_letters::request_retry(self, projection).await?;
-        let deadlines = deadlines::request_retry(self, projection).await?;
+    async fn retry_dead_letters(&self, projection: &str) -> Result<u64, StoreError> {
+        let events = dead_letters::retry_dead_letters(self, projection).await?;
+        let deadlines = deadlines::retry_dead_letters(self, projection).await?;
         Ok(events + deadlines)
     }
 

@@ -30,7 +30,7 @@ pub async fn append_to_new_stream<S: EventStore + Clone>(store: &S) {
     let after = chrono::Utc::now();
     assert_eq!(done.first_version, 1, "first_version of a new stream");
     assert_eq!(done.stream_version, 3, "stream_version after 3 events");
-    assert!(!done.replayed, "a first append is not a replay");
+    assert!(!done.repeated, "a first append is not a repeat");
     assert_eq!(
         version(store, &stream).await,
         3,
@@ -232,7 +232,7 @@ pub async fn failed_append_writes_nothing<S: EventStore + Clone>(store: &S) {
 
     // The ids of the refused events were not recorded.
     let done = append(store, &stream, ExpectedVersion::Exact(2), batch).await;
-    assert!(!done.replayed, "ids of a failed append were kept");
+    assert!(!done.repeated, "ids of a failed append were kept");
     assert_eq!(
         (done.first_version, done.stream_version),
         (3, 5),

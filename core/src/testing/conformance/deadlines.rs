@@ -11,7 +11,7 @@ use tokio::sync::Barrier;
 use uuid::Uuid;
 
 use super::helpers::*;
-use super::projection_store::{logged, park, parked, request_retry};
+use super::projection_store::{add_dead_letters, dead_letters, logged, retry_dead_letters};
 use crate::projection::{Deadline, ProjectionStore};
 
 /// A hold no case outlives: what it claims stays claimed.
@@ -725,7 +725,7 @@ pub async fn failed_deadline_without_retry_is_dead_lettered<S: ProjectionStore +
     );
 }
 
-/// `request_retry` revives the dead-lettered deadlines of the process of
+/// `retry_dead_letters` revives the dead-lettered deadlines of the process of
 /// that name, due to fire now, and counts them with the projection's dead
 /// letters; deadlines waiting for a retry time and other processes' dead
 /// letters are left.
@@ -737,7 +737,12 @@ pub async fn request_retry_revives_dead_lettered_deadlines<S: ProjectionStore + 
     let theirs = timeout_at(&other, t - minutes(1));
     schedule(store, &[&dead, &dead_too, &waiting, &theirs]).await;
     let events = logged(store, 1).await;
-    park(store, &process, vec![parked(&events[0], Some("boom"), 1)]).await;
+    add_dead_letters(
+        store,
+        &process,
+        vec![dead_letters(&events[0], Some("boom"), 1)],
+    )
+    .await;
 
     assert_eq!(claim(store, &process, t, 10, LONG_HOLD).await.len(), 3);
     assert_eq!(claim(store, &other, t, 10, LONG_HOLD).await.len(), 1);
@@ -749,9 +754,9 @@ pub async fn request_retry_revives_dead_lettered_deadlines<S: ProjectionStore + 
 
     let before = Utc::now();
     assert_eq!(
-        request_retry(store, &process).await,
+        retry_dead_letters(store, &process).await,
         3,
-        "request_retry counts one dead letter and two dead-lettered deadlines"
+        "retry_dead_letters counts one dead letter and two dead-lettered deadlines"
     );
     let after = Utc::now();
     let revived = [
@@ -790,7 +795,7 @@ pub async fn request_retry_revives_dead_lettered_deadlines<S: ProjectionStore + 
         "a retry request revived another process's dead letter"
     );
     assert_eq!(
-        request_retry(store, &process).await,
+        retry_dead_letters(store, &process).await,
         1,
         "a second request counts the dead letter alone: no deadline is dead-lettered"
     );

@@ -26,8 +26,8 @@ pub async fn idempotent_append_by_event_id<S: EventStore + Clone>(store: &S) {
             .await
             .unwrap_or_else(|e| panic!("re-appending the same events ({expected}) failed: {e}"));
         assert!(
-            again.replayed,
-            "re-append ({expected}) is not marked replayed"
+            again.repeated,
+            "re-append ({expected}) is not marked repeated"
         );
         assert_eq!(
             (again.first_version, again.stream_version, again.position),
@@ -38,19 +38,19 @@ pub async fn idempotent_append_by_event_id<S: EventStore + Clone>(store: &S) {
     assert_eq!(
         version(store, &stream).await,
         2,
-        "a replayed append wrote events"
+        "a repeated append wrote events"
     );
     assert_eq!(
         head(store).await,
         head_after_first,
-        "a replayed append moved the head"
+        "a repeated append moved the head"
     );
 
     // Still a replay after the stream moved on.
     let later = append(store, &stream, ExpectedVersion::Exact(2), ticks(1)).await;
     settle(store, later.position).await;
     let again = append(store, &stream, ExpectedVersion::NoStream, batch.clone()).await;
-    assert!(again.replayed);
+    assert!(again.repeated);
     assert_eq!(
         (again.first_version, again.stream_version, again.position),
         (1, 2, first.position)
@@ -60,8 +60,8 @@ pub async fn idempotent_append_by_event_id<S: EventStore + Clone>(store: &S) {
     let second = vec![batch[1].clone()];
     let again = append(store, &stream, ExpectedVersion::Exact(1), second).await;
     assert!(
-        again.replayed,
-        "re-sending the second event alone is not a replay"
+        again.repeated,
+        "re-sending the second event alone is not a repeat"
     );
     assert_eq!(
         (again.first_version, again.stream_version, again.position),
@@ -165,7 +165,7 @@ pub async fn idempotent_command<S: EventStore + Clone>(store: &S) {
     );
 
     let first = append_with(store, &stream, ExpectedVersion::NoStream, ticks(2), command).await;
-    assert!(!first.replayed);
+    assert!(!first.repeated);
     settle(store, first.position).await;
     let head_after_first = head(store).await;
 
@@ -179,8 +179,8 @@ pub async fn idempotent_command<S: EventStore + Clone>(store: &S) {
     )
     .await;
     assert!(
-        again.replayed,
-        "a second run of a command is not marked replayed"
+        again.repeated,
+        "a second run of a command is not marked repeated"
     );
     assert_eq!(
         (again.first_version, again.stream_version, again.position),
@@ -195,21 +195,21 @@ pub async fn idempotent_command<S: EventStore + Clone>(store: &S) {
         command,
     )
     .await;
-    assert!(elsewhere.replayed, "a command id is global, not per stream");
+    assert!(elsewhere.repeated, "a command id is global, not per stream");
     assert_eq!(
         elsewhere.position, first.position,
-        "a command replayed on another stream returns the first position"
+        "a repeated command on another stream returns the first position"
     );
 
     assert_eq!(
         version(store, &stream).await,
         2,
-        "a replayed command wrote events"
+        "a repeated command wrote events"
     );
     assert_eq!(
         head(store).await,
         head_after_first,
-        "a replayed command moved the head"
+        "a repeated command moved the head"
     );
 
     let outcome = store
@@ -226,9 +226,9 @@ pub async fn idempotent_command<S: EventStore + Clone>(store: &S) {
         (first.first_version, first.stream_version, first.position)
     );
 
-    // The events of the replayed command were not stored: they append normally.
+    // The events of the repeated command were not stored: they append normally.
     let done = append(store, &stream, ExpectedVersion::Exact(2), other_events).await;
-    assert!(!done.replayed);
+    assert!(!done.repeated);
 
     // A command whose append failed did not run.
     let failed = Uuid::new_v4();
@@ -253,7 +253,7 @@ pub async fn idempotent_command<S: EventStore + Clone>(store: &S) {
     );
     let retried = append_with(store, &stream, ExpectedVersion::Exact(3), ticks(1), failed).await;
     assert!(
-        !retried.replayed,
+        !retried.repeated,
         "retrying a failed command was treated as a replay"
     );
     assert_eq!(

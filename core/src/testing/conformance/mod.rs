@@ -54,8 +54,8 @@
 //!
 //! # What the projection store suite covers ([`PROJECTION_STORE_CASES`])
 //!
-//! - Dead letters: listed in log order, parked again without duplicates, kept
-//!   per projection, marked for a retry, unparked by id.
+//! - Dead letters: listed in log order, dead-lettered again without duplicates, kept
+//!   per projection, marked for a retry, removed from the dead letters by id.
 //! - The single-runner lease: one holder per name, free again once released,
 //!   not lost while held.
 //! - Process managers' deadlines: idempotent scheduling, listing, the next
@@ -175,10 +175,10 @@ suite! {
     /// [`run_projection_store`] runs them.
     PROJECTION_STORE_CASES, run_projection_store_cases, ProjectionStore: [
         dead_letters_are_listed_in_log_order,
-        parking_again_updates_without_duplicating,
+        dead_lettering_again_updates_without_duplicating,
         dead_letters_are_kept_per_projection,
         request_retry_marks_every_dead_letter,
-        unpark_removes_only_the_given_events,
+        removing_dead_letters_removes_only_the_given_events,
         lease_admits_one_holder_per_name,
         released_lease_is_free_again,
         held_lease_is_not_lost,

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::helpers::*;
 use crate::envelope::RecordedEvent;
-use crate::projection::{Lease, ParkedEvent, ProjectionStore};
+use crate::projection::{DeadLetter, Lease, ProjectionStore};
 use crate::store::{EventFilter, ExpectedVersion};
 
 /// How long a held lease is watched to make sure it is not lost.
@@ -20,7 +20,7 @@ const LEASE_WATCH: Duration = Duration::from_millis(1200);
 /// `count` events appended over two streams, as read back from the log.
 pub(super) async fn logged<S: ProjectionStore>(store: &S, count: u64) -> Vec<RecordedEvent> {
     let start = head(store).await;
-    let streams = [unique("parked"), unique("parked")];
+    let streams = [unique("dead-lettered"), unique("dead-lettered")];
     let mut last = start;
     for n in 0..count {
         let stream = &streams[(n % 2) as usize];
@@ -30,13 +30,21 @@ pub(super) async fn logged<S: ProjectionStore>(store: &S, count: u64) -> Vec<Rec
     }
     settle(store, last).await;
     let events = read_all_paged(store, start, 100, &EventFilter::all()).await;
-    assert_eq!(events.len(), count as usize, "events appended to be parked");
+    assert_eq!(
+        events.len(),
+        count as usize,
+        "events appended to be dead-lettered"
+    );
     events
 }
 
-/// `event` parked with this error and attempts, not marked for a retry.
-pub(super) fn parked(event: &RecordedEvent, error: Option<&str>, attempts: u32) -> ParkedEvent {
-    ParkedEvent {
+/// `event` dead-lettered with this error and attempts, not marked for a retry.
+pub(super) fn dead_letters(
+    event: &RecordedEvent,
+    error: Option<&str>,
+    attempts: u32,
+) -> DeadLetter {
+    DeadLetter {
         event: event.clone(),
         error: error.map(str::to_owned),
         attempts,
@@ -44,44 +52,44 @@ pub(super) fn parked(event: &RecordedEvent, error: Option<&str>, attempts: u32) 
     }
 }
 
-pub(super) async fn park<S: ProjectionStore>(
+pub(super) async fn add_dead_letters<S: ProjectionStore>(
     store: &S,
     projection: &str,
-    events: Vec<ParkedEvent>,
+    events: Vec<DeadLetter>,
 ) {
     store
-        .park(projection, events)
+        .add_dead_letters(projection, events)
         .await
-        .unwrap_or_else(|e| panic!("park({projection:?}) failed: {e}"));
+        .unwrap_or_else(|e| panic!("add_dead_letters({projection:?}) failed: {e}"));
 }
 
-async fn parked_in<S: ProjectionStore>(store: &S, projection: &str) -> Vec<ParkedEvent> {
+async fn dead_lettered_in<S: ProjectionStore>(store: &S, projection: &str) -> Vec<DeadLetter> {
     store
-        .parked(projection)
+        .dead_letters(projection)
         .await
-        .unwrap_or_else(|e| panic!("parked({projection:?}) failed: {e}"))
+        .unwrap_or_else(|e| panic!("dead_letters({projection:?}) failed: {e}"))
 }
 
-async fn parked_ids<S: ProjectionStore>(store: &S, projection: &str) -> Vec<Uuid> {
-    parked_in(store, projection)
+async fn dead_letter_ids<S: ProjectionStore>(store: &S, projection: &str) -> Vec<Uuid> {
+    dead_lettered_in(store, projection)
         .await
         .iter()
         .map(|p| p.event.event_id)
         .collect()
 }
 
-async fn unpark<S: ProjectionStore>(store: &S, projection: &str, ids: &[Uuid]) {
+async fn remove_dead_letters<S: ProjectionStore>(store: &S, projection: &str, ids: &[Uuid]) {
     store
-        .unpark(projection, ids)
+        .remove_dead_letters(projection, ids)
         .await
-        .unwrap_or_else(|e| panic!("unpark({projection:?}, {ids:?}) failed: {e}"));
+        .unwrap_or_else(|e| panic!("remove_dead_letters({projection:?}, {ids:?}) failed: {e}"));
 }
 
-pub(super) async fn request_retry<S: ProjectionStore>(store: &S, name: &str) -> u64 {
+pub(super) async fn retry_dead_letters<S: ProjectionStore>(store: &S, name: &str) -> u64 {
     store
-        .request_retry(name)
+        .retry_dead_letters(name)
         .await
-        .unwrap_or_else(|e| panic!("request_retry({name:?}) failed: {e}"))
+        .unwrap_or_else(|e| panic!("retry_dead_letters({name:?}) failed: {e}"))
 }
 
 async fn try_lease<S: ProjectionStore>(store: &S, name: &str) -> Option<Box<dyn Lease>> {
@@ -95,95 +103,97 @@ async fn try_lease<S: ProjectionStore>(store: &S, name: &str) -> Option<Box<dyn 
 // Dead letters
 // ---------------------------------------------------------------------------
 
-/// Parked events are listed in log order, whatever order they were parked
-/// in, with their error, attempts and retry mark as parked.
+/// Dead letters are listed in log order, whatever order they were dead-lettered
+/// in, with their error, attempts and retry mark as dead-lettered.
 pub async fn dead_letters_are_listed_in_log_order<S: ProjectionStore + Clone>(store: &S) {
     let events = logged(store, 5).await;
     let projection = unique("projection");
     assert!(
-        parked_in(store, &projection).await.is_empty(),
-        "a projection that parked nothing has dead letters"
+        dead_lettered_in(store, &projection).await.is_empty(),
+        "a projection that dead-lettered nothing has dead letters"
     );
-    park(
+    add_dead_letters(
         store,
         &projection,
         vec![
-            parked(&events[3], Some("boom"), 2),
-            parked(&events[1], None, 0),
+            dead_letters(&events[3], Some("boom"), 2),
+            dead_letters(&events[1], None, 0),
         ],
     )
     .await;
-    park(
+    add_dead_letters(
         store,
         &projection,
         vec![
-            parked(&events[4], None, 0),
-            parked(&events[0], Some("first"), 1),
+            dead_letters(&events[4], None, 0),
+            dead_letters(&events[0], Some("first"), 1),
         ],
     )
     .await;
     assert_eq!(
-        parked_in(store, &projection).await,
+        dead_lettered_in(store, &projection).await,
         [
-            parked(&events[0], Some("first"), 1),
-            parked(&events[1], None, 0),
-            parked(&events[3], Some("boom"), 2),
-            parked(&events[4], None, 0),
+            dead_letters(&events[0], Some("first"), 1),
+            dead_letters(&events[1], None, 0),
+            dead_letters(&events[3], Some("boom"), 2),
+            dead_letters(&events[4], None, 0),
         ],
-        "dead letters are not listed in log order as parked"
+        "dead letters are not listed in log order as dead-lettered"
     );
 }
 
-/// Parking an event again replaces its error, attempts and retry mark; it is
+/// Dead-lettering an event again replaces its error, attempts and retry mark; it is
 /// never listed twice.
-pub async fn parking_again_updates_without_duplicating<S: ProjectionStore + Clone>(store: &S) {
+pub async fn dead_lettering_again_updates_without_duplicating<S: ProjectionStore + Clone>(
+    store: &S,
+) {
     let events = logged(store, 3).await;
     let projection = unique("projection");
-    park(
+    add_dead_letters(
         store,
         &projection,
         vec![
-            parked(&events[0], Some("boom"), 1),
-            parked(&events[1], None, 0),
-            parked(&events[2], Some("bang"), 1),
+            dead_letters(&events[0], Some("boom"), 1),
+            dead_letters(&events[1], None, 0),
+            dead_letters(&events[2], Some("bang"), 1),
         ],
     )
     .await;
-    park(
+    add_dead_letters(
         store,
         &projection,
         vec![
-            parked(&events[1], Some("fails on its own now"), 1),
-            parked(&events[0], Some("boom again"), 2),
+            dead_letters(&events[1], Some("fails on its own now"), 1),
+            dead_letters(&events[0], Some("boom again"), 2),
         ],
     )
     .await;
     assert_eq!(
-        parked_in(store, &projection).await,
+        dead_lettered_in(store, &projection).await,
         [
-            parked(&events[0], Some("boom again"), 2),
-            parked(&events[1], Some("fails on its own now"), 1),
-            parked(&events[2], Some("bang"), 1),
+            dead_letters(&events[0], Some("boom again"), 2),
+            dead_letters(&events[1], Some("fails on its own now"), 1),
+            dead_letters(&events[2], Some("bang"), 1),
         ],
-        "parking again does not replace error and attempts, or duplicates"
+        "dead-lettering again does not replace error and attempts, or duplicates"
     );
 
-    // A runner parks a retried event again without the mark, and with no
+    // A runner dead-letters a retried event again without the mark, and with no
     // error when it only waits behind another.
-    request_retry(store, &projection).await;
-    park(store, &projection, vec![parked(&events[2], None, 2)]).await;
-    let marked = |p: ParkedEvent| ParkedEvent {
+    retry_dead_letters(store, &projection).await;
+    add_dead_letters(store, &projection, vec![dead_letters(&events[2], None, 2)]).await;
+    let marked = |p: DeadLetter| DeadLetter {
         retry_requested: true,
         ..p
     };
     assert_eq!(
-        parked_in(store, &projection).await,
+        dead_lettered_in(store, &projection).await,
         [
-            marked(parked(&events[0], Some("boom again"), 2)),
-            marked(parked(&events[1], Some("fails on its own now"), 1)),
-            parked(&events[2], None, 2),
+            marked(dead_letters(&events[0], Some("boom again"), 2)),
+            marked(dead_letters(&events[1], Some("fails on its own now"), 1)),
+            dead_letters(&events[2], None, 2),
         ],
-        "parking again after a retry request"
+        "dead-lettering again after a retry request"
     );
 }
 
@@ -191,144 +201,159 @@ pub async fn parking_again_updates_without_duplicating<S: ProjectionStore + Clon
 pub async fn dead_letters_are_kept_per_projection<S: ProjectionStore + Clone>(store: &S) {
     let events = logged(store, 3).await;
     let (a, b) = (unique("projection-a"), unique("projection-b"));
-    park(
+    add_dead_letters(
         store,
         &a,
         vec![
-            parked(&events[0], Some("in a"), 1),
-            parked(&events[1], None, 0),
+            dead_letters(&events[0], Some("in a"), 1),
+            dead_letters(&events[1], None, 0),
         ],
     )
     .await;
-    park(
+    add_dead_letters(
         store,
         &b,
         vec![
-            parked(&events[2], None, 0),
-            parked(&events[1], Some("in b"), 5),
+            dead_letters(&events[2], None, 0),
+            dead_letters(&events[1], Some("in b"), 5),
         ],
     )
     .await;
     assert_eq!(
-        parked_in(store, &a).await,
+        dead_lettered_in(store, &a).await,
         [
-            parked(&events[0], Some("in a"), 1),
-            parked(&events[1], None, 0)
+            dead_letters(&events[0], Some("in a"), 1),
+            dead_letters(&events[1], None, 0)
         ],
         "the first projection's dead letters"
     );
     assert_eq!(
-        parked_in(store, &b).await,
+        dead_lettered_in(store, &b).await,
         [
-            parked(&events[1], Some("in b"), 5),
-            parked(&events[2], None, 0)
+            dead_letters(&events[1], Some("in b"), 5),
+            dead_letters(&events[2], None, 0)
         ],
         "the second projection's dead letters"
     );
     assert!(
-        parked_in(store, &unique("projection")).await.is_empty(),
-        "another projection's dead letters are listed for one that parked nothing"
+        dead_lettered_in(store, &unique("projection"))
+            .await
+            .is_empty(),
+        "another projection's dead letters are listed for one that dead-lettered nothing"
     );
 }
 
-/// `request_retry` marks every dead letter of that projection alone and
+/// `retry_dead_letters` marks every dead letter of that projection alone and
 /// returns how many it has.
 pub async fn request_retry_marks_every_dead_letter<S: ProjectionStore + Clone>(store: &S) {
     let events = logged(store, 3).await;
     let (a, b) = (unique("projection-a"), unique("projection-b"));
-    park(
+    add_dead_letters(
         store,
         &a,
         vec![
-            parked(&events[0], None, 0),
-            parked(&events[1], Some("boom"), 3),
+            dead_letters(&events[0], None, 0),
+            dead_letters(&events[1], Some("boom"), 3),
         ],
     )
     .await;
-    park(store, &b, vec![parked(&events[2], Some("elsewhere"), 1)]).await;
+    add_dead_letters(
+        store,
+        &b,
+        vec![dead_letters(&events[2], Some("elsewhere"), 1)],
+    )
+    .await;
 
     assert_eq!(
-        request_retry(store, &a).await,
+        retry_dead_letters(store, &a).await,
         2,
-        "request_retry counts the projection's dead letters"
+        "retry_dead_letters counts the projection's dead letters"
     );
     let marked: Vec<_> = [
-        parked(&events[0], None, 0),
-        parked(&events[1], Some("boom"), 3),
+        dead_letters(&events[0], None, 0),
+        dead_letters(&events[1], Some("boom"), 3),
     ]
     .into_iter()
-    .map(|p| ParkedEvent {
+    .map(|p| DeadLetter {
         retry_requested: true,
         ..p
     })
     .collect();
     assert_eq!(
-        parked_in(store, &a).await,
+        dead_lettered_in(store, &a).await,
         marked,
-        "request_retry does not mark every dead letter, and only that"
+        "retry_dead_letters does not mark every dead letter, and only that"
     );
     assert_eq!(
-        parked_in(store, &b).await,
-        [parked(&events[2], Some("elsewhere"), 1)],
-        "request_retry marked another projection's dead letters"
+        dead_lettered_in(store, &b).await,
+        [dead_letters(&events[2], Some("elsewhere"), 1)],
+        "retry_dead_letters marked another projection's dead letters"
     );
     assert_eq!(
-        request_retry(store, &a).await,
+        retry_dead_letters(store, &a).await,
         2,
         "a second request counts the dead letters already marked"
     );
     assert_eq!(
-        request_retry(store, &unique("projection")).await,
+        retry_dead_letters(store, &unique("projection")).await,
         0,
-        "request_retry of a projection with no dead letters"
+        "retry_dead_letters of a projection with no dead letters"
     );
 }
 
-/// `unpark` removes the given events of that projection, and nothing else.
-pub async fn unpark_removes_only_the_given_events<S: ProjectionStore + Clone>(store: &S) {
+/// `remove_dead_letters` removes the given events of that projection, and nothing else.
+pub async fn removing_dead_letters_removes_only_the_given_events<S: ProjectionStore + Clone>(
+    store: &S,
+) {
     let events = logged(store, 4).await;
     let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
     let (a, b) = (unique("projection-a"), unique("projection-b"));
-    park(
+    add_dead_letters(
         store,
         &a,
-        events.iter().map(|e| parked(e, Some("boom"), 1)).collect(),
+        events
+            .iter()
+            .map(|e| dead_letters(e, Some("boom"), 1))
+            .collect(),
     )
     .await;
-    park(
+    add_dead_letters(
         store,
         &b,
-        vec![parked(&events[1], None, 0), parked(&events[2], None, 0)],
+        vec![
+            dead_letters(&events[1], None, 0),
+            dead_letters(&events[2], None, 0),
+        ],
     )
     .await;
 
-    unpark(store, &a, &[ids[3], ids[1]]).await;
+    remove_dead_letters(store, &a, &[ids[3], ids[1]]).await;
     assert_eq!(
-        parked_ids(store, &a).await,
+        dead_letter_ids(store, &a).await,
         [ids[0], ids[2]],
-        "unpark removed the wrong dead letters"
+        "remove_dead_letters removed the wrong dead letters"
     );
     assert_eq!(
-        parked_ids(store, &b).await,
+        dead_letter_ids(store, &b).await,
         [ids[1], ids[2]],
-        "unpark removed another projection's dead letters"
+        "remove_dead_letters removed another projection's dead letters"
     );
 
-    unpark(store, &a, &[]).await;
-    unpark(store, &a, &[Uuid::new_v4()]).await;
-    unpark(store, &unique("projection"), &[ids[0]]).await;
+    remove_dead_letters(store, &a, &[]).await;
+    remove_dead_letters(store, &a, &[Uuid::new_v4()]).await;
+    remove_dead_letters(store, &unique("projection"), &[ids[0]]).await;
     assert_eq!(
-        parked_ids(store, &a).await,
+        dead_letter_ids(store, &a).await,
         [ids[0], ids[2]],
-        "unparking nothing, an unknown event or another projection's removed dead letters"
+        "removing dead letters nothing, an unknown event or another projection's removed dead letters"
     );
 
-    unpark(store, &a, &[ids[0], ids[2]]).await;
+    remove_dead_letters(store, &a, &[ids[0], ids[2]]).await;
     assert!(
-        parked_in(store, &a).await.is_empty(),
-        "unparking every dead letter left some"
+        dead_lettered_in(store, &a).await.is_empty(),
+        "removing dead letters every dead letter left some"
     );
-    assert_eq!(parked_ids(store, &b).await, [ids[1], ids[2]]);
+    assert_eq!(dead_letter_ids(store, &b).await, [ids[1], ids[2]]);
 }
 
 // ---------------------------------------------------------------------------

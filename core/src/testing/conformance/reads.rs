@@ -229,7 +229,7 @@ pub async fn read_all_filters_by_type<S: EventStore + Clone>(store: &S) {
 }
 
 /// `head` is `START` on an empty store, then the last event's position; failed
-/// and replayed appends leave it.
+/// and repeated appends leave it.
 pub async fn head_tracks_the_last_event<S: EventStore + Clone>(store: &S) {
     assert_eq!(
         head(store).await,
@@ -261,7 +261,7 @@ pub async fn head_tracks_the_last_event<S: EventStore + Clone>(store: &S) {
     assert_eq!(
         head(store).await,
         second.position,
-        "failed or replayed appends moved the head"
+        "failed or repeated appends moved the head"
     );
     let all = read_all_paged(store, Position::START, 100, &EventFilter::all()).await;
     assert_eq!(

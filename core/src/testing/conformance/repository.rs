@@ -138,7 +138,7 @@ pub async fn repository_executes_commands<S: EventStore + Clone>(store: &S) {
         done.stream_version, 1,
         "stream_version after the first command"
     );
-    assert!(!done.replayed);
+    assert!(!done.repeated);
     settle(store, done.position).await;
     assert_eq!(
         done.position,
@@ -240,25 +240,25 @@ pub async fn repository_command_idempotency<S: EventStore + Clone>(store: &S) {
         .execute_with(id, Increment(4), context.clone())
         .await
         .expect("first run");
-    assert!(!first.replayed);
+    assert!(!first.repeated);
     let again = counters
         .execute_with(id, Increment(4), context.clone())
         .await
         .expect("second run");
     assert!(
-        again.replayed,
-        "a second run of a command is not marked replayed"
+        again.repeated,
+        "a second run of a command is not marked repeated"
     );
-    assert_eq!(again.events, first.events, "events of the replayed command");
+    assert_eq!(again.events, first.events, "events of the repeated command");
     assert_eq!(
         (again.stream_version, again.position),
         (first.stream_version, first.position),
-        "outcome of the replayed command"
+        "outcome of the repeated command"
     );
     assert_eq!(counters.load(id).await.expect("load").state.total, 4);
 
     let stored = whole_stream(store, &Counter::stream_id(&id)).await;
-    assert_eq!(stored.len(), 1, "a replayed command wrote events");
+    assert_eq!(stored.len(), 1, "a repeated command wrote events");
 
     // Once the stream has moved on, a replay still answers the first outcome,
     // whether the command would now write (the append finds the id) or
@@ -276,7 +276,7 @@ pub async fn repository_command_idempotency<S: EventStore + Clone>(store: &S) {
         .await
         .expect("replay of a command that would now be refused");
     for replay in [&moved, &refused] {
-        assert!(replay.replayed, "not marked replayed: {replay:?}");
+        assert!(replay.repeated, "not marked repeated: {replay:?}");
         assert_eq!(
             (replay.stream_version, replay.position),
             (first.stream_version, first.position),
@@ -325,7 +325,7 @@ pub async fn repository_command_idempotency<S: EventStore + Clone>(store: &S) {
         outcomes.push(done);
     }
     assert_eq!(
-        outcomes.iter().filter(|o| !o.replayed).count(),
+        outcomes.iter().filter(|o| !o.repeated).count(),
         1,
         "the command ran more than once"
     );

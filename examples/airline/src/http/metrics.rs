@@ -11,7 +11,7 @@
 //!   `annals_projection_lag_events{projection}`,
 //!   `annals_projection_checkpoint{projection}` (the checkpoint's global
 //!   sequence number), `annals_projection_events_applied{projection}`,
-//!   `annals_projection_parked{projection}`, `annals_projection_up{projection}`
+//!   `annals_projection_dead_letters{projection}`, `annals_projection_up{projection}`
 //! - `annals_store_head{}`: the log's newest global sequence number.
 
 use std::sync::OnceLock;

@@ -64,7 +64,7 @@ pub(super) struct ProjectionHealth {
     /// Events applied since start.
     events_applied: u64,
     /// Events waiting in the dead letters.
-    parked: usize,
+    dead_letters: usize,
     /// The failure it is retrying, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     last_error: Option<String>,
@@ -108,7 +108,7 @@ async fn projections<S: ProjectionStore + Clone>(
                     }
                 }),
                 events_applied: status.events_applied,
-                parked: status.parked,
+                dead_letters: status.dead_letters,
                 last_error: status.last_error,
             }
         })
@@ -224,8 +224,8 @@ pub(super) async fn metrics<S: ProjectionStore + Clone>(
         }
         ::metrics::gauge!("annals_projection_events_applied", "projection" => name.clone())
             .set(projection.events_applied as f64);
-        ::metrics::gauge!("annals_projection_parked", "projection" => name.clone())
-            .set(projection.parked as f64);
+        ::metrics::gauge!("annals_projection_dead_letters", "projection" => name.clone())
+            .set(projection.dead_letters as f64);
         ::metrics::gauge!("annals_projection_up", "projection" => name).set(if projection.ok {
             1.0
         } else {
