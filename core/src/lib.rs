@@ -19,6 +19,7 @@ extern crate self as annals;
 
 pub mod aggregate;
 pub mod envelope;
+pub mod error;
 pub mod event;
 pub mod memory;
 pub mod payload;

@@ -35,6 +35,7 @@ use uuid::Uuid;
 
 use crate::aggregate::{Aggregate, Handle};
 use crate::envelope::{Metadata, RecordedEvent};
+use crate::error::{BoxError, report};
 use crate::projection::{
     Backoff, BatchOutcome, Deadline, Projection, ProjectionError, ProjectionStore,
 };
@@ -169,14 +170,15 @@ impl<P: ProcessManager> Handle<Trigger<P::Command>> for P {
 }
 
 /// Why a command could not be delivered.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
-    /// The receiver refused it (a business rule): fed back to the process.
+    /// The receiver refused it (a business rule): fed back to the process
+    /// as [`Input::Rejected`], with the error's [`report`] as the reason.
     #[error("rejected: {0}")]
-    Rejected(String),
-    /// The receiver was unreachable: the whole input is retried later.
+    Rejected(#[source] BoxError),
+    /// The receiver was unreachable: the input is retried later.
     #[error("transient: {0}")]
-    Transient(String),
+    Transient(#[source] BoxError),
 }
 
 /// Delivers a process manager's commands to their receivers (repositories,
@@ -355,7 +357,7 @@ where
                 Ok(true)
             }
             Err(error) => {
-                let error = error.to_string();
+                let error = report(&error);
                 let attempts = deadline.attempts.max(1);
                 // A retry by an operator gives a dead letter another round.
                 let retry_at = (attempts % self.options.deadline_attempts.max(1) != 0).then(|| {
@@ -476,12 +478,16 @@ where
                     };
                     match self.dispatcher.dispatch(command.clone(), context).await {
                         Ok(()) => {}
-                        Err(DispatchError::Rejected(reason)) => {
+                        Err(DispatchError::Rejected(error)) => {
+                            let reason = report(&*error);
                             let feedback = Input::Rejected { command, reason };
                             queue.push_back((feedback, refusal, Some(command_id)));
                         }
-                        Err(DispatchError::Transient(reason)) => {
-                            return Err(ProcessError::Transient(format!("{command:?}: {reason}")));
+                        Err(DispatchError::Transient(source)) => {
+                            return Err(ProcessError::Transient {
+                                command: format!("{command:?}"),
+                                source,
+                            });
                         }
                     }
                 }
@@ -506,20 +512,38 @@ pub enum ProcessError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// A command receiver was unreachable: retry later.
-    #[error("a command could not be delivered: {0}")]
-    Transient(String),
+    #[error("{command} could not be delivered: {source}")]
+    Transient {
+        /// The command, as `Debug` prints it.
+        command: String,
+        /// Why.
+        #[source]
+        source: BoxError,
+    },
     /// The process's own history could not be loaded or written.
     #[error("process state: {0}")]
-    State(String),
+    State(#[source] ExecuteError<std::convert::Infallible>),
 }
 
 impl ProcessError {
     fn from_execute(error: ExecuteError<std::convert::Infallible>) -> Self {
         match error {
             ExecuteError::Store(store) => ProcessError::Store(store),
-            other => ProcessError::State(other.to_string()),
+            other => ProcessError::State(other),
         }
     }
+}
+
+/// An event a process could not handle, for its dead letter.
+#[derive(Debug, thiserror::Error)]
+#[error("{process} could not handle {event_type} {stream_version} of {stream:?}")]
+struct Unhandled {
+    process: &'static str,
+    event_type: String,
+    stream: String,
+    stream_version: u64,
+    #[source]
+    source: ProcessError,
 }
 
 #[async_trait]
@@ -566,19 +590,19 @@ where
                 ProcessError::Store(error) if error.is_transient() => {
                     // The store itself is down: nothing could be recorded,
                     // not even a dead letter; the runner retries.
-                    return Err(ProjectionError::Transient(error.to_string()));
+                    return Err(ProjectionError::Transient(Box::new(error)));
                 }
-                error => {
+                source => {
                     let event = &batch[index];
                     applied.failed.push(crate::projection::FailedEvent {
                         index,
-                        error: format!(
-                            "{} {} of {:?} (version {}): {error}",
-                            P::NAME,
-                            event.event_type,
-                            event.stream_id,
-                            event.stream_version
-                        ),
+                        error: Box::new(Unhandled {
+                            process: P::NAME,
+                            event_type: event.event_type.clone(),
+                            stream: event.stream_id.clone(),
+                            stream_version: event.stream_version,
+                            source,
+                        }),
                     });
                 }
             }
@@ -607,12 +631,12 @@ where
         let mut delays = self.options.retry.delays();
         loop {
             match self.handle_event(event).await {
-                Err(ProcessError::Transient(reason)) => {
+                Err(error @ ProcessError::Transient { .. }) => {
                     let since = self.failing_since(event.event_id);
                     if since.elapsed() >= self.options.retry_for {
-                        return Err(ProcessError::Transient(reason));
+                        return Err(error);
                     }
-                    tracing::debug!(process = P::NAME, event = %event.event_id, %reason, "retrying");
+                    tracing::debug!(process = P::NAME, event = %event.event_id, %error, "retrying");
                     tokio::time::sleep(delays.next().unwrap_or(self.options.retry.max)).await;
                 }
                 outcome => {

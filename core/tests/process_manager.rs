@@ -496,10 +496,10 @@ impl Receivers {
     }
 }
 
-fn rejected<E: std::error::Error + 'static>(error: ExecuteError<E>) -> DispatchError {
+fn rejected<E: std::error::Error + Send + Sync + 'static>(error: ExecuteError<E>) -> DispatchError {
     match error {
-        ExecuteError::Rejected(e) => DispatchError::Rejected(e.to_string()),
-        other => DispatchError::Transient(other.to_string()),
+        ExecuteError::Rejected(e) => DispatchError::Rejected(Box::new(e)),
+        other => DispatchError::Transient(Box::new(other)),
     }
 }
 

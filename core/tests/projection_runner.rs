@@ -184,7 +184,8 @@ impl Projection for TestProjection {
                     error: format!(
                         "poison at {} version {}",
                         event.stream_id, event.stream_version
-                    ),
+                    )
+                    .into(),
                 });
                 continue;
             }

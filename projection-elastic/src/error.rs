@@ -1,8 +1,6 @@
 //! What can go wrong: talking to the search server ([`ElasticError`]), and
 //! applying one event (`EventFailure`, the message of a failed event).
 
-use std::error::Error;
-
 use annals::projection::{FailedEvent, RunnerError};
 use annals::{EventError, StoreError};
 use elasticsearch::http::response::Response;
@@ -185,25 +183,9 @@ impl EventFailure {
     pub(crate) fn at(self, index: usize) -> FailedEvent {
         FailedEvent {
             index,
-            error: report(&self),
+            error: Box::new(self),
         }
     }
-}
-
-/// The error's message, then each cause the message does not already say
-/// (many errors, `annals::EventError` among them, repeat their source).
-pub(crate) fn report(error: &dyn Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(error) = cause {
-        let said = error.to_string();
-        if !text.contains(&said) {
-            text.push_str(": ");
-            text.push_str(&said);
-        }
-        cause = error.source();
-    }
-    text
 }
 
 /// 408, 429 and 5xx: worth retrying.

@@ -235,6 +235,7 @@ pub(crate) fn describe_event(event: &RecordedEvent) -> String {
 mod tests {
     use super::*;
     use crate::FoldError;
+    use annals::error::report;
     use annals::{DomainEvent, Metadata, Position};
     use serde_json::{Value, json};
     use uuid::Uuid;
@@ -344,7 +345,8 @@ mod tests {
             "cannot apply N (schema v1) at version 5 of stream \"s-b\"",
             "-1 cannot be added: out of range integral type conversion",
         ] {
-            assert!(failed[0].error.contains(part), "{:?}", failed[0].error);
+            let error = report(&*failed[0].error);
+            assert!(error.contains(part), "{error:?}");
         }
     }
 
@@ -362,7 +364,7 @@ mod tests {
         assert_eq!(writes, [w("a", 1, 1, 0), w("b", 1, 4, 3)]);
         assert_eq!(failed.len(), 1, "{failed:?}");
         assert_eq!(failed[0].index, 1);
-        let error = &failed[0].error;
+        let error = report(&*failed[0].error);
         for part in [
             "cannot decode N (schema v1) at version 2 of stream \"s-a\"",
             "SumEvent",
@@ -384,12 +386,10 @@ mod tests {
         assert!(written.is_none());
         assert_eq!(failed.len(), 1);
         assert_eq!(failed[0].index, 1);
+        let error = report(&*failed[0].error);
         assert!(
-            failed[0]
-                .error
-                .contains("stored document \"a\" (version 2) does not decode: invalid type"),
-            "{}",
-            failed[0].error
+            error.contains("stored document \"a\" (version 2) does not decode: invalid type"),
+            "{error}"
         );
     }
 }

@@ -200,7 +200,7 @@ impl<P: DocumentProjection> IndexWriter<P> {
             .await
             .map_err(|e| to_projection_error(&self.index, e))?;
         let docs = body["docs"].as_array().ok_or_else(|| {
-            ProjectionError::Transient(format!("unexpected answer to {operation}: {body}"))
+            ProjectionError::Transient(format!("unexpected answer to {operation}: {body}").into())
         })?;
         let mut current = HashMap::new();
         for doc in docs {
@@ -209,16 +209,16 @@ impl<P: DocumentProjection> IndexWriter<P> {
                 return Err(if ty.as_deref() == Some("index_not_found_exception") {
                     missing_index(&self.index)
                 } else {
-                    ProjectionError::Transient(format!("{operation}: {reason}"))
+                    ProjectionError::Transient(format!("{operation}: {reason}").into())
                 });
             }
             if doc["found"] != true {
                 continue;
             }
             let (Some(id), Some(version)) = (doc["_id"].as_str(), doc["_version"].as_u64()) else {
-                return Err(ProjectionError::Transient(format!(
-                    "unexpected document in the answer to {operation}: {doc}"
-                )));
+                return Err(ProjectionError::Transient(
+                    format!("unexpected document in the answer to {operation}: {doc}").into(),
+                ));
             };
             current.insert(
                 id.to_owned(),
@@ -241,17 +241,20 @@ fn bulk_writer(client: &Elasticsearch, options: WriterOptions) -> BulkWriter {
 }
 
 fn missing_index(index: &str) -> ProjectionError {
-    ProjectionError::Fatal(format!(
-        "index {index:?} does not exist (deleted, or replaced by a rebuild): \
+    ProjectionError::Fatal(
+        format!(
+            "index {index:?} does not exist (deleted, or replaced by a rebuild): \
          reopen the read model to follow its alias"
-    ))
+        )
+        .into(),
+    )
 }
 
 fn to_projection_error(index: &str, error: ElasticError) -> ProjectionError {
     match error {
         ElasticError::MissingIndex(_) => missing_index(index),
-        e if e.is_transient() => ProjectionError::Transient(e.to_string()),
-        e => ProjectionError::Fatal(e.to_string()),
+        e if e.is_transient() => ProjectionError::Transient(Box::new(e)),
+        e => ProjectionError::Fatal(Box::new(e)),
     }
 }
 
@@ -365,7 +368,7 @@ impl<P: DocumentProjection> Projection for IndexWriter<P> {
             }
         }
         if let Some(reason) = retry {
-            return Err(ProjectionError::Transient(reason));
+            return Err(ProjectionError::Transient(reason.into()));
         }
         tracing::debug!(
             index = %self.index, events = batch.len(), fetched, failed = failed.len(),

@@ -264,19 +264,19 @@ async fn search_projector_stops_a_document_at_its_failing_event() {
     let projector = projector(&es, &index, Tallies::v(1));
 
     let applied = projector.apply(&batch).await.unwrap();
-    let failed: Vec<(usize, &str)> = applied
+    let failed: Vec<(usize, String)> = applied
         .failed
         .iter()
-        .map(|f| (f.index, f.error.as_str()))
+        .map(|f| (f.index, annals::error::report(&*f.error)))
         .collect();
     assert_eq!(failed.len(), 2, "{failed:?}");
-    let (poison, error) = failed[0];
-    assert_eq!(batch[poison].event_type, "Poison");
+    let (poison, error) = &failed[0];
+    assert_eq!(batch[*poison].event_type, "Poison");
     for part in ["Poison", "version 3", "item-sick", "poisoned on purpose"] {
         assert!(error.contains(part), "{error:?} lacks {part:?}");
     }
-    let (orphan, error) = failed[1];
-    assert_eq!(batch[orphan].stream_id, "item-orphan");
+    let (orphan, error) = &failed[1];
+    assert_eq!(batch[*orphan].stream_id, "item-orphan");
     assert!(error.contains("no Created before it"), "{error}");
 
     // The state before the failure is written; nothing after it.
@@ -294,7 +294,7 @@ async fn search_projector_stops_a_document_at_its_failing_event() {
         .store(true, std::sync::atomic::Ordering::SeqCst);
     let applied = projector.apply(&batch).await.unwrap();
     let failed: Vec<usize> = applied.failed.iter().map(|f| f.index).collect();
-    assert_eq!(failed, vec![orphan]);
+    assert_eq!(failed, vec![*orphan]);
     let docs = dump(es.client(), &index).await;
     let (version, sick) = &docs["sick"];
     assert_eq!(
@@ -340,12 +340,9 @@ async fn search_projector_reports_mapping_errors_with_the_server_reason() {
     // whole document state was refused.
     assert_eq!(batch[failed.index].stream_id, "item-bad");
     assert_eq!(batch[failed.index].stream_version, 1);
+    let error = annals::error::report(&*failed.error);
     for part in ["mapper_parsing_exception", "[note]", "item-bad", "400"] {
-        assert!(
-            failed.error.contains(part),
-            "{:?} lacks {part:?}",
-            failed.error
-        );
+        assert!(error.contains(part), "{error:?} lacks {part:?}");
     }
     let docs = dump(es.client(), &index).await;
     assert!(docs.contains_key("fine"));
@@ -364,7 +361,9 @@ async fn search_projector_to_a_missing_index_is_fatal() {
     let index = es.index("never_created");
     let projector = projector(&es, &index, Tallies::v(1));
     match projector.apply(&all_events(&store).await).await {
-        Err(ProjectionError::Fatal(error)) => assert!(error.contains(&index), "{error}"),
+        Err(ProjectionError::Fatal(error)) => {
+            assert!(error.to_string().contains(&index), "{error}")
+        }
         other => panic!("expected a fatal error, got {other:?}"),
     }
     // And nothing was auto-created.

@@ -105,8 +105,8 @@ async fn search_crash_after_bulk_before_checkpoint_still_applies_once() {
     let options = fast_runner(FailurePolicy::Stop { max_attempts: 1 });
     let runner = ProjectionRunner::new(store.clone(), Arc::new(crashing)).with_options(options);
     match runner.catch_up().await {
-        Err(RunnerError::Fatal { error, .. }) => {
-            assert!(error.contains("simulated crash"), "{error}")
+        Err(RunnerError::Fatal { source, .. }) => {
+            assert!(source.to_string().contains("simulated crash"), "{source}")
         }
         other => panic!("expected the simulated crash, got {other:?}"),
     }

@@ -22,6 +22,7 @@ mod wait;
 use async_trait::async_trait;
 
 use crate::envelope::RecordedEvent;
+use crate::error::BoxError;
 use crate::store::EventFilter;
 
 pub use runner::{
@@ -58,7 +59,7 @@ pub trait Projection: Send + Sync + 'static {
 }
 
 /// What became of a batch.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct BatchOutcome {
     /// Events that could not be applied, by index into the batch, with why.
     pub failed: Vec<FailedEvent>,
@@ -72,21 +73,22 @@ impl BatchOutcome {
 }
 
 /// One event the projection could not apply.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct FailedEvent {
     /// Index into the batch.
     pub index: usize,
-    /// What went wrong, for the dead-letter record.
-    pub error: String,
+    /// What went wrong, with its causes: the dead letter records
+    /// [`report`](crate::error::report) of it.
+    pub error: BoxError,
 }
 
 /// Why a whole batch could not be applied.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
     /// The read model is unreachable or overloaded: retry later, with backoff.
     #[error("transient projection failure: {0}")]
-    Transient(String),
+    Transient(#[source] BoxError),
     /// Retrying cannot help (a bug, a broken index): stop the projection.
     #[error("projection failure: {0}")]
-    Fatal(String),
+    Fatal(#[source] BoxError),
 }

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{BatchOutcome, DeadLetter, Projection, ProjectionError, ProjectionStore};
 use crate::envelope::RecordedEvent;
+use crate::error::{BoxError, report};
 use crate::position::Position;
 use crate::store::{EventFilter, EventStore, EventStream, StoreError};
 
@@ -163,12 +164,13 @@ pub enum RunnerError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The projection reported a fatal error.
-    #[error("projection {projection:?} failed: {error}")]
+    #[error("projection {projection:?} failed: {source}")]
     Fatal {
         /// The projection.
         projection: String,
         /// What it said.
-        error: String,
+        #[source]
+        source: BoxError,
     },
     /// The stop policy stopped the projection at a poison event.
     #[error(
@@ -525,30 +527,31 @@ where
                 Ok(BatchOutcome { failed }) if failed.is_empty() => break,
                 Ok(BatchOutcome { failed }) => failed,
                 Err(ProjectionError::Transient(error)) => {
-                    self.note_failure(&error);
+                    self.note_failure(&report(&*error));
                     if !self.pause(&mut delays, shutdown).await {
                         return Ok(None);
                     }
                     attempts -= 1;
                     continue;
                 }
-                Err(ProjectionError::Fatal(error)) => {
+                Err(ProjectionError::Fatal(source)) => {
                     return Err(RunnerError::Fatal {
                         projection: self.name.clone(),
-                        error,
+                        source,
                     });
                 }
             };
-            let first = &failed[0];
-            self.note_failure(&first.error);
+            self.note_failure(&report(&*failed[0].error));
             if attempts < self.options.failure_policy.max_attempts() {
                 if !self.pause(&mut delays, shutdown).await {
                     return Ok(None);
                 }
                 continue;
             }
-            let errors: HashMap<usize, String> =
-                failed.into_iter().map(|f| (f.index, f.error)).collect();
+            let errors: HashMap<usize, String> = failed
+                .into_iter()
+                .map(|f| (f.index, report(&*f.error)))
+                .collect();
             if let FailurePolicy::Stop { .. } = self.options.failure_policy {
                 let index = errors.keys().copied().min().unwrap_or(0);
                 let Some(poison) = runnable.get(index) else {
@@ -620,20 +623,20 @@ where
         let outcome = match self.projection.apply(&events).await {
             Ok(applied) => applied,
             Err(ProjectionError::Transient(error)) => {
-                self.note_failure(&error);
+                self.note_failure(&report(&*error));
                 return Ok(self.keys_of(&dead_letters));
             }
-            Err(ProjectionError::Fatal(error)) => {
+            Err(ProjectionError::Fatal(source)) => {
                 return Err(RunnerError::Fatal {
                     projection: self.name.clone(),
-                    error,
+                    source,
                 });
             }
         };
         let errors: HashMap<usize, String> = outcome
             .failed
             .into_iter()
-            .map(|f| (f.index, f.error))
+            .map(|f| (f.index, report(&*f.error)))
             .collect();
         let mut still_blocked = HashSet::new();
         let mut keep = Vec::new();

@@ -310,8 +310,8 @@ impl<S: ProjectionStore + Clone> SagaDispatcher<S> {
     {
         match repository.execute_with(id, command, context).await {
             Ok(_) => Ok(()),
-            Err(ExecuteError::Rejected(error)) => Err(DispatchError::Rejected(error.to_string())),
-            Err(error) => Err(DispatchError::Transient(error.to_string())),
+            Err(ExecuteError::Rejected(error)) => Err(DispatchError::Rejected(Box::new(error))),
+            Err(error) => Err(DispatchError::Transient(Box::new(error))),
         }
     }
 }
@@ -402,9 +402,9 @@ impl<S: ProjectionStore + Clone> Dispatcher<SagaCommand> for SagaDispatcher<S> {
                     }
                     // A final answer the saga records; anything else is retried.
                     Err(error @ PaymentError::NotCharged(_)) => {
-                        Err(DispatchError::Rejected(error.to_string()))
+                        Err(DispatchError::Rejected(Box::new(error)))
                     }
-                    Err(error) => Err(DispatchError::Transient(error.to_string())),
+                    Err(error) => Err(DispatchError::Transient(Box::new(error))),
                 }
             }
         }

@@ -251,6 +251,17 @@ struct MemoryState {
     flights: HashMap<Uuid, (u64, FlightView)>,
 }
 
+/// A flight event the in-memory read model could not apply.
+#[derive(Debug, thiserror::Error)]
+#[error("{event_type} {stream_version} of {stream}")]
+struct NotApplied {
+    event_type: String,
+    stream_version: u64,
+    stream: String,
+    #[source]
+    source: annals::EventError,
+}
+
 /// The events every flight read model handles.
 pub fn flight_events() -> EventFilter {
     EventFilter::types(<FlightEvent as annals::DomainEvent>::type_names())
@@ -310,10 +321,12 @@ impl Projection for MemoryFlights {
                     failed_streams.push(recorded.stream_id.clone());
                     applied.failed.push(FailedEvent {
                         index,
-                        error: format!(
-                            "{} {} of {}: {error}",
-                            recorded.event_type, recorded.stream_version, recorded.stream_id
-                        ),
+                        error: Box::new(NotApplied {
+                            event_type: recorded.event_type.clone(),
+                            stream_version: recorded.stream_version,
+                            stream: recorded.stream_id.clone(),
+                            source: error,
+                        }),
                     });
                     continue;
                 }
