@@ -23,12 +23,13 @@ use airline::reads::{
     FLIGHTS_PROJECTION, FlightReads, GuardedReads, MemoryFlights, ReadGuard, flight_events,
 };
 use airline::scheduling::ScheduleFlight;
-use airline::search::ElasticFlights;
+use airline::search::{ElasticFlights, FlightIndex};
 use airline::values::Money;
 use annals::CommandContext;
 use annals::EventStore;
 use annals::memory::MemoryStore;
 use annals::projection::{ProjectionStore, RunnerOptions, wait_for_checkpoint};
+use annals_elastic::{ProjectorOptions, ReadModel, ReadModelOptions};
 use annals_postgres::PgEventStore;
 use chrono::{DurationRound, TimeDelta, Utc};
 use clap::{Parser, Subcommand};
@@ -260,14 +261,29 @@ async fn postgres(config: &Config) -> Result<PgEventStore> {
     Ok(store)
 }
 
+/// How long a request to the search server may take.
+const SEARCH_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The Elasticsearch flight read model of `ELASTICSEARCH_URL`.
 fn elastic_flights(config: &Config) -> Result<Arc<ElasticFlights>> {
     // A frozen search server fails the projector's writes (which then
     // report it and retry) instead of hanging them.
-    let client =
-        annals_elastic::connect_with_timeout(config.elasticsearch_url()?, Duration::from_secs(10))
-            .map_err(|e| format!("cannot reach Elasticsearch (ELASTICSEARCH_URL): {e}"))?;
-    Ok(Arc::new(ElasticFlights::new(client, &config.index_prefix)))
+    let client = annals_elastic::connect_with_timeout(config.elasticsearch_url()?, SEARCH_TIMEOUT)
+        .map_err(|e| format!("cannot reach Elasticsearch (ELASTICSEARCH_URL): {e}"))?;
+    // The live projector's requests carry a timeout of their own (60 s by
+    // default), which overrides the client's: bound them the same way.
+    let defaults = ReadModelOptions::default();
+    let options = ReadModelOptions {
+        live: ProjectorOptions {
+            request_timeout: SEARCH_TIMEOUT,
+            ..defaults.live
+        },
+        ..defaults
+    };
+    let read_model = ReadModel::new(client, FlightIndex)
+        .with_prefix(&config.index_prefix)
+        .with_options(options);
+    Ok(Arc::new(ElasticFlights::from_read_model(read_model)))
 }
 
 /// Starts the configured flight read model and the booking saga in
