@@ -1,7 +1,7 @@
 //! The airline's invariants, checked against the whole log: seats, money,
 //! settled bookings and sagas, and the flight read model.
 //!
-//! [`Checker`] reads every event ([`EventStore::read_all`], in pages), folds
+//! [`Checker`] reads every event ([`EventStore::read_all`](annals::EventStore::read_all), in pages), folds
 //! flights, bookings, payments and booking sagas from them, and reports every
 //! [`Violation`] it finds in a [`Report`]:
 //!
@@ -255,7 +255,9 @@ pub struct Report {
     pub bookings: usize,
     /// Bookings skipped because they were requested within the grace period.
     pub in_flight: usize,
-    /// Every violation found, in a stable order (by kind, then id).
+    /// Every violation found: undecodable events, seats, money, the provider,
+    /// unsettled bookings and sagas, the saga's dead letters, the read side;
+    /// each kind by id.
     pub violations: Vec<Violation>,
 }
 
