@@ -585,24 +585,51 @@ impl Drop for Outage {
     }
 }
 
-/// Runs a shell command, failing the test (not while one already fails)
-/// when it fails.
+/// How long a command that stops or starts the database may take.
+const SHELL_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Runs a shell command, at most [`SHELL_TIMEOUT`], failing the test (not
+/// while one already fails) when it fails.
 fn shell(command: &str) {
-    let output = Command::new("sh").arg("-c").arg(command).output();
-    let failure = match output {
-        Ok(output) if output.status.success() => return,
-        Ok(output) => format!(
-            "{}: {}{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
-        Err(error) => error.to_string(),
+    let failure = match run_bounded(command) {
+        Ok(()) => return,
+        Err(failure) => failure,
     };
     if std::thread::panicking() {
         eprintln!("`{command}` failed: {failure}");
     } else {
         panic!("`{command}` failed: {failure}");
+    }
+}
+
+fn run_bounded(command: &str) -> Result<(), String> {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    loop {
+        match child.try_wait().map_err(|e| e.to_string())? {
+            Some(status) if status.success() => return Ok(()),
+            Some(status) => {
+                let output = child.wait_with_output().map_err(|e| e.to_string())?;
+                return Err(format!(
+                    "{status}: {}{}",
+                    String::from_utf8_lossy(&output.stdout),
+                    String::from_utf8_lossy(&output.stderr)
+                ));
+            }
+            None if started.elapsed() > SHELL_TIMEOUT => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("still running after {SHELL_TIMEOUT:?}: killed"));
+            }
+            None => std::thread::sleep(Duration::from_millis(50)),
+        }
     }
 }
 
