@@ -203,6 +203,7 @@ async fn chaos_a_failover_with_a_stale_cached_flight_releases_the_seats() {
             .await
             .contains(&"PaymentRefunded".to_owned())
     );
+    runner_in(&stage, &b, SAGA, "running").await;
     eprintln!("(a) {report} in {:.1} s", started.elapsed().as_secs_f64());
 }
 
@@ -441,6 +442,13 @@ async fn chaos_d_a_frozen_search_server_fails_reads_fast_and_the_read_model_conv
     );
     assert_eq!(health.status, 503, "{:?}", health.json);
     assert_eq!(health.json["read_side"]["ok"], false, "{:?}", health.json);
+    assert!(
+        health.json["read_side"]["error"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty()),
+        "{:?}",
+        health.json
+    );
     assert_eq!(health.json["store"]["ok"], true, "{:?}", health.json);
 
     // A search waits for the read side's timeout; once the breaker opens,
@@ -642,8 +650,20 @@ async fn chaos_e_a_database_outage_answers_503_fast_and_loses_nothing() {
             .any(|s| s.at > up_at && s.reply.as_ref().is_ok_and(|r| r.status == 202)),
         "no booking was acknowledged after the database came back"
     );
-    // Every acknowledged booking is in the log, and settles.
+    // Everything acknowledged is in the log (flights before the outage,
+    // bookings before and after), and the bookings settle.
     let store = stage.store();
+    for flight in &flights {
+        let events = store
+            .read_stream(&format!("flight-{flight}"), 1, 1)
+            .await
+            .expect("the flight's stream");
+        assert_eq!(
+            events.len(),
+            1,
+            "scheduled flight {flight} is not in the log"
+        );
+    }
     for booking in &bookings {
         let events = store
             .read_stream(&format!("booking-{booking}"), 1, 1)
