@@ -123,6 +123,9 @@ async fn chaos_a_failover_with_a_stale_cached_flight_releases_the_seats() {
     runner_in(&stage, &a, SAGA, "running").await;
     let b = stage.serve("b", &[]).await;
     runner_in(&stage, &b, SAGA, "standby").await;
+    // Read through B only once it is healthy: /health polls that met the
+    // search index still missing count against B's read circuit, which then
+    // refuses reads for a few seconds after the index is there.
     healthy(&stage, &b, Duration::from_secs(60)).await;
 
     // B schedules the flight: its cache keeps the flight at version 1.
