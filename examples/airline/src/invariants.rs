@@ -555,23 +555,35 @@ impl World {
                 });
             }
         }
-        for (booking_id, booking) in &self.bookings {
-            if booking.state.status != BookingStatus::Cancelled
-                || !booking.settled_by(settled_before)
-            {
-                continue;
-            }
-            for (flight_id, flight) in &self.flights {
-                let seats = flight.held.get(booking_id).copied().unwrap_or(0);
-                if seats != 0 {
-                    violations.push(Violation::CancelledHoldsSeats {
-                        booking_id: *booking_id,
-                        flight_id: *flight_id,
+        // Every reservation once, not every flight for every booking.
+        let mut held_by_cancelled: Vec<(Uuid, Uuid, i64)> = self
+            .flights
+            .iter()
+            .flat_map(|(flight_id, flight)| {
+                flight
+                    .held
+                    .iter()
+                    .map(move |(booking_id, seats)| (*booking_id, *flight_id, *seats))
+            })
+            .filter(|(booking_id, _, seats)| {
+                *seats != 0
+                    && self.bookings.get(booking_id).is_some_and(|b| {
+                        b.state.status == BookingStatus::Cancelled && b.settled_by(settled_before)
+                    })
+            })
+            .collect();
+        held_by_cancelled.sort_unstable();
+        violations.extend(
+            held_by_cancelled
+                .into_iter()
+                .map(
+                    |(booking_id, flight_id, seats)| Violation::CancelledHoldsSeats {
+                        booking_id,
+                        flight_id,
                         seats,
-                    });
-                }
-            }
-        }
+                    },
+                ),
+        );
         violations
     }
 
