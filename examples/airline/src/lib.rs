@@ -5,6 +5,8 @@
 //! - [`booking`]: the Booking and Payment aggregates and the booking saga.
 //! - [`reads`] and [`search`]: the flight read model, in memory and on Elasticsearch.
 //! - [`app`]: the application layer that composes them; [`http`]: the REST API.
+//! - [`invariants`]: what must hold of seats, money, bookings and the read model,
+//!   checked against the whole log (by tests, and by `airline check`).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -47,6 +49,7 @@ pub mod booking;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod invariants;
 pub mod reads;
 pub mod scheduling;
 pub mod search;

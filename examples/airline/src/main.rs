@@ -4,6 +4,10 @@
 //! projections in one process. With no configuration it runs the embedded
 //! in-memory default: an in-memory store, the in-memory flight read model,
 //! the booking saga, and a couple of hundred seeded flights.
+//!
+//! `airline check` reads the whole log and reports what breaks the
+//! airline's invariants ([`airline::invariants`]); it exits with 1 when
+//! anything does.
 
 use std::error::Error;
 use std::sync::Arc;
@@ -14,13 +18,18 @@ use airline::app::Airline;
 use airline::booking::{ResilientPayments, SimulatedPayments};
 use airline::config::{Config, ReadModelKind, StoreKind};
 use airline::http::{AppState, Background, Role, Tokens, router, serve};
-use airline::reads::{FLIGHTS_PROJECTION, FlightReads, GuardedReads, MemoryFlights, ReadGuard};
+use airline::invariants::Checker;
+use airline::reads::{
+    FLIGHTS_PROJECTION, FlightReads, GuardedReads, MemoryFlights, ReadGuard, flight_events,
+};
 use airline::scheduling::ScheduleFlight;
-use airline::search::ElasticFlights;
+use airline::search::{ElasticFlights, FlightIndex};
 use airline::values::Money;
 use annals::CommandContext;
+use annals::EventStore;
 use annals::memory::MemoryStore;
-use annals::projection::{ProjectionStore, RunnerOptions};
+use annals::projection::{ProjectionStore, RunnerOptions, wait_for_checkpoint};
+use annals_elastic::{ReadModel, ReadModelOptions, WriterOptions};
 use annals_postgres::PgEventStore;
 use chrono::{DurationRound, TimeDelta, Utc};
 use clap::{Parser, Subcommand};
@@ -73,6 +82,16 @@ enum Command {
         #[command(flatten)]
         config: Config,
     },
+    /// Check the airline's invariants (seats, money, settled bookings, the
+    /// search read model) against the whole log; exit code 1 on violations.
+    Check {
+        /// Skip the bookings requested in the last this many seconds (they
+        /// may still be under way); 0 checks every booking.
+        #[arg(long, default_value_t = 0.0)]
+        grace_secs: f64,
+        #[command(flatten)]
+        config: Config,
+    },
 }
 
 #[tokio::main]
@@ -89,6 +108,9 @@ async fn main() -> std::process::ExitCode {
         }
         Some(Command::Rebuild { projection, config }) => {
             rebuild_command(config.with_environment(), &projection).await
+        }
+        Some(Command::Check { grace_secs, config }) => {
+            check_command(config.with_environment(), grace_secs).await
         }
     };
     match outcome {
@@ -239,14 +261,29 @@ async fn postgres(config: &Config) -> Result<PgEventStore> {
     Ok(store)
 }
 
+/// How long a request to the search server may take.
+const SEARCH_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The Elasticsearch flight read model of `ELASTICSEARCH_URL`.
 fn elastic_flights(config: &Config) -> Result<Arc<ElasticFlights>> {
-    // A frozen search server fails the projector's writes (which then
+    // A frozen search server fails the index writer's writes (which then
     // report it and retry) instead of hanging them.
-    let client =
-        annals_elastic::connect_with_timeout(config.elasticsearch_url()?, Duration::from_secs(10))
-            .map_err(|e| format!("cannot reach Elasticsearch (ELASTICSEARCH_URL): {e}"))?;
-    Ok(Arc::new(ElasticFlights::new(client, &config.index_prefix)))
+    let client = annals_elastic::connect_with_timeout(config.elasticsearch_url()?, SEARCH_TIMEOUT)
+        .map_err(|e| format!("cannot reach Elasticsearch (ELASTICSEARCH_URL): {e}"))?;
+    // The live index writer's requests carry a timeout of their own (60 s by
+    // default), which overrides the client's: bound them the same way.
+    let defaults = ReadModelOptions::default();
+    let options = ReadModelOptions {
+        live: WriterOptions {
+            request_timeout: SEARCH_TIMEOUT,
+            ..defaults.live
+        },
+        ..defaults
+    };
+    let read_model = ReadModel::new(client, FlightIndex)
+        .with_prefix(&config.index_prefix)
+        .with_options(options);
+    Ok(Arc::new(ElasticFlights::from_read_model(read_model)))
 }
 
 /// Starts the configured flight read model and the booking saga in
@@ -432,6 +469,59 @@ async fn rebuild_command(config: Config, projection: &str) -> Result<()> {
     Ok(())
 }
 
+/// How long `airline check` lets the search read model catch up with the
+/// log before comparing them.
+const CHECK_CATCH_UP: Duration = Duration::from_secs(10);
+
+/// `airline check`: the invariants of [`airline::invariants`] against the
+/// log of `DATABASE_URL`, the simulated provider's ledger there, and, with
+/// `ELASTICSEARCH_URL`, the search read model. Prints the report; fails
+/// (exit code 1) when anything is broken.
+async fn check_command(config: Config, grace_secs: f64) -> Result<()> {
+    if config.store_kind() != StoreKind::Postgres {
+        return Err("`airline check` needs DATABASE_URL: it reads the PostgreSQL log".into());
+    }
+    let grace = Duration::try_from_secs_f64(grace_secs)
+        .map_err(|_| "--grace-secs must be a non-negative number of seconds")?;
+    // Read only: no migration (a database without the annals schema fails the read).
+    let store = PgEventStore::options()
+        .acquire_timeout(Duration::from_secs(3))
+        .connect(config.database_url()?)
+        .await
+        .map_err(|e| format!("cannot connect to PostgreSQL (DATABASE_URL): {e}"))?;
+    let payments = SimulatedPayments::on_postgres(store.pool().clone())
+        .await
+        .map_err(|e| format!("cannot read the simulated payment provider's ledger: {e}"))?;
+    let reads = match config.read_model_kind() {
+        ReadModelKind::Elastic => Some(elastic_flights(&config)?),
+        ReadModelKind::Memory => {
+            println!(
+                "the read model is not checked: without ELASTICSEARCH_URL it lives in the serving process"
+            );
+            None
+        }
+    };
+    let mut checker = Checker::new(&store)
+        .with_payments(&payments)
+        .in_flight_grace(grace);
+    if let Some(reads) = &reads {
+        let head = store.head().await?;
+        let projection = reads.projection_name();
+        if let Err(error) =
+            wait_for_checkpoint(&store, &projection, &flight_events(), head, CHECK_CATCH_UP).await
+        {
+            println!("the search read model has not caught up with the log: {error}");
+        }
+        checker = checker.with_reads(reads.as_ref());
+    }
+    let report = checker.check().await?;
+    println!("{report}");
+    match report.violations.len() {
+        0 => Ok(()),
+        n => Err(format!("{n} invariant violation(s) found").into()),
+    }
+}
+
 // ---------------------------------------------------------------------------
 // seed data
 
@@ -566,6 +656,8 @@ mod tests {
             vec!["airline", "migrate"],
             vec!["airline", "seed", "--flights", "10"],
             vec!["airline", "rebuild", "flights"],
+            vec!["airline", "check"],
+            vec!["airline", "check", "--grace-secs", "30"],
         ] {
             Cli::try_parse_from(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
         }

@@ -104,8 +104,19 @@ impl FlightReads for GuardedReads {
         self.inner.projection_name()
     }
 
+    /// Asks the backend itself (bounded by the timeout), whatever the
+    /// circuit says, and is not counted by it: health probes must report
+    /// the truth, and must not open the circuit for readers (an index
+    /// still being built at start would).
     async fn health(&self) -> Result<String, ReadError> {
-        self.call("the health check", self.inner.health()).await
+        let timeout = self.guard.timeout;
+        tokio::time::timeout(timeout, self.inner.health())
+            .await
+            .unwrap_or_else(|_| {
+                Err(ReadError::Unavailable(format!(
+                    "the health check took longer than {timeout:?}"
+                )))
+            })
     }
 }
 
