@@ -63,13 +63,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use airline::app::Airline;
+use airline::background::{Background, RunnerInfo};
 use airline::booking::{ResilientPayments, SimulatedPayments};
-use airline::http::{
-    AppState, Background, HttpSettings, RateLimit, Role, RunnerInfo, Tokens, router, serve,
-};
-use airline::reads::FlightReads;
+use airline::http::{AppState, HttpSettings, RateLimit, Role, Tokens, router, serve};
 use airline::scheduling::{Flight, FlightEvent};
 use airline::search::ElasticFlights;
+use airline::search::FlightReads;
 use airline::values::{AirportCode, Money};
 use annals::projection::{RunnerOptions, RunnerState};
 use annals::{AggregateType, AppendOptions, EventStore, ExpectedVersion, Metadata, NewEvent};

@@ -76,8 +76,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use airline::reads::FlightView;
 use airline::scheduling::FlightEvent;
+use airline::search::FlightView;
 use airline::search::{ElasticFlights, FlightDoc, FlightIndex};
 use airline::values::{AirportCode, Money};
 use annals::projection::{RunnerOptions, RunnerProgress, RunnerState};

@@ -50,8 +50,8 @@ use crate::booking::{
     Booking, BookingEvent, BookingSaga, BookingStatus, Payment, PaymentError, PaymentEvent,
     SagaEvent, SagaStage, SimulatedPayments,
 };
-use crate::reads::{FlightReads, FlightView, ReadError};
 use crate::scheduling::{Flight, FlightEvent};
+use crate::search::{FlightReads, FlightView, ReadError};
 use crate::values::Money;
 
 /// Events read per page of the log.
@@ -125,7 +125,7 @@ pub enum Violation {
         error: Option<String>,
     },
     /// An event the booking saga set aside (a dead letter).
-    ParkedSagaEvent {
+    DeadLetteredSagaEvent {
         /// The event.
         event_id: Uuid,
         /// Its type.
@@ -205,7 +205,7 @@ impl fmt::Display for Violation {
                 "deadline {name} of saga {instance} is dead-lettered after {attempts} attempts: {}",
                 error.as_deref().unwrap_or("no error recorded")
             ),
-            Violation::ParkedSagaEvent {
+            Violation::DeadLetteredSagaEvent {
                 event_id,
                 event_type,
                 stream_id,
@@ -409,14 +409,18 @@ impl<'a, S: ProjectionStore> Checker<'a, S> {
                 error: d.error,
             })
             .collect();
-        violations.extend(self.store.dead_letters(process).await?.into_iter().map(|p| {
-            Violation::ParkedSagaEvent {
-                event_id: p.event.event_id,
-                event_type: p.event.event_type,
-                stream_id: p.event.stream_id,
-                error: p.error,
-            }
-        }));
+        violations.extend(
+            self.store
+                .dead_letters(process)
+                .await?
+                .into_iter()
+                .map(|p| Violation::DeadLetteredSagaEvent {
+                    event_id: p.event.event_id,
+                    event_type: p.event.event_type,
+                    stream_id: p.event.stream_id,
+                    error: p.error,
+                }),
+        );
         Ok(violations)
     }
 }

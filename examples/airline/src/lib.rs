@@ -3,7 +3,7 @@
 //!
 //! - [`scheduling`]: the Flight aggregate (schedule, reschedule, price, seats, cancel).
 //! - [`booking`]: the Booking and Payment aggregates and the booking saga.
-//! - [`reads`] and [`search`]: the flight read model, in memory and on Elasticsearch.
+//! - [`search`]: the flight read side: its view, the port the API reads through, in memory and on Elasticsearch.
 //! - [`app`]: the application layer that composes them; [`http`]: the REST API.
 //! - [`invariants`]: what must hold of seats, money, bookings and the read model,
 //!   checked against the whole log (by tests, and by `airline check`).
@@ -45,12 +45,13 @@
 
 pub mod airports;
 pub mod app;
+pub mod background;
 pub mod booking;
 pub mod config;
 pub mod error;
 pub mod http;
 pub mod invariants;
-pub mod reads;
 pub mod scheduling;
 pub mod search;
+pub mod seed;
 pub mod values;

@@ -5,11 +5,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use airline::reads::{
-    FlightReads, FlightSearch, FlightView, FlightViewStatus, MemoryFlights, ReadError, SortOrder,
-};
 use airline::scheduling::FlightEvent;
 use airline::search::ElasticFlights;
+use airline::search::{
+    FlightReads, FlightSearch, FlightView, FlightViewStatus, MemoryFlights, ReadError, SortOrder,
+};
 use airline::values::{AirportCode, Money};
 use annals::memory::MemoryStore;
 use annals::projection::{FailurePolicy, ProjectionRunner, RunnerOptions};

@@ -20,8 +20,8 @@ use super::extract::{Id, Json, JsonOrEmpty, Query, hyphenated_uuid};
 use super::{AppState, POSITION_HEADER, metrics};
 use crate::app::Done;
 use crate::error::AppError;
-use crate::reads::{DEFAULT_LIMIT, FlightSearch, FlightView, MAX_LIMIT, SortOrder, flight_events};
 use crate::scheduling::{CancelFlight, ChangePrice, MAX_SEATS, RescheduleFlight, ScheduleFlight};
+use crate::search::{DEFAULT_LIMIT, FlightSearch, FlightView, MAX_LIMIT, SortOrder, flight_events};
 use crate::values::AirportCode;
 
 /// Runs a command, counting it and timing it.

@@ -30,7 +30,8 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::app::Airline;
-use crate::reads::FlightReads;
+use crate::background::RunnerInfo;
+use crate::search::FlightReads;
 
 pub use auth::{
     Authorized, BookingCommands, BookingReads, Caller, FlightCommands, Policy, Role, Tokens,
@@ -41,7 +42,7 @@ pub use extract::{Id, Json, JsonOrEmpty, Query};
 pub use limits::{ClientKey, RateLimit};
 pub use metrics::prometheus;
 pub use openapi::ApiDoc;
-pub use server::{Background, RunnerInfo, serve};
+pub use server::serve;
 
 /// The header that carries a command's position token.
 pub const POSITION_HEADER: &str = "x-annals-position";

@@ -1,14 +1,10 @@
-//! Running the service: the HTTP server (its own accept loop, with a header
-//! read timeout and a connection limit) and the background tasks (projection
-//! runners, the booking saga and its deadlines), with graceful shutdown.
+//! The HTTP server: its own accept loop, with a header read timeout, a
+//! connection limit and graceful shutdown.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use annals::projection::{
-    Projection, ProjectionRunner, ProjectionStore, RunnerOptions, RunnerProgress,
-};
 use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::http::Request;
@@ -17,25 +13,13 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use super::HttpSettings;
 use super::parse_errors::JsonParseErrors;
-use crate::app::Airline;
-use crate::reads::FLIGHTS_PROJECTION;
-use crate::search::ElasticFlights;
-
-/// A projection runner's name and live progress, for `/health` and `/metrics`.
-#[derive(Debug, Clone)]
-pub struct RunnerInfo {
-    /// The projection.
-    pub name: String,
-    /// Its progress updates.
-    pub progress: watch::Receiver<RunnerProgress>,
-}
 
 /// Serves `router` on `listener` over HTTP/1.1 until `shutdown` is
 /// cancelled.
@@ -168,144 +152,4 @@ async fn accept_failed(error: std::io::Error) {
     }
     tracing::error!(%error, "accept failed; pausing for a second");
     tokio::time::sleep(Duration::from_secs(1)).await;
-}
-
-/// The background tasks of a serving process, stopped together.
-///
-/// Dropping it cancels the tasks; [`Background::shutdown`] also waits for
-/// them (runners finish their batch and save their checkpoint).
-pub struct Background {
-    shutdown: CancellationToken,
-    tasks: JoinSet<()>,
-    runners: Vec<RunnerInfo>,
-}
-
-impl Background {
-    /// No tasks yet; they stop when `shutdown` is cancelled.
-    pub fn new(shutdown: CancellationToken) -> Self {
-        Self {
-            shutdown,
-            tasks: JoinSet::new(),
-            runners: Vec::new(),
-        }
-    }
-
-    /// Starts a projection runner (it takes the projection's lease first).
-    pub fn projection<S, P>(
-        &mut self,
-        store: S,
-        projection: Arc<P>,
-        options: RunnerOptions,
-    ) -> RunnerInfo
-    where
-        S: ProjectionStore + Clone,
-        P: Projection,
-    {
-        let runner = ProjectionRunner::new(store, projection).with_options(options);
-        let info = RunnerInfo {
-            name: runner.name().to_owned(),
-            progress: runner.progress(),
-        };
-        let stop = self.shutdown.clone();
-        let name = info.name.clone();
-        self.tasks.spawn(async move {
-            match runner.run(stop).await {
-                Ok(()) => tracing::info!(projection = %name, "projection stopped"),
-                Err(error) => tracing::error!(projection = %name, %error, "projection failed"),
-            }
-        });
-        self.runners.push(info.clone());
-        info
-    }
-
-    /// Starts the booking saga: its runner and its deadline loop.
-    pub fn booking_saga<S>(
-        &mut self,
-        airline: &Airline<S>,
-        options: RunnerOptions,
-        deadline_interval: Duration,
-    ) -> RunnerInfo
-    where
-        S: ProjectionStore + Clone,
-    {
-        let saga = Arc::new(airline.saga());
-        let info = self.projection(airline.store().clone(), Arc::clone(&saga), options);
-        let stop = self.shutdown.clone();
-        self.tasks
-            .spawn(async move { saga.run_deadlines(deadline_interval, stop).await });
-        info
-    }
-
-    /// Keeps the Elasticsearch flight read model current: builds it on first
-    /// start (blue/green when its version changed), runs its projector, and
-    /// follows the alias when a rebuild elsewhere replaced the index. The
-    /// status it reports follows whichever runner is current.
-    pub fn elastic_flights<S>(
-        &mut self,
-        store: S,
-        flights: Arc<ElasticFlights>,
-        options: RunnerOptions,
-    ) -> RunnerInfo
-    where
-        S: ProjectionStore + Clone,
-    {
-        let (forward, status) = watch::channel(RunnerProgress::default());
-        let info = RunnerInfo {
-            name: FLIGHTS_PROJECTION.to_owned(),
-            progress: status,
-        };
-        let stop = self.shutdown.clone();
-        self.tasks.spawn(async move {
-            let observe = |runner: &ProjectionRunner<S, _>| {
-                let mut current = runner.progress();
-                let forward = forward.clone();
-                tokio::spawn(async move {
-                    loop {
-                        forward.send_replace(current.borrow_and_update().clone());
-                        if current.changed().await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            };
-            match flights.run(store, options, stop, observe).await {
-                Ok(()) => tracing::info!("flight read model stopped"),
-                Err(error) => tracing::error!(%error, "flight read model failed"),
-            }
-        });
-        self.runners.push(info.clone());
-        info
-    }
-
-    /// The runners started so far.
-    pub fn runners(&self) -> Vec<RunnerInfo> {
-        self.runners.clone()
-    }
-
-    /// The token that stops the tasks.
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
-    }
-
-    /// Stops every task and waits for them, at most `grace`; what is still
-    /// running then is aborted.
-    pub async fn shutdown(mut self, grace: Duration) {
-        self.shutdown.cancel();
-        let tasks = &mut self.tasks;
-        let drained =
-            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
-        if drained.is_err() {
-            tracing::warn!(
-                remaining = self.tasks.len(),
-                "background tasks did not stop in time; aborting them"
-            );
-            self.tasks.abort_all();
-        }
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
 }

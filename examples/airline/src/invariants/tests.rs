@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use annals::memory::MemoryStore;
-use annals::projection::{Deadline, DeadLetter, ProjectionRunner, RunnerOptions};
+use annals::projection::{DeadLetter, Deadline, ProjectionRunner, RunnerOptions};
 use annals::{CommandContext, DomainEvent, EventStore, ExpectedVersion, Metadata, NewEvent};
 use serde_json::json;
 use tokio::task::JoinHandle;
@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 use super::*;
 use crate::app::{Airline, BookingRequest, PaymentDetails, SegmentRequest};
 use crate::booking::{Passenger, PaymentService, ResilientPayments, SagaSegment};
-use crate::reads::MemoryFlights;
 use crate::scheduling::ScheduleFlight;
+use crate::search::MemoryFlights;
 
 /// A settled airline on the in-memory store, its background tasks stopped
 /// so that nothing repairs what a test breaks.
@@ -461,7 +461,7 @@ async fn dead_letters_of_the_saga_are_reported() {
                 attempts: 1,
                 error: Some("provider down".into()),
             },
-            Violation::ParkedSagaEvent {
+            Violation::DeadLetteredSagaEvent {
                 event_id,
                 event_type: "BookingRequested".into(),
                 stream_id: format!("booking-{}", world.confirmed),

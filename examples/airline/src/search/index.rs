@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::reads::FlightView;
+use super::FlightView;
 use crate::scheduling::{Flight, FlightEvent};
 
 /// A flight in the search index: the view `GET /flights/{id}` returns, plus

@@ -4,7 +4,7 @@ use annals_elastic::SearchRequest;
 use chrono::{Days, NaiveDate};
 use serde_json::json;
 
-use crate::reads::{FlightSearch, MAX_LIMIT, SortOrder};
+use super::{FlightSearch, MAX_LIMIT, SortOrder};
 
 /// The search request a [`FlightSearch`] asks for: scheduled flights only
 /// (a cancelled flight leaves search), filtered by route, departure days
@@ -15,7 +15,7 @@ use crate::reads::{FlightSearch, MAX_LIMIT, SortOrder};
 /// cursor.
 ///
 /// ```
-/// use airline::reads::{FlightSearch, SortOrder};
+/// use airline::search::{FlightSearch, SortOrder};
 /// use airline::search::search_request;
 ///
 /// let search = FlightSearch {

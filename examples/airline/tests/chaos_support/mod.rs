@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use airline::booking::SimulatedPayments;
 use airline::invariants::{Checker, Report};
-use airline::reads::{FlightReads, flight_events};
 use airline::search::ElasticFlights;
+use airline::search::{FlightReads, flight_events};
 use annals::EventStore;
 use annals::projection::wait_for_checkpoint;
 use annals_postgres::PgEventStore;

@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use airline::app::Airline;
+use airline::background::Background;
 use airline::booking::{ResilientPayments, SimulatedPayments};
-use airline::http::{AppState, Background, HttpSettings, RateLimit, Role, Tokens, router};
-use airline::reads::MemoryFlights;
+use airline::http::{AppState, HttpSettings, RateLimit, Role, Tokens, router};
 use airline::search::ElasticFlights;
+use airline::search::MemoryFlights;
 use annals::memory::MemoryStore;
 use annals::projection::RunnerOptions;
 use annals::{EventStore, Position};
