@@ -346,7 +346,7 @@ impl<P: DocumentProjection> ReadModel<P> {
     /// `observe` sees each runner before it starts, e.g. to publish its
     /// [`name`](ProjectionRunner::name) (for
     /// [`wait_for_checkpoint`](annals::projection::wait_for_checkpoint)) and its
-    /// [`status`](ProjectionRunner::status) (for health and lag).
+    /// [`progress`](ProjectionRunner::progress) (for health and lag).
     pub async fn run<S, F>(
         &self,
         store: S,

@@ -11,7 +11,7 @@ use tokio::sync::Barrier;
 use uuid::Uuid;
 
 use super::helpers::*;
-use super::projection_store::{add_dead_letters, dead_letters, logged, retry_dead_letters};
+use super::projection_store::{add_dead_letters, letter, logged, retry_dead_letters};
 use crate::projection::{Deadline, ProjectionStore};
 
 /// A hold no case outlives: what it claims stays claimed.
@@ -737,12 +737,7 @@ pub async fn request_retry_revives_dead_lettered_deadlines<S: ProjectionStore + 
     let theirs = timeout_at(&other, t - minutes(1));
     schedule(store, &[&dead, &dead_too, &waiting, &theirs]).await;
     let events = logged(store, 1).await;
-    add_dead_letters(
-        store,
-        &process,
-        vec![dead_letters(&events[0], Some("boom"), 1)],
-    )
-    .await;
+    add_dead_letters(store, &process, vec![letter(&events[0], Some("boom"), 1)]).await;
 
     assert_eq!(claim(store, &process, t, 10, LONG_HOLD).await.len(), 3);
     assert_eq!(claim(store, &other, t, 10, LONG_HOLD).await.len(), 1);

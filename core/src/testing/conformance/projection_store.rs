@@ -39,11 +39,7 @@ pub(super) async fn logged<S: ProjectionStore>(store: &S, count: u64) -> Vec<Rec
 }
 
 /// `event` dead-lettered with this error and attempts, not marked for a retry.
-pub(super) fn dead_letters(
-    event: &RecordedEvent,
-    error: Option<&str>,
-    attempts: u32,
-) -> DeadLetter {
+pub(super) fn letter(event: &RecordedEvent, error: Option<&str>, attempts: u32) -> DeadLetter {
     DeadLetter {
         event: event.clone(),
         error: error.map(str::to_owned),
@@ -63,7 +59,7 @@ pub(super) async fn add_dead_letters<S: ProjectionStore>(
         .unwrap_or_else(|e| panic!("add_dead_letters({projection:?}) failed: {e}"));
 }
 
-async fn dead_lettered_in<S: ProjectionStore>(store: &S, projection: &str) -> Vec<DeadLetter> {
+async fn dead_letters_of<S: ProjectionStore>(store: &S, projection: &str) -> Vec<DeadLetter> {
     store
         .dead_letters(projection)
         .await
@@ -71,7 +67,7 @@ async fn dead_lettered_in<S: ProjectionStore>(store: &S, projection: &str) -> Ve
 }
 
 async fn dead_letter_ids<S: ProjectionStore>(store: &S, projection: &str) -> Vec<Uuid> {
-    dead_lettered_in(store, projection)
+    dead_letters_of(store, projection)
         .await
         .iter()
         .map(|p| p.event.event_id)
@@ -109,15 +105,15 @@ pub async fn dead_letters_are_listed_in_log_order<S: ProjectionStore + Clone>(st
     let events = logged(store, 5).await;
     let projection = unique("projection");
     assert!(
-        dead_lettered_in(store, &projection).await.is_empty(),
+        dead_letters_of(store, &projection).await.is_empty(),
         "a projection that dead-lettered nothing has dead letters"
     );
     add_dead_letters(
         store,
         &projection,
         vec![
-            dead_letters(&events[3], Some("boom"), 2),
-            dead_letters(&events[1], None, 0),
+            letter(&events[3], Some("boom"), 2),
+            letter(&events[1], None, 0),
         ],
     )
     .await;
@@ -125,18 +121,18 @@ pub async fn dead_letters_are_listed_in_log_order<S: ProjectionStore + Clone>(st
         store,
         &projection,
         vec![
-            dead_letters(&events[4], None, 0),
-            dead_letters(&events[0], Some("first"), 1),
+            letter(&events[4], None, 0),
+            letter(&events[0], Some("first"), 1),
         ],
     )
     .await;
     assert_eq!(
-        dead_lettered_in(store, &projection).await,
+        dead_letters_of(store, &projection).await,
         [
-            dead_letters(&events[0], Some("first"), 1),
-            dead_letters(&events[1], None, 0),
-            dead_letters(&events[3], Some("boom"), 2),
-            dead_letters(&events[4], None, 0),
+            letter(&events[0], Some("first"), 1),
+            letter(&events[1], None, 0),
+            letter(&events[3], Some("boom"), 2),
+            letter(&events[4], None, 0),
         ],
         "dead letters are not listed in log order as dead-lettered"
     );
@@ -153,9 +149,9 @@ pub async fn dead_lettering_again_updates_without_duplicating<S: ProjectionStore
         store,
         &projection,
         vec![
-            dead_letters(&events[0], Some("boom"), 1),
-            dead_letters(&events[1], None, 0),
-            dead_letters(&events[2], Some("bang"), 1),
+            letter(&events[0], Some("boom"), 1),
+            letter(&events[1], None, 0),
+            letter(&events[2], Some("bang"), 1),
         ],
     )
     .await;
@@ -163,17 +159,17 @@ pub async fn dead_lettering_again_updates_without_duplicating<S: ProjectionStore
         store,
         &projection,
         vec![
-            dead_letters(&events[1], Some("fails on its own now"), 1),
-            dead_letters(&events[0], Some("boom again"), 2),
+            letter(&events[1], Some("fails on its own now"), 1),
+            letter(&events[0], Some("boom again"), 2),
         ],
     )
     .await;
     assert_eq!(
-        dead_lettered_in(store, &projection).await,
+        dead_letters_of(store, &projection).await,
         [
-            dead_letters(&events[0], Some("boom again"), 2),
-            dead_letters(&events[1], Some("fails on its own now"), 1),
-            dead_letters(&events[2], Some("bang"), 1),
+            letter(&events[0], Some("boom again"), 2),
+            letter(&events[1], Some("fails on its own now"), 1),
+            letter(&events[2], Some("bang"), 1),
         ],
         "dead-lettering again does not replace error and attempts, or duplicates"
     );
@@ -181,17 +177,17 @@ pub async fn dead_lettering_again_updates_without_duplicating<S: ProjectionStore
     // A runner dead-letters a retried event again without the mark, and with no
     // error when it only waits behind another.
     retry_dead_letters(store, &projection).await;
-    add_dead_letters(store, &projection, vec![dead_letters(&events[2], None, 2)]).await;
+    add_dead_letters(store, &projection, vec![letter(&events[2], None, 2)]).await;
     let marked = |p: DeadLetter| DeadLetter {
         retry_requested: true,
         ..p
     };
     assert_eq!(
-        dead_lettered_in(store, &projection).await,
+        dead_letters_of(store, &projection).await,
         [
-            marked(dead_letters(&events[0], Some("boom again"), 2)),
-            marked(dead_letters(&events[1], Some("fails on its own now"), 1)),
-            dead_letters(&events[2], None, 2),
+            marked(letter(&events[0], Some("boom again"), 2)),
+            marked(letter(&events[1], Some("fails on its own now"), 1)),
+            letter(&events[2], None, 2),
         ],
         "dead-lettering again after a retry request"
     );
@@ -205,8 +201,8 @@ pub async fn dead_letters_are_kept_per_projection<S: ProjectionStore + Clone>(st
         store,
         &a,
         vec![
-            dead_letters(&events[0], Some("in a"), 1),
-            dead_letters(&events[1], None, 0),
+            letter(&events[0], Some("in a"), 1),
+            letter(&events[1], None, 0),
         ],
     )
     .await;
@@ -214,29 +210,29 @@ pub async fn dead_letters_are_kept_per_projection<S: ProjectionStore + Clone>(st
         store,
         &b,
         vec![
-            dead_letters(&events[2], None, 0),
-            dead_letters(&events[1], Some("in b"), 5),
+            letter(&events[2], None, 0),
+            letter(&events[1], Some("in b"), 5),
         ],
     )
     .await;
     assert_eq!(
-        dead_lettered_in(store, &a).await,
+        dead_letters_of(store, &a).await,
         [
-            dead_letters(&events[0], Some("in a"), 1),
-            dead_letters(&events[1], None, 0)
+            letter(&events[0], Some("in a"), 1),
+            letter(&events[1], None, 0)
         ],
         "the first projection's dead letters"
     );
     assert_eq!(
-        dead_lettered_in(store, &b).await,
+        dead_letters_of(store, &b).await,
         [
-            dead_letters(&events[1], Some("in b"), 5),
-            dead_letters(&events[2], None, 0)
+            letter(&events[1], Some("in b"), 5),
+            letter(&events[2], None, 0)
         ],
         "the second projection's dead letters"
     );
     assert!(
-        dead_lettered_in(store, &unique("projection"))
+        dead_letters_of(store, &unique("projection"))
             .await
             .is_empty(),
         "another projection's dead letters are listed for one that dead-lettered nothing"
@@ -252,17 +248,12 @@ pub async fn request_retry_marks_every_dead_letter<S: ProjectionStore + Clone>(s
         store,
         &a,
         vec![
-            dead_letters(&events[0], None, 0),
-            dead_letters(&events[1], Some("boom"), 3),
+            letter(&events[0], None, 0),
+            letter(&events[1], Some("boom"), 3),
         ],
     )
     .await;
-    add_dead_letters(
-        store,
-        &b,
-        vec![dead_letters(&events[2], Some("elsewhere"), 1)],
-    )
-    .await;
+    add_dead_letters(store, &b, vec![letter(&events[2], Some("elsewhere"), 1)]).await;
 
     assert_eq!(
         retry_dead_letters(store, &a).await,
@@ -270,8 +261,8 @@ pub async fn request_retry_marks_every_dead_letter<S: ProjectionStore + Clone>(s
         "retry_dead_letters counts the projection's dead letters"
     );
     let marked: Vec<_> = [
-        dead_letters(&events[0], None, 0),
-        dead_letters(&events[1], Some("boom"), 3),
+        letter(&events[0], None, 0),
+        letter(&events[1], Some("boom"), 3),
     ]
     .into_iter()
     .map(|p| DeadLetter {
@@ -280,13 +271,13 @@ pub async fn request_retry_marks_every_dead_letter<S: ProjectionStore + Clone>(s
     })
     .collect();
     assert_eq!(
-        dead_lettered_in(store, &a).await,
+        dead_letters_of(store, &a).await,
         marked,
         "retry_dead_letters does not mark every dead letter, and only that"
     );
     assert_eq!(
-        dead_lettered_in(store, &b).await,
-        [dead_letters(&events[2], Some("elsewhere"), 1)],
+        dead_letters_of(store, &b).await,
+        [letter(&events[2], Some("elsewhere"), 1)],
         "retry_dead_letters marked another projection's dead letters"
     );
     assert_eq!(
@@ -313,17 +304,14 @@ pub async fn removing_dead_letters_removes_only_the_given_events<S: ProjectionSt
         &a,
         events
             .iter()
-            .map(|e| dead_letters(e, Some("boom"), 1))
+            .map(|e| letter(e, Some("boom"), 1))
             .collect(),
     )
     .await;
     add_dead_letters(
         store,
         &b,
-        vec![
-            dead_letters(&events[1], None, 0),
-            dead_letters(&events[2], None, 0),
-        ],
+        vec![letter(&events[1], None, 0), letter(&events[2], None, 0)],
     )
     .await;
 
@@ -350,7 +338,7 @@ pub async fn removing_dead_letters_removes_only_the_given_events<S: ProjectionSt
 
     remove_dead_letters(store, &a, &[ids[0], ids[2]]).await;
     assert!(
-        dead_lettered_in(store, &a).await.is_empty(),
+        dead_letters_of(store, &a).await.is_empty(),
         "removing dead letters every dead letter left some"
     );
     assert_eq!(dead_letter_ids(store, &b).await, [ids[1], ids[2]]);

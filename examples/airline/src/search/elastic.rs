@@ -85,7 +85,7 @@ impl ElasticFlights {
     /// Keeps the index current until `shutdown` ([`ReadModel::run`]): opens
     /// it, runs its index writer, and follows the alias when a rebuild elsewhere
     /// replaced the index. `observe` sees each runner before it starts (its
-    /// name and status, for health and metrics); [`FlightReads::projection_name`]
+    /// name and progress, for health and metrics); [`FlightReads::projection_name`]
     /// follows too.
     pub async fn run<S, F>(
         &self,
