@@ -14,7 +14,11 @@
 //!    inserting the same 100 rows with one `INSERT ... SELECT FROM unnest(...)`
 //!    statement per transaction;
 //! 3. reading a 1,000-event stream: p50 and p99 latency;
-//! 4. catching up with the global log (`read_all` in pages of 1,000): events/s.
+//! 4. catching up with the global log (`read_all` in pages of 1,000): events/s;
+//! 5. a command that decides nothing, through a `Repository`: on a kept state
+//!    (`Repository::cache`, which confirms it with one read of what the stream
+//!    holds after it) and on a state loaded each time, next to a raw round
+//!    trip (`SELECT 1`): p50 and p99 latency.
 //!
 //! The raw baseline table is `LIKE annals_events INCLUDING ALL` (same columns,
 //! defaults, constraints and indexes). Store and baseline phases alternate in
@@ -178,7 +182,87 @@ async fn run(options: &PgConnectOptions) -> Result<(), BoxError> {
         elapsed.as_secs_f64(),
         read as f64 / elapsed.as_secs_f64()
     );
+
+    // 5. A command that decides nothing.
+    noop_commands(&store, options).await?;
     store.close().await;
+    Ok(())
+}
+
+/// A lamp: on or off. Turning on a lamp that is on decides nothing.
+#[derive(Debug, Clone, PartialEq, annals::DomainEvent)]
+enum LampEvent {
+    TurnedOn,
+}
+
+#[derive(Debug, Default, annals::AggregateType)]
+#[aggregate(name = "lamp")]
+struct Lamp {
+    on: bool,
+}
+
+impl annals::Aggregate for Lamp {
+    type Event = LampEvent;
+    type Error = std::convert::Infallible;
+    fn apply(&mut self, _: &LampEvent) {
+        self.on = true;
+    }
+}
+
+struct TurnOn;
+
+impl annals::Handle<TurnOn> for Lamp {
+    fn handle(&self, _: &TurnOn) -> Result<Vec<LampEvent>, std::convert::Infallible> {
+        Ok(if self.on { vec![] } else { vec![LampEvent::TurnedOn] })
+    }
+}
+
+const NOOP_SAMPLES: usize = 2_000;
+
+/// Section 5: latencies of a command that decides nothing.
+async fn noop_commands(store: &PgEventStore, options: &PgConnectOptions) -> Result<(), BoxError> {
+    let kept = annals::Repository::<Lamp, _>::new(store.clone()).cache(10);
+    let loaded = annals::Repository::<Lamp, _>::new(store.clone());
+    kept.execute("hall", TurnOn).await?;
+    let mut raw = options.connect().await?;
+    let mut samples: [Vec<Duration>; 3] = Default::default();
+    for i in 0..NOOP_SAMPLES * 3 {
+        let started = Instant::now();
+        match i % 3 {
+            0 => {
+                sqlx::query("SELECT 1").execute(&mut raw).await?;
+            }
+            1 => {
+                let done = kept.execute("hall", TurnOn).await?;
+                if !done.events.is_empty() {
+                    return Err("a lamp that is on was turned on again".into());
+                }
+            }
+            _ => {
+                loaded.execute("hall", TurnOn).await?;
+            }
+        }
+        samples[i % 3].push(started.elapsed());
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!();
+    println!("a command that decides nothing ({NOOP_SAMPLES} each, interleaved):");
+    for (name, mut latencies) in [
+        "raw round trip (SELECT 1)",
+        "repository, kept state (one read)",
+        "repository, state loaded each time",
+    ]
+    .into_iter()
+    .zip(samples)
+    {
+        latencies.sort();
+        println!(
+            "  {name:<36} p50 {:.3} ms   p99 {:.3} ms",
+            ms(latencies[NOOP_SAMPLES / 2]),
+            ms(latencies[NOOP_SAMPLES * 99 / 100])
+        );
+    }
+    raw.close().await?;
     Ok(())
 }
 
