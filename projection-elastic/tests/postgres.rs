@@ -8,15 +8,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use annals::EventStore;
 use annals::projection::{
-    BatchOutcome, FailurePolicy, Projection, ProjectionError, ProjectionRunner, ProjectionStore,
-    RunnerError, RunnerProgress, RunnerState,
+    FailurePolicy, Projection, ProjectionRunner, ProjectionStore, RunnerError, RunnerProgress,
+    RunnerState,
 };
-use annals::{EventFilter, EventStore, RecordedEvent};
 use annals_elastic::{IndexWriter, ReadModel, ReadModelOptions};
 use annals_postgres::PgEventStore;
 use annals_testkit::{PgTest, SearchTest};
-use async_trait::async_trait;
 use common::*;
 use serde_json::json;
 use tokio::sync::watch;
@@ -208,34 +207,6 @@ async fn search_postgres_failover_keeps_every_event_exactly_once() {
     pg.cleanup().await;
 }
 
-/// Writes like the projector, then fails fatally (a crash) before the
-/// checkpoint, on the first batch.
-struct CrashAfterWrite {
-    inner: IndexWriter<Tallies>,
-    crashed: AtomicBool,
-}
-
-#[async_trait]
-impl Projection for CrashAfterWrite {
-    fn name(&self) -> String {
-        self.inner.name()
-    }
-
-    fn filter(&self) -> EventFilter {
-        self.inner.filter()
-    }
-
-    async fn apply(&self, batch: &[RecordedEvent]) -> Result<BatchOutcome, ProjectionError> {
-        let applied = self.inner.apply(batch).await?;
-        if !self.crashed.swap(true, Ordering::SeqCst) {
-            return Err(ProjectionError::Fatal(
-                "simulated crash before the checkpoint".into(),
-            ));
-        }
-        Ok(applied)
-    }
-}
-
 #[tokio::test]
 async fn search_postgres_crash_and_dead_letters() {
     let Some((pg, store, es)) = servers().await else {
@@ -259,10 +230,7 @@ async fn search_postgres_crash_and_dead_letters() {
         .await
         .unwrap();
     let index = tallies.live_index().await.unwrap().unwrap();
-    let crashing = CrashAfterWrite {
-        inner: tallies.writer_for(&index),
-        crashed: AtomicBool::new(false),
-    };
+    let crashing = CrashAfterWrite::on_batch(tallies.writer_for(&index), 1);
     let name = crashing.name();
     let options = annals::projection::RunnerOptions {
         batch_size: 1000,

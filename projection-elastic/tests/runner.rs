@@ -4,18 +4,17 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use annals::memory::MemoryStore;
 use annals::projection::{
-    BatchOutcome, FailurePolicy, Projection, ProjectionError, ProjectionRunner, ProjectionStore,
-    RunnerError, RunnerProgress, RunnerState,
+    FailurePolicy, Projection, ProjectionRunner, ProjectionStore, RunnerError, RunnerProgress,
+    RunnerState,
 };
-use annals::{EventFilter, EventStore, Position, RecordedEvent};
+use annals::{EventStore, Position};
 use annals_elastic::{IndexWriter, ReadModel, ReadModelOptions};
 use annals_testkit::SearchTest;
-use async_trait::async_trait;
 use common::*;
 use serde_json::json;
 use tokio::io::copy_bidirectional;
@@ -53,35 +52,6 @@ async fn head(store: &MemoryStore) -> Position {
     store.head().await.unwrap()
 }
 
-/// Writes like the projector, then "crashes" (a fatal error) before the
-/// runner can save the checkpoint, on the `crash_on`-th batch.
-struct CrashAfterWrite {
-    inner: IndexWriter<Tallies>,
-    calls: AtomicUsize,
-    crash_on: usize,
-}
-
-#[async_trait]
-impl Projection for CrashAfterWrite {
-    fn name(&self) -> String {
-        self.inner.name()
-    }
-
-    fn filter(&self) -> EventFilter {
-        self.inner.filter()
-    }
-
-    async fn apply(&self, batch: &[RecordedEvent]) -> Result<BatchOutcome, ProjectionError> {
-        let applied = self.inner.apply(batch).await?;
-        if self.calls.fetch_add(1, Ordering::SeqCst) + 1 == self.crash_on {
-            return Err(ProjectionError::Fatal(
-                "simulated crash after the _bulk, before the checkpoint".into(),
-            ));
-        }
-        Ok(applied)
-    }
-}
-
 #[tokio::test]
 async fn search_crash_after_bulk_before_checkpoint_still_applies_once() {
     let Some(es) = annals_testkit::search().await else {
@@ -97,11 +67,7 @@ async fn search_crash_after_bulk_before_checkpoint_still_applies_once() {
     let index = tallies.live_index().await.unwrap().unwrap();
     let name = tallies.projection_name(&index);
 
-    let crashing = CrashAfterWrite {
-        inner: tallies.writer_for(&index),
-        calls: AtomicUsize::new(0),
-        crash_on: 3,
-    };
+    let crashing = CrashAfterWrite::on_batch(tallies.writer_for(&index), 3);
     let options = fast_runner(FailurePolicy::Stop { max_attempts: 1 });
     let runner = ProjectionRunner::new(store.clone(), Arc::new(crashing)).with_options(options);
     match runner.catch_up().await {

@@ -213,7 +213,11 @@ struct TurnOn;
 
 impl annals::Handle<TurnOn> for Lamp {
     fn handle(&self, _: &TurnOn) -> Result<Vec<LampEvent>, std::convert::Infallible> {
-        Ok(if self.on { vec![] } else { vec![LampEvent::TurnedOn] })
+        Ok(if self.on {
+            vec![]
+        } else {
+            vec![LampEvent::TurnedOn]
+        })
     }
 }
 

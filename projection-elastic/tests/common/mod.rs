@@ -4,16 +4,17 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use annals::projection::{FailurePolicy, RunnerOptions};
+use annals::projection::{BatchOutcome, FailurePolicy, Projection, ProjectionError, RunnerOptions};
 use annals::testing::{fast_runner_options, new_event};
 use annals::{
     DomainEvent, EventFilter, EventStore, ExpectedVersion, NewEvent, Position, RecordedEvent,
 };
 use annals_elastic::elasticsearch::indices::{IndicesCreateParts, IndicesRefreshParts};
 use annals_elastic::elasticsearch::{Elasticsearch, SearchParts};
-use annals_elastic::{DocChange, DocumentProjection, FoldError};
+use annals_elastic::{DocChange, DocumentProjection, FoldError, IndexWriter};
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -290,5 +291,45 @@ pub async fn assert_match_store<S: EventStore>(store: &S, docs: &BTreeMap<String
         );
         assert_eq!(*version, last, "{id}: external version");
         assert_eq!(doc["total"], json!(total), "{id}: total");
+    }
+}
+
+/// Writes like the index writer, then "crashes" (a fatal error) before the
+/// runner can save the checkpoint, on the `crash_on`-th batch.
+pub struct CrashAfterWrite {
+    inner: IndexWriter<Tallies>,
+    calls: AtomicUsize,
+    crash_on: usize,
+}
+
+impl CrashAfterWrite {
+    /// Crashes after writing its `crash_on`-th batch (1: the first).
+    pub fn on_batch(inner: IndexWriter<Tallies>, crash_on: usize) -> Self {
+        Self {
+            inner,
+            calls: AtomicUsize::new(0),
+            crash_on,
+        }
+    }
+}
+
+#[async_trait]
+impl Projection for CrashAfterWrite {
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+
+    fn filter(&self) -> EventFilter {
+        self.inner.filter()
+    }
+
+    async fn apply(&self, batch: &[RecordedEvent]) -> Result<BatchOutcome, ProjectionError> {
+        let applied = self.inner.apply(batch).await?;
+        if self.calls.fetch_add(1, Ordering::SeqCst) + 1 == self.crash_on {
+            return Err(ProjectionError::Fatal(
+                "simulated crash after the _bulk, before the checkpoint".into(),
+            ));
+        }
+        Ok(applied)
     }
 }

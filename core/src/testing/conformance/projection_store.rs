@@ -302,10 +302,7 @@ pub async fn removing_dead_letters_removes_only_the_given_events<S: ProjectionSt
     add_dead_letters(
         store,
         &a,
-        events
-            .iter()
-            .map(|e| letter(e, Some("boom"), 1))
-            .collect(),
+        events.iter().map(|e| letter(e, Some("boom"), 1)).collect(),
     )
     .await;
     add_dead_letters(
