@@ -54,4 +54,5 @@ pub mod invariants;
 pub mod scheduling;
 pub mod search;
 pub mod seed;
+pub mod setup;
 pub mod values;

@@ -10,24 +10,22 @@
 //! anything does.
 
 use std::error::Error;
-use std::sync::Arc;
 use std::time::Duration;
 
 use airline::app::Airline;
 use airline::background::Background;
-use airline::booking::{ResilientPayments, SimulatedPayments};
+use airline::booking::SimulatedPayments;
 use airline::config::{Config, ReadModelKind, StoreKind};
 use airline::http::{AppState, Role, Tokens, router, serve};
 use airline::invariants::Checker;
-use airline::search::{ElasticFlights, FlightIndex};
-use airline::search::{
-    FLIGHTS_PROJECTION, FlightReads, GuardedReads, MemoryFlights, ReadGuard, flight_events,
-};
+use airline::search::{FLIGHTS_PROJECTION, FlightReads, flight_events};
 use airline::seed::seed_flights;
+use airline::setup::{
+    airline_on, airline_on_postgres, elastic_flights, postgres, start_projections,
+};
 use annals::EventStore;
 use annals::memory::MemoryStore;
-use annals::projection::{ProjectionStore, RunnerOptions, wait_for_checkpoint};
-use annals_elastic::{ReadModel, ReadModelOptions, WriterOptions};
+use annals::projection::{ProjectionStore, wait_for_checkpoint};
 use annals_postgres::PgEventStore;
 use clap::{Parser, Subcommand};
 use rand::Rng;
@@ -207,113 +205,6 @@ async fn bind(config: &Config) -> Result<TcpListener> {
     TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen).into())
-}
-
-/// The write side over `store`, charging through the simulated payment
-/// provider behind its resilient client.
-fn airline_on<S: ProjectionStore + Clone>(
-    store: S,
-    payments: SimulatedPayments,
-    config: &Config,
-) -> Airline<S> {
-    if let Some(outage) = config.payments_outage() {
-        tracing::warn!(
-            ?outage,
-            "the simulated payment provider starts with an outage"
-        );
-        payments.unavailable_for(outage);
-    }
-    let provider = ResilientPayments::new(payments, Duration::from_millis(500), 2);
-    Airline::new(store, Arc::new(provider))
-}
-
-/// The airline on PostgreSQL: the simulated provider keeps its charges
-/// there too, so refunds after a restart or a failover find them.
-async fn airline_on_postgres(
-    store: PgEventStore,
-    config: &Config,
-) -> Result<Airline<PgEventStore>> {
-    let payments = SimulatedPayments::on_postgres(store.pool().clone())
-        .await
-        .map_err(|e| format!("cannot set up the simulated payment provider: {e}"))?;
-    Ok(airline_on(store, payments, config))
-}
-
-/// The PostgreSQL store of `DATABASE_URL`, migrated.
-async fn postgres(config: &Config) -> Result<PgEventStore> {
-    let url = config.database_url()?;
-    // A stopped database fails a command within seconds, well before the
-    // request timeout.
-    let store = PgEventStore::options()
-        .acquire_timeout(Duration::from_secs(3))
-        .connect(url)
-        .await
-        .map_err(|e| format!("cannot connect to PostgreSQL (DATABASE_URL): {e}"))?;
-    store
-        .migrate()
-        .await
-        .map_err(|e| format!("cannot migrate the annals schema: {e}"))?;
-    Ok(store)
-}
-
-/// How long a request to the search server may take.
-const SEARCH_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The Elasticsearch flight read model of `ELASTICSEARCH_URL`.
-fn elastic_flights(config: &Config) -> Result<Arc<ElasticFlights>> {
-    // A frozen search server fails the index writer's writes (which then
-    // report it and retry) instead of hanging them.
-    let client = annals_elastic::connect_with_timeout(config.elasticsearch_url()?, SEARCH_TIMEOUT)
-        .map_err(|e| format!("cannot reach Elasticsearch (ELASTICSEARCH_URL): {e}"))?;
-    // The live index writer's requests carry a timeout of their own (60 s by
-    // default), which overrides the client's: bound them the same way.
-    let defaults = ReadModelOptions::default();
-    let options = ReadModelOptions {
-        live: WriterOptions {
-            request_timeout: SEARCH_TIMEOUT,
-            ..defaults.live
-        },
-        ..defaults
-    };
-    let read_model = ReadModel::new(client, FlightIndex)
-        .with_prefix(&config.index_prefix)
-        .with_options(options);
-    Ok(Arc::new(ElasticFlights::from_read_model(read_model)))
-}
-
-/// Starts the configured flight read model and the booking saga in
-/// `background`; returns the read side queries go to.
-fn start_projections<S: ProjectionStore + Clone>(
-    config: &Config,
-    airline: &Airline<S>,
-    background: &mut Background,
-) -> Result<Arc<dyn FlightReads>> {
-    let reads: Arc<dyn FlightReads> = match config.read_model_kind() {
-        ReadModelKind::Memory => {
-            let flights = Arc::new(MemoryFlights::new());
-            background.projection(
-                airline.store().clone(),
-                Arc::clone(&flights),
-                RunnerOptions::default(),
-            );
-            flights
-        }
-        ReadModelKind::Elastic => {
-            let flights = elastic_flights(config)?;
-            background.elastic_flights(
-                airline.store().clone(),
-                Arc::clone(&flights),
-                RunnerOptions::default(),
-            );
-            flights
-        }
-    };
-    background.booking_saga(
-        airline,
-        RunnerOptions::default(),
-        Duration::from_millis(250),
-    );
-    Ok(Arc::new(GuardedReads::new(reads, ReadGuard::default())))
 }
 
 /// Serves the API over any store: starts the read model's projection and

@@ -1,0 +1,142 @@
+//! How one process of the airline is put together from its configuration:
+//! the event store, the write side with its payment provider, the read side
+//! and the background work that keeps it current.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use annals::projection::{ProjectionStore, RunnerOptions};
+use annals_elastic::{ElasticError, ReadModel, ReadModelOptions, WriterOptions};
+use annals_postgres::{PgError, PgEventStore};
+
+use crate::app::Airline;
+use crate::background::Background;
+use crate::booking::{ResilientPayments, SimulatedPayments};
+use crate::config::{Config, ConfigError, ReadModelKind};
+use crate::search::{
+    ElasticFlights, FlightIndex, FlightReads, GuardedReads, MemoryFlights, ReadGuard,
+};
+
+/// Why a process could not be put together.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The configuration is incomplete or wrong.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// PostgreSQL (`DATABASE_URL`) did not answer.
+    #[error("cannot connect to PostgreSQL (DATABASE_URL)")]
+    Connect(#[source] PgError),
+    /// The annals schema could not be migrated.
+    #[error("cannot migrate the annals schema")]
+    Migrate(#[source] PgError),
+    /// The simulated payment provider's table could not be set up.
+    #[error("cannot set up the simulated payment provider")]
+    Payments(#[source] sqlx::Error),
+    /// The search server (`ELASTICSEARCH_URL`) is not usable.
+    #[error("cannot reach Elasticsearch (ELASTICSEARCH_URL)")]
+    Search(#[source] ElasticError),
+}
+
+/// The write side over `store`, charging through the simulated payment
+/// provider behind its resilient client.
+pub fn airline_on<S: ProjectionStore + Clone>(
+    store: S,
+    payments: SimulatedPayments,
+    config: &Config,
+) -> Airline<S> {
+    if let Some(outage) = config.payments_outage() {
+        tracing::warn!(
+            ?outage,
+            "the simulated payment provider starts with an outage"
+        );
+        payments.unavailable_for(outage);
+    }
+    let provider = ResilientPayments::new(payments, Duration::from_millis(500), 2);
+    Airline::new(store, Arc::new(provider))
+}
+
+/// The airline on PostgreSQL: the simulated provider keeps its charges
+/// there too, so refunds after a restart or a failover find them.
+pub async fn airline_on_postgres(
+    store: PgEventStore,
+    config: &Config,
+) -> Result<Airline<PgEventStore>, SetupError> {
+    let payments = SimulatedPayments::on_postgres(store.pool().clone())
+        .await
+        .map_err(SetupError::Payments)?;
+    Ok(airline_on(store, payments, config))
+}
+
+/// The PostgreSQL store of `DATABASE_URL`, migrated.
+pub async fn postgres(config: &Config) -> Result<PgEventStore, SetupError> {
+    let url = config.database_url()?;
+    // A stopped database fails a command within seconds, well before the
+    // request timeout.
+    let store = PgEventStore::options()
+        .acquire_timeout(Duration::from_secs(3))
+        .connect(url)
+        .await
+        .map_err(SetupError::Connect)?;
+    store.migrate().await.map_err(SetupError::Migrate)?;
+    Ok(store)
+}
+
+/// How long a request to the search server may take.
+const SEARCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The Elasticsearch flight read model of `ELASTICSEARCH_URL`.
+pub fn elastic_flights(config: &Config) -> Result<Arc<ElasticFlights>, SetupError> {
+    // A frozen search server fails the index writer's writes (which then
+    // report it and retry) instead of hanging them.
+    let client = annals_elastic::connect_with_timeout(config.elasticsearch_url()?, SEARCH_TIMEOUT)
+        .map_err(SetupError::Search)?;
+    // The live index writer's requests carry a timeout of their own (60 s by
+    // default), which overrides the client's: bound them the same way.
+    let defaults = ReadModelOptions::default();
+    let options = ReadModelOptions {
+        live: WriterOptions {
+            request_timeout: SEARCH_TIMEOUT,
+            ..defaults.live
+        },
+        ..defaults
+    };
+    let read_model = ReadModel::new(client, FlightIndex)
+        .with_prefix(&config.index_prefix)
+        .with_options(options);
+    Ok(Arc::new(ElasticFlights::from_read_model(read_model)))
+}
+
+/// Starts the configured flight read model and the booking saga in
+/// `background`; returns the read side queries go to.
+pub fn start_projections<S: ProjectionStore + Clone>(
+    config: &Config,
+    airline: &Airline<S>,
+    background: &mut Background,
+) -> Result<Arc<dyn FlightReads>, SetupError> {
+    let reads: Arc<dyn FlightReads> = match config.read_model_kind() {
+        ReadModelKind::Memory => {
+            let flights = Arc::new(MemoryFlights::new());
+            background.projection(
+                airline.store().clone(),
+                Arc::clone(&flights),
+                RunnerOptions::default(),
+            );
+            flights
+        }
+        ReadModelKind::Elastic => {
+            let flights = elastic_flights(config)?;
+            background.elastic_flights(
+                airline.store().clone(),
+                Arc::clone(&flights),
+                RunnerOptions::default(),
+            );
+            flights
+        }
+    };
+    background.booking_saga(
+        airline,
+        RunnerOptions::default(),
+        Duration::from_millis(250),
+    );
+    Ok(Arc::new(GuardedReads::new(reads, ReadGuard::default())))
+}
