@@ -35,35 +35,25 @@ pub struct Done {
     pub stream_version: u64,
 }
 
-/// A booking request as clients send it: flights and seats, no prices (the
-/// airline quotes them).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BookingRequest {
+/// A booking to request: who travels, which flights and how many seats on
+/// each, and how they pay. No prices: the airline quotes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BookingOrder {
     /// Who travels.
     pub passenger: Passenger,
     /// Which flights, how many seats.
-    pub segments: Vec<SegmentRequest>,
-    /// How to pay.
-    pub payment: PaymentDetails,
+    pub segments: Vec<SeatsOn>,
+    /// The payment provider's card token.
+    pub card_token: String,
 }
 
-/// One flight of a booking request.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SegmentRequest {
+/// Seats wanted on one flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeatsOn {
     /// The flight.
     pub flight_id: Uuid,
     /// Seats wanted.
     pub seats: u32,
-}
-
-/// Payment details of a booking request.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PaymentDetails {
-    /// The payment provider's card token.
-    pub card_token: String,
 }
 
 /// A booking as clients see it.
@@ -192,7 +182,7 @@ where
     /// Records a booking request at today's prices; the saga takes it from there.
     pub async fn request_booking(
         &self,
-        request: BookingRequest,
+        request: BookingOrder,
         context: CommandContext,
     ) -> Result<Done, AppError> {
         let booking_id = context
@@ -227,7 +217,7 @@ where
             booking_id,
             passenger: request.passenger,
             segments,
-            card_token: request.payment.card_token,
+            card_token: request.card_token,
         };
         self.run(&self.bookings, booking_id, command, context).await
     }

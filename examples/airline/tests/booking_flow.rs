@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use airline::app::{Airline, BookingRequest, PaymentDetails, SegmentRequest};
+use airline::app::{Airline, BookingOrder, SeatsOn};
 use airline::booking::{
     BookingStatus, Charge, Passenger, PaymentError, PaymentService, ResilientPayments,
     SimulatedPayments,
@@ -71,18 +71,16 @@ impl World {
     }
 
     async fn book(&self, flights: &[(Uuid, u32)], card: &str) -> Uuid {
-        let request = BookingRequest {
+        let request = BookingOrder {
             passenger: Passenger {
                 name: "Ada Lovelace".into(),
                 email: "ada@example.com".into(),
             },
             segments: flights
                 .iter()
-                .map(|&(flight_id, seats)| SegmentRequest { flight_id, seats })
+                .map(|&(flight_id, seats)| SeatsOn { flight_id, seats })
                 .collect(),
-            payment: PaymentDetails {
-                card_token: card.into(),
-            },
+            card_token: card.into(),
         };
         self.airline
             .request_booking(request, CommandContext::default())
@@ -327,18 +325,16 @@ async fn a_booking_made_while_the_saga_was_down_completes_when_it_is_back() {
         )
         .await
         .unwrap();
-    let request = BookingRequest {
+    let request = BookingOrder {
         passenger: Passenger {
             name: "Grace Hopper".into(),
             email: "grace@example.com".into(),
         },
-        segments: vec![SegmentRequest {
+        segments: vec![SeatsOn {
             flight_id: flight,
             seats: 2,
         }],
-        payment: PaymentDetails {
-            card_token: "tok_visa".into(),
-        },
+        card_token: "tok_visa".into(),
     };
     let booking = offline
         .request_booking(request, CommandContext::default())

@@ -13,8 +13,57 @@ use super::auth::{Authorized, BookingCommands, BookingReads};
 use super::error::ApiError;
 use super::extract::{Id, Json, JsonOrEmpty};
 use super::flights::{accepted, check_seats, command_context, run};
-use crate::app::BookingRequest;
+use crate::app::{BookingOrder, SeatsOn};
 use crate::booking::MAX_SEATS_PER_SEGMENT;
+use crate::booking::Passenger;
+
+/// The body of `POST /bookings`: flights and seats, no prices (the airline
+/// quotes them). Documented by `openapi::BookingRequestBody`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BookingRequest {
+    /// Who travels.
+    pub passenger: Passenger,
+    /// Which flights, how many seats.
+    pub segments: Vec<SegmentRequest>,
+    /// How to pay.
+    pub payment: PaymentDetails,
+}
+
+/// One flight of a booking request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentRequest {
+    /// The flight.
+    pub flight_id: Uuid,
+    /// Seats wanted.
+    pub seats: u32,
+}
+
+/// Payment details of a booking request.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentDetails {
+    /// The payment provider's card token.
+    pub card_token: String,
+}
+
+impl From<BookingRequest> for BookingOrder {
+    fn from(request: BookingRequest) -> Self {
+        BookingOrder {
+            passenger: request.passenger,
+            segments: request
+                .segments
+                .into_iter()
+                .map(|s| SeatsOn {
+                    flight_id: s.flight_id,
+                    seats: s.seats,
+                })
+                .collect(),
+            card_token: request.payment.card_token,
+        }
+    }
+}
 
 /// The answer to a booking command.
 #[derive(Debug, Serialize)]
@@ -64,7 +113,7 @@ pub(super) async fn request<S: ProjectionStore + Clone>(
     }
     let done = run(
         "request_booking",
-        state.airline().request_booking(request, context),
+        state.airline().request_booking(request.into(), context),
     )
     .await
     .map_err(|e| ApiError::from_app(e, "flight_not_found"))?;

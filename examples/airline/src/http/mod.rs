@@ -37,6 +37,7 @@ pub use auth::{
     Authorized, BookingCommands, BookingReads, Caller, FlightCommands, Policy, Role, Tokens,
     TokensError,
 };
+pub use bookings::{BookingRequest, PaymentDetails, SegmentRequest};
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use extract::{Id, Json, JsonOrEmpty, Query};
 pub use limits::{ClientKey, RateLimit};

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::app::{Airline, BookingRequest, PaymentDetails, SegmentRequest};
+use crate::app::{Airline, BookingOrder, SeatsOn};
 use crate::booking::{Passenger, PaymentService, ResilientPayments, SagaSegment};
 use crate::scheduling::ScheduleFlight;
 use crate::search::MemoryFlights;
@@ -60,18 +60,16 @@ async fn flight(airline: &Airline<MemoryStore>, seats: u32) -> Uuid {
 }
 
 async fn book(airline: &Airline<MemoryStore>, segments: &[(Uuid, u32)], card: &str) -> Uuid {
-    let request = BookingRequest {
+    let request = BookingOrder {
         passenger: Passenger {
             name: "Grace Hopper".into(),
             email: "grace@example.com".into(),
         },
         segments: segments
             .iter()
-            .map(|&(flight_id, seats)| SegmentRequest { flight_id, seats })
+            .map(|&(flight_id, seats)| SeatsOn { flight_id, seats })
             .collect(),
-        payment: PaymentDetails {
-            card_token: card.into(),
-        },
+        card_token: card.into(),
     };
     airline
         .request_booking(request, CommandContext::default())
