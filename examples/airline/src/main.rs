@@ -75,6 +75,15 @@ enum Command {
         #[command(flatten)]
         config: Config,
     },
+    /// Ask for a retry of a projection's dead letters (its parked events and,
+    /// for the booking saga, its dead-lettered deadlines), once their cause
+    /// is fixed: the running projection applies them in order.
+    Retry {
+        /// `booking_saga`, or `flights` (the live search index's projection).
+        projection: String,
+        #[command(flatten)]
+        config: Config,
+    },
     /// Check the airline's invariants (seats, money, settled bookings, the
     /// search read model) against the whole log; exit code 1 on violations.
     Check {
@@ -101,6 +110,9 @@ async fn main() -> std::process::ExitCode {
         }
         Some(Command::Rebuild { projection, config }) => {
             rebuild_command(config.with_environment(), &projection).await
+        }
+        Some(Command::Retry { projection, config }) => {
+            retry_command(config.with_environment(), &projection).await
         }
         Some(Command::Check { grace_secs, config }) => {
             check_command(config.with_environment(), grace_secs).await
@@ -355,6 +367,36 @@ async fn rebuild_command(config: Config, projection: &str) -> Result<()> {
     Ok(())
 }
 
+/// `airline retry <projection>`: marks its dead letters for a retry.
+async fn retry_command(config: Config, projection: &str) -> Result<()> {
+    if config.store_kind() != StoreKind::Postgres {
+        return Err("`airline retry` needs DATABASE_URL".into());
+    }
+    let store = postgres(&config).await?;
+    let name = match projection {
+        SAGA => SAGA.to_owned(),
+        FLIGHTS_PROJECTION => {
+            // Dead letters are kept under the live index's projection name.
+            let flights = elastic_flights(&config)?;
+            let live = flights.read_model().live_index().await?;
+            let index = live.ok_or("the flight index is not built yet")?;
+            flights.read_model().projection_name(&index)
+        }
+        other => {
+            return Err(format!(
+                "unknown projection {other:?}: the airline's are {SAGA} and {FLIGHTS_PROJECTION}"
+            )
+            .into());
+        }
+    };
+    let count = store.retry_dead_letters(&name).await?;
+    println!("{count} dead letters of {name} marked for a retry");
+    Ok(())
+}
+
+/// The booking saga's projection name.
+const SAGA: &str = <airline::booking::BookingSaga as annals::AggregateType>::NAME;
+
 /// How long `airline check` lets the search read model catch up with the
 /// log before comparing them.
 const CHECK_CATCH_UP: Duration = Duration::from_secs(10);
@@ -432,6 +474,7 @@ mod tests {
             vec!["airline", "seed", "--flights", "10"],
             vec!["airline", "rebuild", "flights"],
             vec!["airline", "check"],
+            vec!["airline", "retry", "booking_saga"],
             vec!["airline", "check", "--grace-secs", "30"],
         ] {
             Cli::try_parse_from(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
