@@ -20,6 +20,7 @@ fn v1(event_type: &str, payload: serde_json::Value) -> NewEvent {
         schema_version: 1,
         payload: payload.into(),
         metadata: Metadata::default(),
+        tags: Vec::new(),
     }
 }
 

@@ -61,6 +61,9 @@ pub struct NewEvent {
     pub payload: Payload,
     /// Correlation, causation, actor and extras.
     pub metadata: Metadata,
+    /// Short strings such as `flight:0193…` that [queries](crate::query)
+    /// select the event by (its domain event's [`DomainEvent::tags`]).
+    pub tags: Vec<String>,
 }
 
 impl NewEvent {
@@ -72,6 +75,7 @@ impl NewEvent {
             schema_version: event.schema_version(),
             payload: event.encode()?,
             metadata,
+            tags: event.tags(),
         })
     }
 
@@ -101,6 +105,9 @@ pub struct RecordedEvent {
     pub payload: Payload,
     /// Correlation, causation, actor and extras.
     pub metadata: Metadata,
+    /// Its tags, as appended.
+    #[serde(default)]
+    pub tags: Vec<String>,
     /// When the store recorded it.
     pub recorded_at: DateTime<Utc>,
 }

@@ -36,6 +36,13 @@ pub trait DomainEvent: Sized + Send + Sync + 'static {
     fn decode(event_type: &str, schema_version: u32, payload: &Payload)
     -> Result<Self, EventError>;
 
+    /// The tags this event carries, stored beside it and used by
+    /// [queries](crate::query) (`#[tag]` on a field, or a variant's
+    /// `#[event(tag = ...)]`, declare them to the derive). None by default.
+    fn tags(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// The names of all event types of this enum, for filtering reads.
     fn type_names() -> Vec<&'static str> {
         Self::TYPES.iter().map(|t| t.name).collect()

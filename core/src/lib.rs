@@ -18,6 +18,7 @@
 extern crate self as annals;
 
 pub mod aggregate;
+pub mod decision;
 pub mod envelope;
 pub mod error;
 pub mod event;
@@ -26,6 +27,7 @@ pub mod payload;
 pub mod position;
 pub mod process;
 pub mod projection;
+pub mod query;
 pub mod repository;
 pub mod store;
 pub mod subscription;
@@ -38,10 +40,11 @@ pub use envelope::{Metadata, NewEvent, RecordedEvent};
 pub use event::{DomainEvent, EventError, EventType, UpcastError, Upcaster};
 pub use payload::Payload;
 pub use position::{ParsePositionError, Position};
+pub use query::{Query, QueryItem};
 pub use repository::{CommandContext, ExecuteError, Executed, Loaded, Repository};
 pub use store::{
-    AppendLimits, AppendOptions, Appended, EventFilter, EventStore, EventStream, ExpectedVersion,
-    Snapshot, StoreError,
+    AppendCondition, AppendLimits, AppendOptions, Appended, EventFilter, EventStore, EventStream,
+    ExpectedVersion, Snapshot, StoreError,
 };
 
 /// Re-exports for the derive macros' generated code. Not part of the API.

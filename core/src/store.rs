@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::position::Position;
+use crate::query::Query;
 
 /// What the writer believes the stream's version to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -128,6 +129,10 @@ pub struct AppendLimits {
     pub max_payload_bytes: usize,
     /// Most events in one append.
     pub max_batch: usize,
+    /// Most tags on one event.
+    pub max_tags: usize,
+    /// Longest tag, in bytes.
+    pub max_tag_len: usize,
 }
 
 impl Default for AppendLimits {
@@ -136,13 +141,16 @@ impl Default for AppendLimits {
             max_stream_id_len: 200,
             max_payload_bytes: 1024 * 1024,
             max_batch: 10_000,
+            max_tags: 32,
+            max_tag_len: 200,
         }
     }
 }
 
 impl AppendLimits {
     /// Refuses malformed input with a clear error: empty or oversized stream
-    /// ids, empty batches, blank event types, version 0, oversized payloads.
+    /// ids, empty batches, blank event types, version 0, oversized payloads,
+    /// too many, empty, oversized or NUL-carrying tags.
     pub fn check(&self, stream: &str, events: &[NewEvent]) -> Result<(), StoreError> {
         let invalid = |reason: String| Err(StoreError::InvalidInput(reason));
         if stream.trim().is_empty() {
@@ -193,6 +201,22 @@ impl AppendLimits {
                     "payload of event {i} ({}) is {size} bytes, more than the limit of {}",
                     event.event_type, self.max_payload_bytes
                 ));
+            }
+            if event.tags.len() > self.max_tags {
+                return invalid(format!(
+                    "event {i} ({}) has {} tags, more than the limit of {}",
+                    event.event_type,
+                    event.tags.len(),
+                    self.max_tags
+                ));
+            }
+            for tag in &event.tags {
+                if tag.is_empty() || tag.len() > self.max_tag_len || tag.contains('\0') {
+                    return invalid(format!(
+                        "event {i} ({}) has the tag {tag:?}: tags are 1 to {} bytes, without NUL",
+                        event.event_type, self.max_tag_len
+                    ));
+                }
             }
         }
         Ok(())
@@ -252,6 +276,13 @@ pub enum StoreError {
     /// with the same event ids, which makes the retry a no-op if it did.
     #[error("event store unavailable: {0}")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A conditional append's condition failed: an event matching its query
+    /// was recorded after the position the decision read up to.
+    #[error("append condition failed: a matching event was recorded at {position}")]
+    ConditionFailed {
+        /// The first such event's position.
+        position: Position,
+    },
     /// Anything else the backend reported.
     #[error("event store error: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -336,6 +367,47 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// How far the named projection has processed, if it ever saved.
     async fn load_checkpoint(&self, name: &str) -> Result<Option<Position>, StoreError>;
+
+    /// Reads the events matching `query` strictly after `after`, in position
+    /// order, at most `limit` of them, with the guarantee of
+    /// [`read_all`](Self::read_all): what it returned once, no event will
+    /// ever precede. Selective queries use indexes (no scan of the log).
+    async fn read_query(
+        &self,
+        query: &Query,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Appends events to a stream (at whatever its version) unless an event
+    /// matching `condition.fail_if_events_match` was recorded after
+    /// `condition.after` (or at all, when that is `None`): then nothing is
+    /// written and the error is [`StoreError::ConditionFailed`] naming the
+    /// first such event. Events recorded concurrently by other transactions
+    /// count, even those not yet visible when the append began: the check
+    /// and the append are atomic against every writer of matching events.
+    ///
+    /// Idempotent as [`append_with`](Self::append_with): an append whose
+    /// event ids or command id were already recorded answers the first
+    /// outcome (`repeated`) before any condition is looked at.
+    async fn append_if(
+        &self,
+        stream: &str,
+        events: Vec<NewEvent>,
+        condition: AppendCondition,
+        options: AppendOptions,
+    ) -> Result<Appended, StoreError>;
+}
+
+/// When a conditional append ([`EventStore::append_if`]) must fail: a
+/// dynamic consistency boundary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendCondition {
+    /// The events the decision depended on.
+    pub fail_if_events_match: Query,
+    /// The position the decision read up to (the last matching event it
+    /// saw); `None` when it saw none.
+    pub after: Option<Position>,
 }
 
 #[cfg(test)]

@@ -568,3 +568,38 @@ fn each_variant_has_a_checked_type_name_constant() {
     assert_eq!(kind("SeatHeld"), "held");
     assert!(annals::EventFilter::types([SeatEvent::CLOSED]).matches("Closed"));
 }
+
+#[derive(Debug, Clone, PartialEq, DomainEvent)]
+enum Tagged {
+    Scheduled {
+        #[tag("flight")]
+        flight_id: String,
+        #[tag]
+        number: String,
+        day: u32,
+    },
+    #[event(tag = format!("day:{day}"), tag = "fixed")]
+    Moved {
+        day: u32,
+    },
+    Plain,
+}
+
+#[test]
+fn fields_and_expressions_tag_events() {
+    let scheduled = Tagged::Scheduled {
+        flight_id: "0193".into(),
+        number: "AN123".into(),
+        day: 1,
+    };
+    assert_eq!(scheduled.tags(), ["flight:0193", "number:AN123"]);
+    assert_eq!(Tagged::Moved { day: 7 }.tags(), ["day:7", "fixed"]);
+    assert!(Tagged::Plain.tags().is_empty());
+    // Tags travel beside the payload, never in it.
+    let new = annals::NewEvent::from_domain(&scheduled, annals::Metadata::default()).unwrap();
+    assert_eq!(new.tags, ["flight:0193", "number:AN123"]);
+    assert_eq!(
+        new.payload.to_value().unwrap(),
+        json!({ "flight_id": "0193", "number": "AN123", "day": 1 })
+    );
+}

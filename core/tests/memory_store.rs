@@ -18,6 +18,7 @@ fn tick() -> NewEvent {
         schema_version: 1,
         payload: json!({}).into(),
         metadata: Metadata::default(),
+        tags: Vec::new(),
     }
 }
 
@@ -43,6 +44,7 @@ async fn enforces_its_own_limits() {
         max_stream_id_len: 5,
         max_payload_bytes: 10,
         max_batch: 2,
+        ..AppendLimits::default()
     });
     assert_eq!(store.limits().max_batch, 2);
     let mut big = tick();

@@ -642,6 +642,7 @@ fn recorded(
         schema_version: event.schema_version(),
         payload: event.encode().unwrap(),
         metadata: Metadata::default(),
+        tags: Vec::new(),
         recorded_at: at,
     }
 }

@@ -296,6 +296,7 @@ mod tests {
             schema_version: 1,
             payload: payload.into(),
             metadata: Metadata::default(),
+            tags: Vec::new(),
             recorded_at: chrono::Utc::now(),
         }
     }

@@ -45,6 +45,7 @@ pub(crate) fn recorded_event(row: &PgRow) -> Result<RecordedEvent, sqlx::Error> 
         schema_version: u32::try_from(schema_version).unwrap_or(0),
         payload: Payload::from(payload),
         metadata,
+        tags: Vec::new(),
         recorded_at: row.try_get(9)?,
     })
 }

@@ -74,4 +74,27 @@ impl EventStore for PgEventStore {
     async fn load_checkpoint(&self, name: &str) -> Result<Option<Position>, StoreError> {
         checkpoint::load_checkpoint(self, name).await
     }
+
+    // TEMPORARY (branch dcb): replaced by the PostgreSQL implementation.
+    async fn read_query(
+        &self,
+        _query: &annals::Query,
+        _after: Position,
+        _limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        Err(StoreError::Backend(
+            "read_query: not implemented yet".into(),
+        ))
+    }
+
+    // TEMPORARY (branch dcb): replaced by the PostgreSQL implementation.
+    async fn append_if(
+        &self,
+        _stream: &str,
+        _events: Vec<NewEvent>,
+        _condition: annals::AppendCondition,
+        _options: AppendOptions,
+    ) -> Result<Appended, StoreError> {
+        Err(StoreError::Backend("append_if: not implemented yet".into()))
+    }
 }

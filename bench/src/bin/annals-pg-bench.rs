@@ -344,6 +344,7 @@ fn event() -> NewEvent {
         })
         .into(),
         metadata: Metadata::default().correlated(id()).actor("bench"),
+        tags: Vec::new(),
     }
 }
 

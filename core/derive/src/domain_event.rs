@@ -22,6 +22,8 @@ struct EventAttrs {
     upcast: BTreeMap<u32, (Ident, Path)>,
     /// The `upcast` keyword, for errors about the list as a whole.
     upcast_kw: Option<Path>,
+    /// `tag = <expr>`: tags computed from the variant's fields.
+    tags: Vec<syn::Expr>,
 }
 
 /// One variant, checked and ready to generate code for.
@@ -34,6 +36,11 @@ struct EventVariant<'a> {
     /// The upcasters in order: `chain[i]` upgrades `i + 1` to `i + 2`.
     chain: Vec<Path>,
     shape: Shape<'a>,
+    /// `#[tag]` fields: the field (its name, or `None` for a newtype's
+    /// inner value) and the tag's prefix.
+    field_tags: Vec<(Option<&'a Ident>, String)>,
+    /// `#[event(tag = <expr>)]`.
+    tag_exprs: Vec<syn::Expr>,
 }
 
 enum Shape<'a> {
@@ -123,12 +130,43 @@ fn check_variant<'a>(variant: &'a Variant, errors: &mut Errors) -> Option<EventV
     let attrs = parse_event_attrs(&variant.attrs, errors);
     let vident = &variant.ident;
 
+    let mut field_tags = Vec::new();
     for field in &variant.fields {
         for attr in field.attrs.iter().filter(|a| a.path().is_ident("event")) {
             errors.push(syn::Error::new_spanned(
                 attr,
                 "`#[event(...)]` goes on the variant, not on its fields",
             ));
+        }
+        for attr in field.attrs.iter().filter(|a| a.path().is_ident("tag")) {
+            let prefix = match &attr.meta {
+                Meta::Path(_) => field.ident.as_ref().map(unraw),
+                Meta::List(_) => match attr.parse_args::<LitStr>() {
+                    Ok(lit) if !lit.value().is_empty() => Some(lit.value()),
+                    _ => {
+                        errors.push(syn::Error::new_spanned(
+                            attr,
+                            "expected `#[tag]` (the tag is `<field name>:<value>`) or \
+                             `#[tag(\"prefix\")]` (`<prefix>:<value>`)",
+                        ));
+                        continue;
+                    }
+                },
+                Meta::NameValue(_) => {
+                    errors.push(syn::Error::new_spanned(
+                        attr,
+                        "expected `#[tag]` or `#[tag(\"prefix\")]`",
+                    ));
+                    continue;
+                }
+            };
+            match prefix {
+                Some(prefix) => field_tags.push((field.ident.as_ref(), prefix)),
+                None => errors.push(syn::Error::new_spanned(
+                    attr,
+                    "the field has no name to prefix its tag with: write `#[tag(\"prefix\")]`",
+                )),
+            }
         }
     }
 
@@ -247,6 +285,8 @@ fn check_variant<'a>(variant: &'a Variant, errors: &mut Errors) -> Option<EventV
         version,
         chain,
         shape,
+        field_tags,
+        tag_exprs: attrs.tags,
     })
 }
 
@@ -315,11 +355,14 @@ fn parse_event_attrs(attrs: &[Attribute], errors: &mut Errors) -> EventAttrs {
                     }
                     Ok(())
                 })?;
+            } else if meta.path.is_ident("tag") {
+                let expr: syn::Expr = meta.value()?.parse()?;
+                out.tags.push(expr);
             } else {
                 let key = meta.path.to_token_stream().to_string().replace(' ', "");
                 return Err(meta.error(format!(
                     "unknown `event` attribute `{key}`: expected `name = \"...\"`, \
-                     `version = N` or `upcast(v1 = path, ...)`"
+                     `version = N`, `upcast(v1 = path, ...)` or `tag = <expression>`"
                 )));
             }
             Ok(())
@@ -359,6 +402,7 @@ fn generate(ident: &Ident, variants: &[EventVariant<'_>]) -> TokenStream {
     let mut types = Vec::new();
     let mut type_arms = Vec::new();
     let mut version_arms = Vec::new();
+    let mut tag_arms = Vec::new();
     let mut encode_arms = Vec::new();
     let mut decode_arms = Vec::new();
     let mut needs_unit = false;
@@ -387,6 +431,29 @@ fn generate(ident: &Ident, variants: &[EventVariant<'_>]) -> TokenStream {
         types.push(quote!(#annals::EventType { name: #name, version: #version }));
         type_arms.push(quote!(#pattern => #name));
         version_arms.push(quote!(#pattern => #version));
+        if !v.field_tags.is_empty() || !v.tag_exprs.is_empty() {
+            // Bind every field by name, so tag expressions can use any.
+            let binding = match &v.variant.fields {
+                Fields::Named(named) => {
+                    let names = named.named.iter().filter_map(|f| f.ident.as_ref());
+                    quote!(Self::#vident { #(#names),* })
+                }
+                Fields::Unnamed(_) => quote!(Self::#vident(inner)),
+                Fields::Unit => quote!(Self::#vident),
+            };
+            let from_fields = v.field_tags.iter().map(|(field, prefix)| match field {
+                Some(field) => quote!(::std::format!("{}:{}", #prefix, #field)),
+                None => quote!(::std::format!("{}:{}", #prefix, inner)),
+            });
+            let from_exprs = v
+                .tag_exprs
+                .iter()
+                .map(|expr| quote!(::std::string::ToString::to_string(&(#expr))));
+            tag_arms.push(quote! {
+                #[allow(unused_variables)]
+                #binding => ::std::vec![#(#from_fields,)* #(#from_exprs,)*],
+            });
+        }
 
         let map_encode = quote! {
             .map_err(|source| #annals::EventError::Encode {
@@ -551,6 +618,14 @@ fn generate(ident: &Ident, variants: &[EventVariant<'_>]) -> TokenStream {
             #[automatically_derived]
             impl #annals::DomainEvent for #ident {
                 const TYPES: &'static [#annals::EventType] = &[#(#types),*];
+
+                fn tags(&self) -> ::std::vec::Vec<::std::string::String> {
+                    #[allow(unreachable_patterns)]
+                    match self {
+                        #(#tag_arms)*
+                        _ => ::std::vec::Vec::new(),
+                    }
+                }
 
                 fn event_type(&self) -> &'static str {
                     #type_body

@@ -45,6 +45,16 @@ mod domain_event;
 /// not interact, and enum-level serde attributes do not affect payloads). It
 /// must not be generic.
 ///
+/// # Tags
+///
+/// An event's tags select it in [queries](../annals/query/index.html) (dynamic
+/// consistency boundaries). `#[tag]` on a field tags the event with
+/// `<field name>:<value>` (the value's `Display`), `#[tag("flight")]` with
+/// `flight:<value>`; `#[event(tag = <expression>)]` on the variant adds a tag
+/// computed from its fields, which the expression names directly:
+/// `#[event(tag = format!("flight_number:{flight_number}@{}", departure.date_naive()))]`.
+/// Tags are stored beside the event (`NewEvent::tags`), never in the payload.
+///
 /// # Type-name constants
 ///
 /// Each variant also gets an associated constant holding its type name, named
@@ -139,7 +149,7 @@ mod domain_event;
 /// * `#[event(...)]` on the enum or on a field.
 ///
 /// An upcaster of the wrong type is a type error at its path.
-#[proc_macro_derive(DomainEvent, attributes(event, serde))]
+#[proc_macro_derive(DomainEvent, attributes(event, serde, tag))]
 pub fn derive_domain_event(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     domain_event::expand(&input)

@@ -66,9 +66,10 @@ use uuid::Uuid;
 
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::position::Position;
+use crate::query::Query;
 use crate::store::{
-    AppendLimits, AppendOptions, Appended, EventFilter, EventStore, EventStream, ExpectedVersion,
-    Snapshot, StoreError,
+    AppendCondition, AppendLimits, AppendOptions, Appended, EventFilter, EventStore, EventStream,
+    ExpectedVersion, Snapshot, StoreError,
 };
 use crate::subscription::{SubscriptionOptions, catch_up_then_live};
 
@@ -148,6 +149,21 @@ impl State {
 
     fn event(&self, at: Location) -> &RecordedEvent {
         &self.streams[at.stream][at.index]
+    }
+
+    /// The position of the first event after the condition's position that
+    /// matches its query.
+    fn first_match(&self, condition: &AppendCondition) -> Option<Position> {
+        let start = condition
+            .after
+            .map_or(0, |after| self.log.partition_point(|e| e.position <= after));
+        self.log[start..].iter().find_map(|entry| {
+            let event = self.event(entry.at);
+            condition
+                .fail_if_events_match
+                .matches(&event.event_type, &event.tags)
+                .then_some(event.position)
+        })
     }
 
     /// The outcome of appending `events` if every one of their ids is already
@@ -240,6 +256,7 @@ impl State {
                 schema_version: event.schema_version,
                 payload: event.payload,
                 metadata: event.metadata,
+                tags: event.tags,
                 recorded_at,
             });
         }
@@ -309,6 +326,7 @@ impl MemoryStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
         options: AppendOptions,
+        condition: Option<&AppendCondition>,
     ) -> Result<Appended, StoreError> {
         self.shared.limits.check(stream, &events)?;
         let mut state = self.write();
@@ -339,6 +357,13 @@ impl MemoryStore {
                 expected,
                 actual,
             });
+        }
+        if let Some(condition) = condition {
+            // Under the write lock: no other append can slip in between the
+            // check and the write.
+            if let Some(position) = state.first_match(condition) {
+                return Err(StoreError::ConditionFailed { position });
+            }
         }
         let done = state.record(stream, events);
         if let Some(command_id) = options.command_id {
@@ -376,7 +401,7 @@ impl EventStore for MemoryStore {
         events: Vec<NewEvent>,
         options: AppendOptions,
     ) -> Result<Appended, StoreError> {
-        self.append_now(stream, expected, events, options)
+        self.append_now(stream, expected, events, options, None)
     }
 
     async fn command_outcome(&self, command_id: Uuid) -> Result<Option<Appended>, StoreError> {
@@ -460,6 +485,39 @@ impl EventStore for MemoryStore {
     async fn load_checkpoint(&self, name: &str) -> Result<Option<Position>, StoreError> {
         Ok(self.read().checkpoints.get(name).copied())
     }
+
+    async fn read_query(
+        &self,
+        query: &Query,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let state = self.read();
+        let start = state.log.partition_point(|e| e.position <= after);
+        Ok(state.log[start..]
+            .iter()
+            .map(|entry| state.event(entry.at))
+            .filter(|event| query.matches(&event.event_type, &event.tags))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn append_if(
+        &self,
+        stream: &str,
+        events: Vec<NewEvent>,
+        condition: AppendCondition,
+        options: AppendOptions,
+    ) -> Result<Appended, StoreError> {
+        self.append_now(
+            stream,
+            ExpectedVersion::Any,
+            events,
+            options,
+            Some(&condition),
+        )
+    }
 }
 
 #[cfg(test)]
@@ -474,6 +532,7 @@ mod tests {
             schema_version: 1,
             payload: json!({}).into(),
             metadata: Default::default(),
+            tags: Vec::new(),
         }
     }
 

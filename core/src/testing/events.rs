@@ -14,5 +14,6 @@ pub fn new_event(event_type: &str, payload: impl Into<Payload>) -> NewEvent {
         schema_version: 1,
         payload: payload.into(),
         metadata: Metadata::default(),
+        tags: Vec::new(),
     }
 }

@@ -13,9 +13,10 @@ use uuid::Uuid;
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::position::Position;
 use crate::projection::{DeadLetter, Deadline, Lease, ProjectionStore};
+use crate::query::Query;
 use crate::store::{
-    AppendOptions, Appended, EventFilter, EventStore, EventStream, ExpectedVersion, Snapshot,
-    StoreError,
+    AppendCondition, AppendOptions, Appended, EventFilter, EventStore, EventStream,
+    ExpectedVersion, Snapshot, StoreError,
 };
 use crate::subscription::{SubscriptionOptions, catch_up_then_live};
 
@@ -33,6 +34,8 @@ pub enum Operation {
     LoadSnapshot,
     SaveCheckpoint,
     LoadCheckpoint,
+    ReadQuery,
+    AppendIf,
     AddDeadLetters,
     DeadLetters,
     RemoveDeadLetters,
@@ -256,6 +259,29 @@ impl<S: EventStore + Clone> EventStore for Faulty<S> {
     async fn load_checkpoint(&self, name: &str) -> Result<Option<Position>, StoreError> {
         self.enter(Operation::LoadCheckpoint)?;
         self.inner.load_checkpoint(name).await
+    }
+
+    async fn read_query(
+        &self,
+        query: &Query,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.enter(Operation::ReadQuery)?;
+        self.inner.read_query(query, after, limit).await
+    }
+
+    async fn append_if(
+        &self,
+        stream: &str,
+        events: Vec<NewEvent>,
+        condition: AppendCondition,
+        options: AppendOptions,
+    ) -> Result<Appended, StoreError> {
+        self.enter(Operation::AppendIf)?;
+        self.inner
+            .append_if(stream, events, condition, options)
+            .await
     }
 }
 

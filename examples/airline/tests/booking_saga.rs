@@ -41,6 +41,7 @@ fn recorded(
         schema_version: 1,
         payload: payload.into(),
         metadata: Metadata::default(),
+        tags: Vec::new(),
         recorded_at: at(seconds),
     }
 }

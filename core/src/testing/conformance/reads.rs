@@ -345,6 +345,7 @@ pub async fn payload_and_metadata_round_trip<S: EventStore + Clone>(store: &S) {
         schema_version: 3,
         payload: payload.into(),
         metadata,
+        tags: Vec::new(),
     };
     let plain = NewEvent {
         payload: json!([1, 2, 3]).into(),

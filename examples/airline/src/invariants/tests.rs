@@ -510,6 +510,7 @@ async fn an_event_that_does_not_decode_is_reported() {
         schema_version: 1,
         payload: json!({ "seats": 1 }).into(),
         metadata: Metadata::default(),
+        tags: Vec::new(),
     };
     let done = world
         .store

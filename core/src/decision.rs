@@ -1,0 +1,317 @@
+//! Decisions over a query: dynamic consistency boundaries, beside aggregates.
+//!
+//! An aggregate draws one consistency boundary per stream. A rule that spans
+//! streams (a flight number used once a day, a passenger's bookings capped)
+//! needs a boundary drawn by the rule itself: the events that matter to it,
+//! selected by type and [tag](crate::DomainEvent::tags) ([`Query`]). A
+//! [`Decision`] folds those events into small states ([`DecisionState`], one
+//! per rule; tuples combine them), decides purely, and the [`Decider`]
+//! appends what it decided on the condition that no event matching the same
+//! query was recorded since it read ([`EventStore::append_if`]): on a
+//! conflict it reads and decides again, a bounded number of times.
+//!
+//! ```
+//! use annals::decision::{Decider, Decision, DecisionState};
+//! use annals::memory::MemoryStore;
+//! use annals::{DomainEvent, Query, QueryItem};
+//!
+//! #[derive(Debug, Clone, PartialEq, DomainEvent)]
+//! enum AccountEvent {
+//!     Registered {
+//!         #[tag("username")]
+//!         username: String,
+//!     },
+//! }
+//!
+//! /// Whether a username is taken: the events tagged with it.
+//! struct Taken { username: String, taken: bool }
+//!
+//! impl DecisionState for Taken {
+//!     type Event = AccountEvent;
+//!     fn query(&self) -> Query {
+//!         Query::new().or(QueryItem::tagged([format!("username:{}", self.username)]))
+//!     }
+//!     fn apply(&mut self, _: &AccountEvent) {
+//!         self.taken = true;
+//!     }
+//! }
+//!
+//! struct Register { username: String }
+//!
+//! #[derive(Debug, thiserror::Error)]
+//! #[error("username taken")]
+//! struct UsernameTaken;
+//!
+//! impl Decision for Register {
+//!     type State = Taken;
+//!     type Event = AccountEvent;
+//!     type Error = UsernameTaken;
+//!     fn state(&self) -> Taken { Taken { username: self.username.clone(), taken: false } }
+//!     fn stream(&self) -> String { format!("account-{}", self.username) }
+//!     fn decide(&self, state: &Taken) -> Result<Vec<AccountEvent>, UsernameTaken> {
+//!         if state.taken { return Err(UsernameTaken) }
+//!         Ok(vec![AccountEvent::Registered { username: self.username.clone() }])
+//!     }
+//! }
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let decider = Decider::new(MemoryStore::new());
+//! decider.execute(Register { username: "ada".into() }).await.unwrap();
+//! assert!(decider.execute(Register { username: "ada".into() }).await.is_err());
+//! decider.execute(Register { username: "grace".into() }).await.unwrap();
+//! # });
+//! ```
+
+use crate::envelope::{NewEvent, RecordedEvent};
+use crate::event::{DomainEvent, EventError};
+use crate::position::Position;
+use crate::query::Query;
+use crate::repository::{CommandContext, ExecuteError, Executed};
+use crate::store::{AppendCondition, AppendOptions, EventStore, StoreError};
+
+/// Events read per call while a decision reads its query.
+const READ_PAGE: usize = 4096;
+
+/// What one rule of a decision needs to know: a fold of the events that
+/// match its query, like [`Aggregate::apply`](crate::Aggregate::apply).
+///
+/// Tuples of states are states too: each member folds only the events that
+/// match its own query, and the decision's query is the union of theirs.
+pub trait DecisionState: Send {
+    /// The events it folds.
+    type Event: DomainEvent;
+
+    /// The events it depends on (built from the decision's parameters).
+    fn query(&self) -> Query;
+
+    /// Evolves the state by one event that matches its query.
+    fn apply(&mut self, event: &Self::Event);
+
+    /// Folds a recorded event: decodes and applies it when it matches this
+    /// state's query, ignores it otherwise.
+    fn fold(&mut self, recorded: &RecordedEvent) -> Result<(), EventError> {
+        if self.query().matches(&recorded.event_type, &recorded.tags) {
+            self.apply(&recorded.decode::<Self::Event>()?);
+        }
+        Ok(())
+    }
+}
+
+/// The event type of combined states: none (their members fold the events).
+#[derive(Debug, Clone, PartialEq, crate::DomainEvent)]
+pub enum Combined {}
+
+macro_rules! combine {
+    ($($state:ident . $n:tt),+) => {
+        impl<$($state: DecisionState),+> DecisionState for ($($state,)+) {
+            type Event = Combined;
+
+            fn query(&self) -> Query {
+                let mut query = Query::new();
+                $(query = query.union(self.$n.query());)+
+                query
+            }
+
+            fn apply(&mut self, event: &Combined) {
+                match *event {}
+            }
+
+            fn fold(&mut self, recorded: &RecordedEvent) -> Result<(), EventError> {
+                $(self.$n.fold(recorded)?;)+
+                Ok(())
+            }
+        }
+    };
+}
+
+combine!(A.0, B.1);
+combine!(A.0, B.1, C.2);
+combine!(A.0, B.1, C.2, D.3);
+
+/// A command decided over a query instead of one aggregate's stream.
+pub trait Decision: Send + Sync {
+    /// What it needs to know (one state, or a tuple of them).
+    type State: DecisionState;
+    /// What it records.
+    type Event: DomainEvent;
+    /// Why it refuses (a broken business rule).
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// The empty state, its query built from the decision's parameters.
+    fn state(&self) -> Self::State;
+
+    /// The stream the new events go to (appended at whatever its version:
+    /// the query, not the stream, is the consistency boundary).
+    fn stream(&self) -> String;
+
+    /// The events the decision causes, or why it is refused. Pure.
+    fn decide(&self, state: &Self::State) -> Result<Vec<Self::Event>, Self::Error>;
+}
+
+/// Runs [`Decision`]s over a store: reads the events of the decision's
+/// query, decides, and appends on the condition that nothing matching the
+/// query was recorded since; decides again on a conflict.
+#[derive(Debug, Clone)]
+pub struct Decider<S> {
+    store: S,
+    max_attempts: u32,
+}
+
+impl<S: EventStore> Decider<S> {
+    /// A decider with 5 attempts on conflict.
+    pub fn new(store: S) -> Self {
+        Self {
+            store,
+            max_attempts: 5,
+        }
+    }
+
+    /// How many times a decision is tried when concurrent writers conflict (at least 1).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// The store behind this decider.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Runs a decision.
+    pub async fn execute<D: Decision>(
+        &self,
+        decision: D,
+    ) -> Result<Executed<D::Event>, ExecuteError<D::Error>> {
+        self.execute_with(decision, CommandContext::default()).await
+    }
+
+    /// Runs a decision with an idempotency key and metadata.
+    pub async fn execute_with<D: Decision>(
+        &self,
+        decision: D,
+        context: CommandContext,
+    ) -> Result<Executed<D::Event>, ExecuteError<D::Error>> {
+        let stream = decision.stream();
+        let mut metadata = context.metadata;
+        if metadata.causation_id.is_none() {
+            metadata.causation_id = context.command_id;
+        }
+        let options = AppendOptions {
+            command_id: context.command_id,
+        };
+        let mut attempts = 1;
+        loop {
+            let mut state = decision.state();
+            let query = state.query();
+            let after = self.read(&query, &mut state).await?;
+            let events = match decision.decide(&state) {
+                Ok(events) if !events.is_empty() => events,
+                decided => {
+                    // Nothing to append: a command id that already ran is
+                    // answered as it was the first time.
+                    if let Some(id) = context.command_id {
+                        if let Some(first) = self.store.command_outcome(id).await? {
+                            return self.repeated(&stream, first, attempts).await;
+                        }
+                    }
+                    return Ok(Executed {
+                        events: decided.map_err(ExecuteError::Rejected)?,
+                        stream_version: self.store.stream_version(&stream).await?,
+                        position: after.unwrap_or(Position::START),
+                        repeated: false,
+                        attempts,
+                    });
+                }
+            };
+            let new = events
+                .iter()
+                .map(|e| NewEvent::from_domain(e, metadata.clone()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(ExecuteError::Encode)?;
+            let condition = AppendCondition {
+                fail_if_events_match: query,
+                after,
+            };
+            match self
+                .store
+                .append_if(&stream, new, condition, options.clone())
+                .await
+            {
+                Ok(done) if done.repeated => return self.repeated(&stream, done, attempts).await,
+                Ok(done) => {
+                    return Ok(Executed {
+                        events,
+                        stream_version: done.stream_version,
+                        position: done.position,
+                        repeated: false,
+                        attempts,
+                    });
+                }
+                Err(StoreError::ConditionFailed { position }) if attempts < self.max_attempts => {
+                    tracing::debug!(stream, attempts, %position, "condition failed, deciding again");
+                    attempts += 1;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    /// Folds every event of `query` into `state`; the position of the last one.
+    async fn read<E: std::error::Error + 'static>(
+        &self,
+        query: &Query,
+        state: &mut impl DecisionState,
+    ) -> Result<Option<Position>, ExecuteError<E>> {
+        let mut after = None;
+        loop {
+            let page = self
+                .store
+                .read_query(query, after.unwrap_or(Position::START), READ_PAGE)
+                .await?;
+            for recorded in &page {
+                state
+                    .fold(recorded)
+                    .map_err(|source| ExecuteError::Decode {
+                        stream: recorded.stream_id.clone(),
+                        stream_version: recorded.stream_version,
+                        source,
+                    })?;
+                after = Some(recorded.position);
+            }
+            if page.len() < READ_PAGE {
+                return Ok(after);
+            }
+        }
+    }
+
+    /// The first run's outcome of a repeated decision, with its events.
+    async fn repeated<E: DomainEvent, R: std::error::Error + 'static>(
+        &self,
+        stream: &str,
+        first: crate::store::Appended,
+        attempts: u32,
+    ) -> Result<Executed<E>, ExecuteError<R>> {
+        let count = (first.stream_version + 1).saturating_sub(first.first_version) as usize;
+        let recorded = self
+            .store
+            .read_stream(stream, first.first_version, count)
+            .await?;
+        let events = recorded
+            .iter()
+            .map(|r| {
+                r.decode::<E>().map_err(|source| ExecuteError::Decode {
+                    stream: r.stream_id.clone(),
+                    stream_version: r.stream_version,
+                    source,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Executed {
+            events,
+            stream_version: first.stream_version,
+            position: first.position,
+            repeated: true,
+            attempts,
+        })
+    }
+}
