@@ -724,6 +724,10 @@ async fn closed_loop(
     Ok(result)
 }
 
+/// How many `POST /flights` bodies were made: each gets a flight number of
+/// its own (260k of them before any repeats).
+static POSTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// A `POST /flights` body: a realistic flight.
 fn flight_body(
     rng: &mut StdRng,
@@ -745,6 +749,12 @@ fn flight_body(
     else {
         unreachable!("seeded_flight makes FlightScheduled events of valid values")
     };
+    // A number of its own: a number flies once a day, and the seeded
+    // flights (carriers AN, BA, LH, AF, UA, KL) already fly some.
+    let _ = flight_number;
+    let k = POSTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let letter = char::from(b'A' + (k / 9_999 % 26) as u8);
+    let flight_number = format!("Q{letter}{}", 1 + k % 9_999);
     json!({
         "flight_number": flight_number,
         "from": from,

@@ -5,9 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use annals::decision::Decider;
 use annals::process::{DispatchError, Dispatcher, ProcessRunner, derive_id};
 use annals::projection::ProjectionStore;
-use annals::{CommandContext, ExecuteError, Handle, Position, Repository, StoreError};
+use annals::{
+    AggregateType, CommandContext, ExecuteError, Handle, Position, Repository, StoreError,
+};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -140,13 +143,50 @@ where
     }
 
     /// Schedules a new flight.
+    ///
+    /// A decision over two rules ([`ScheduleFlight`] is a
+    /// [`Decision`](annals::decision::Decision)): the flight id is scheduled
+    /// once, and its number flies at most once on its departure day.
     pub async fn schedule_flight(
         &self,
         command: ScheduleFlight,
         context: CommandContext,
     ) -> Result<Done, AppError> {
         let id = command.flight_id;
-        self.run(&self.flights, id, command, context).await
+        // Flights scheduled before events carried tags are not found by the
+        // rule's query: their stream is (unless this is a retry of the
+        // command that created it, which the decider answers as it was).
+        let store_error = |e: StoreError| AppError::from_execute::<FlightError>(e.into());
+        let exists = self
+            .store
+            .stream_version(&Flight::stream_id(&id))
+            .await
+            .map_err(store_error)?
+            > 0;
+        if exists {
+            let retried = match context.command_id {
+                Some(command) => self
+                    .store
+                    .command_outcome(command)
+                    .await
+                    .map_err(store_error)?
+                    .is_some(),
+                None => false,
+            };
+            if !retried {
+                return Err(DomainError::from(FlightError::AlreadyScheduled).into());
+            }
+        }
+        let done = Decider::new(self.store.clone())
+            .max_attempts(20)
+            .execute_with(command, context)
+            .await
+            .map_err(AppError::from_execute)?;
+        Ok(Done {
+            id,
+            position: done.position,
+            stream_version: done.stream_version,
+        })
     }
 
     /// Moves a flight.
@@ -445,6 +485,7 @@ impl From<FlightError> for DomainError {
         let (kind, code) = match &error {
             FlightError::NotFound => (NotFound, "flight_not_found"),
             FlightError::AlreadyScheduled => (Conflict, "flight_exists"),
+            FlightError::NumberTaken { .. } => (Conflict, "flight_number_taken"),
             FlightError::Cancelled => (Rule, "flight_cancelled"),
             FlightError::SameAirport(_) => (Invalid, "same_airport"),
             FlightError::ArrivalBeforeDeparture { .. } => (Invalid, "arrival_before_departure"),

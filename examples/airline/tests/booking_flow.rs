@@ -55,7 +55,7 @@ impl World {
         let id = Uuid::now_v7();
         let command = ScheduleFlight {
             flight_id: id,
-            flight_number: "AN123".parse().unwrap(),
+            flight_number: next_number(),
             from: "JFK".parse().unwrap(),
             to: "LHR".parse().unwrap(),
             departure: "2026-12-01T18:00:00Z".parse().unwrap(),
@@ -457,4 +457,12 @@ async fn a_refund_of_a_charge_that_never_happened_is_recorded_by_the_saga() {
     let saga = w.types_in(&format!("booking_saga-{booking}")).await;
     assert!(saga.contains(&"NothingCharged".to_string()), "{saga:?}");
     assert_eq!(w.seats_left(flight).await, 4);
+}
+
+/// A flight number no other flight of this test process has: a number
+/// flies once a day.
+fn next_number() -> airline::values::FlightNumber {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(100);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("AN{n}").parse().expect("a flight number")
 }

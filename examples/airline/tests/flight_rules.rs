@@ -299,3 +299,35 @@ fn unknown_event_types_are_named() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_racing_schedules_of_one_number_on_one_day_exactly_one_wins() {
+    use std::sync::Arc;
+
+    let airline = Arc::new(airline::app::Airline::new(
+        annals::memory::MemoryStore::new(),
+        Arc::new(airline::booking::SimulatedPayments::new()),
+    ));
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let airline = Arc::clone(&airline);
+            tokio::spawn(async move {
+                let command = schedule(Uuid::now_v7(), 100);
+                airline
+                    .schedule_flight(command, annals::CommandContext::default())
+                    .await
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => won += 1,
+            Err(error) => assert!(
+                error.to_string().contains("already scheduled on"),
+                "{error}"
+            ),
+        }
+    }
+    assert_eq!(won, 1);
+}

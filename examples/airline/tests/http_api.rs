@@ -234,7 +234,10 @@ async fn bad_input_is_refused_with_its_status_and_code_and_writes_nothing() {
     use StatusCode as S;
     let app = test_app(Backend::from_env()).await;
     let (flight, _) = app.schedule(&example_flight()).await;
-    let (cancelled, _) = app.schedule(&example_flight()).await;
+    // Another number: a number flies once a day.
+    let (cancelled, _) = app
+        .schedule(&flight_with("flight_number", json!("AN124")))
+        .await;
     app.post(
         &format!("/flights/{cancelled}/cancel"),
         Some(ADMIN),
@@ -751,7 +754,9 @@ async fn an_idempotency_key_runs_a_command_once() {
 async fn cancel_commands_take_an_empty_body_or_a_reason() {
     let app = test_app(Backend::from_env()).await;
     let (a, _) = app.schedule(&example_flight()).await;
-    let (b, _) = app.schedule(&example_flight()).await;
+    let (b, _) = app
+        .schedule(&flight_with("flight_number", json!("AN124")))
+        .await;
     let reply = app
         .request(
             Method::POST,
@@ -1127,4 +1132,21 @@ async fn the_openapi_document_lists_every_route_and_matches_the_json() {
     let booking = settled_booking(&app, accepted.json["id"].as_str().unwrap()).await;
     // `reason` is documented and present on a cancelled booking.
     assert_eq!(schema_properties(&doc, "Booking"), keys(&booking));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flight_number_flies_once_a_day() {
+    let app = test_app(Backend::from_env()).await;
+    app.schedule(&example_flight()).await;
+    // Another flight, the same number, the same day: refused, nothing written.
+    let again = app.post("/flights", Some(ADMIN), &example_flight()).await;
+    again.expect(StatusCode::CONFLICT);
+    assert_eq!(again.error_code(), "flight_number_taken");
+    // The next day, or another number the same day: scheduled.
+    let next_day = flight_with("departure", json!("2026-12-02T18:00:00Z"));
+    let mut next_day = next_day;
+    next_day["arrival"] = json!("2026-12-03T06:00:00Z");
+    app.schedule(&next_day).await;
+    app.schedule(&flight_with("flight_number", json!("AN125")))
+        .await;
 }

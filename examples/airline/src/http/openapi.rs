@@ -159,7 +159,8 @@ pub(super) struct Unauthorized(ErrorBody);
 pub(super) struct Forbidden(ErrorBody);
 
 /// `conflict`: a concurrent change to the same resource won; retry. Creating commands also
-/// answer `flight_exists` or `booking_exists`.
+/// answer `flight_exists` or `booking_exists`, and `POST /flights` answers
+/// `flight_number_taken` for a number that already flies on that departure day.
 #[derive(ToResponse)]
 pub(super) struct Conflict(ErrorBody);
 

@@ -44,7 +44,7 @@ const SETTLE: Duration = Duration::from_secs(20);
 async fn flight(airline: &Airline<MemoryStore>, seats: u32) -> Uuid {
     let command = ScheduleFlight {
         flight_id: Uuid::now_v7(),
-        flight_number: "AN42".parse().expect("a flight number"),
+        flight_number: next_number(),
         from: "LIS".parse().expect("an airport"),
         to: "MAD".parse().expect("an airport"),
         departure: "2027-05-01T07:00:00Z".parse().expect("a time"),
@@ -530,4 +530,12 @@ async fn an_event_that_does_not_decode_is_reported() {
     };
     assert_eq!((stream_id, *stream_version), (&stream, done.stream_version));
     assert!(error.contains("SeatsSold"), "{error}");
+}
+
+/// A flight number no other flight of this test process has: a number
+/// flies once a day.
+fn next_number() -> crate::values::FlightNumber {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(100);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("AN{n}").parse().expect("a flight number")
 }

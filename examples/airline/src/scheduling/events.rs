@@ -1,11 +1,17 @@
 //! What happens to a flight.
 
 use annals::{DomainEvent, UpcastError};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::values::{AirportCode, FlightNumber, Money};
+
+/// The tag of a flight number on a departure day (UTC):
+/// `flight_number:AN123@2026-12-01`.
+pub fn number_day_tag(number: &FlightNumber, day: NaiveDate) -> String {
+    format!("flight_number:{number}@{day}")
+}
 
 /// The events of the Flight aggregate.
 #[derive(Debug, Clone, PartialEq, DomainEvent)]
@@ -13,9 +19,16 @@ pub enum FlightEvent {
     /// A flight was put on the schedule.
     ///
     /// v1 stored the price as `price_cents` (always US dollars); v2 stores [`Money`].
-    #[event(version = 2, upcast(v1 = price_cents_to_money))]
+    /// Tagged with the flight (`flight:<id>`) and its number on its departure
+    /// day ([`number_day_tag`]), which the scheduling rule queries.
+    #[event(
+        version = 2,
+        upcast(v1 = price_cents_to_money),
+        tag = number_day_tag(flight_number, departure.date_naive())
+    )]
     FlightScheduled {
         /// The flight's id.
+        #[tag("flight")]
         flight_id: Uuid,
         /// Marketing flight number.
         flight_number: FlightNumber,

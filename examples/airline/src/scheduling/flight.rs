@@ -38,6 +38,14 @@ pub enum FlightError {
     /// Scheduling a flight id twice.
     #[error("the flight is already scheduled")]
     AlreadyScheduled,
+    /// The flight number already flies that day.
+    #[error("flight number {number} is already scheduled on {day}")]
+    NumberTaken {
+        /// The flight number.
+        number: FlightNumber,
+        /// The departure day (UTC).
+        day: chrono::NaiveDate,
+    },
     /// The flight is cancelled.
     #[error("the flight is cancelled")]
     Cancelled,

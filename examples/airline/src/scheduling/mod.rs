@@ -5,9 +5,11 @@
 mod commands;
 mod events;
 mod flight;
+mod schedule;
 
 pub use commands::{
     CancelFlight, ChangePrice, ReleaseSeats, RescheduleFlight, ReserveSeats, ScheduleFlight,
 };
-pub use events::FlightEvent;
+pub use events::{FlightEvent, number_day_tag};
 pub use flight::{Flight, FlightError, FlightStatus, MAX_SEATS};
+pub use schedule::{FlightScheduledOnce, NumberOnDay};
