@@ -18,7 +18,13 @@
 //! 5. a command that decides nothing, through a `Repository`: on a kept state
 //!    (`Repository::cache`, which confirms it with one read of what the stream
 //!    holds after it) and on a state loaded each time, next to a raw round
-//!    trip (`SELECT 1`): p50 and p99 latency.
+//!    trip (`SELECT 1`): p50 and p99 latency;
+//! 6. conditional single-event appends (`append_if`, a one-tag condition that
+//!    holds) by 8 writers, next to the same tagged events appended
+//!    unconditionally, in alternating rounds;
+//! 7. a decision over a 1,000-event query (`read_query`, decoded and folded
+//!    by a `Decider`), next to `read_stream` of the same 1,000 events: p50
+//!    and p99 latency.
 //!
 //! The raw baseline table is `LIKE annals_events INCLUDING ALL` (same columns,
 //! defaults, constraints and indexes). Store and baseline phases alternate in
@@ -185,6 +191,28 @@ async fn run(options: &PgConnectOptions) -> Result<(), BoxError> {
 
     // 5. A command that decides nothing.
     noop_commands(&store, options).await?;
+
+    // 6. Conditional appends.
+    let (mut plain, mut conditional) = (0, 0);
+    for round in 0..ROUNDS {
+        plain += tagged_appends(&store, round, false).await?;
+        conditional += tagged_appends(&store, round, true).await?;
+    }
+    let seconds = ROUND.as_secs_f64() * ROUNDS as f64;
+    println!();
+    println!("single-event appends with one tag, {SINGLE_WRITERS} writers:");
+    println!(
+        "  unconditional (append_with)            {:>9.0} events/s",
+        plain as f64 / seconds
+    );
+    println!(
+        "  conditional, one-tag condition (append_if) {:>9.0} events/s  {:>5.1} % of unconditional   (target >= 80 %)",
+        conditional as f64 / seconds,
+        100.0 * conditional as f64 / plain.max(1) as f64
+    );
+
+    // 7. A decision over a 1,000-event query.
+    decision_reads(&store).await?;
     store.close().await;
     Ok(())
 }
@@ -267,6 +295,184 @@ async fn noop_commands(store: &PgEventStore, options: &PgConnectOptions) -> Resu
         );
     }
     raw.close().await?;
+    Ok(())
+}
+
+/// Section 6: `SINGLE_WRITERS` writers append single events, each with a
+/// tag of its own, conditionally (a condition on that tag, which holds) or
+/// not, for a round; returns the events written.
+async fn tagged_appends(
+    store: &PgEventStore,
+    round: usize,
+    conditional: bool,
+) -> Result<u64, BoxError> {
+    let kind = if conditional { "if" } else { "plain" };
+    for_a_round(SINGLE_WRITERS, |w, stop, written| {
+        let store = store.clone();
+        async move {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let tag = format!("claim:{kind}-{round}-{w}-{i}");
+                let stream = format!("claims-{kind}-{round}-{w}");
+                let mut e = event();
+                e.tags = vec![tag.clone()];
+                if conditional {
+                    let condition = annals::AppendCondition {
+                        fail_if_events_match: annals::Query::new()
+                            .or(annals::QueryItem::tagged([tag])),
+                        after: None,
+                    };
+                    store
+                        .append_if(
+                            &stream,
+                            vec![e],
+                            condition,
+                            annals::AppendOptions::default(),
+                        )
+                        .await?;
+                } else {
+                    store.append(&stream, ExpectedVersion::Any, vec![e]).await?;
+                }
+                i += 1;
+                written.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// A state that folds every event of one tag, counting them.
+struct Tally {
+    tag: String,
+    seen: u64,
+}
+
+impl annals::decision::DecisionState for Tally {
+    type Event = Untyped;
+    fn query(&self) -> annals::Query {
+        annals::Query::new().or(annals::QueryItem::tagged([self.tag.clone()]))
+    }
+    fn apply(&mut self, _: &Untyped) {
+        self.seen += 1;
+    }
+}
+
+/// Any event, its payload decoded into a JSON tree (what a fold that reads
+/// every field pays).
+#[derive(Debug)]
+struct Untyped;
+
+impl annals::DomainEvent for Untyped {
+    const TYPES: &'static [annals::EventType] = &[];
+    fn event_type(&self) -> &'static str {
+        "Untyped"
+    }
+    fn schema_version(&self) -> u32 {
+        1
+    }
+    fn encode(&self) -> Result<Payload, annals::EventError> {
+        Ok(Payload::from(json!({})))
+    }
+    fn decode(_: &str, _: u32, payload: &Payload) -> Result<Self, annals::EventError> {
+        let _: serde_json::Value =
+            payload
+                .decode()
+                .map_err(|source| annals::EventError::Decode {
+                    event_type: "Untyped".into(),
+                    schema_version: 1,
+                    source,
+                })?;
+        Ok(Untyped)
+    }
+}
+
+/// Reads a tag's events and decides nothing.
+struct CountTag(String);
+
+impl annals::decision::Decision for CountTag {
+    type State = Tally;
+    type Event = Untyped;
+    type Error = std::convert::Infallible;
+    fn state(&self) -> Tally {
+        Tally {
+            tag: self.0.clone(),
+            seen: 0,
+        }
+    }
+    fn stream(&self) -> String {
+        "decision-reads".into()
+    }
+    fn decide(&self, state: &Tally) -> Result<Vec<Untyped>, std::convert::Infallible> {
+        debug_assert_eq!(state.seen, READ_STREAM_EVENTS as u64);
+        Ok(vec![])
+    }
+}
+
+/// Section 7: a decision over 1,000 events against `read_stream` of them.
+async fn decision_reads(store: &PgEventStore) -> Result<(), BoxError> {
+    let stream = "tagged-1000";
+    let tag = "bench:decision-reads";
+    for chunk in 0..READ_STREAM_EVENTS / BATCH_SIZE {
+        let mut batch = events(BATCH_SIZE);
+        for e in &mut batch {
+            e.tags = vec![tag.to_owned()];
+        }
+        store
+            .append(
+                stream,
+                ExpectedVersion::Exact((chunk * BATCH_SIZE) as u64),
+                batch,
+            )
+            .await?;
+    }
+    let decider = annals::decision::Decider::new(store.clone());
+    let mut samples: [Vec<Duration>; 3] = Default::default();
+    for i in 0..READ_SAMPLES * 3 + 30 {
+        let started = Instant::now();
+        match i % 3 {
+            0 => {
+                let read = store.read_stream(stream, 1, READ_STREAM_EVENTS).await?;
+                if read.len() != READ_STREAM_EVENTS {
+                    return Err("read_stream read too few".into());
+                }
+            }
+            1 => {
+                let query = annals::Query::new().or(annals::QueryItem::tagged([tag]));
+                let read = store
+                    .read_query(&query, Position::START, READ_STREAM_EVENTS + 1)
+                    .await?;
+                if read.len() != READ_STREAM_EVENTS {
+                    return Err(format!("read_query read {} events", read.len()).into());
+                }
+            }
+            _ => {
+                decider.execute(CountTag(tag.to_owned())).await?;
+            }
+        }
+        if i >= 30 {
+            samples[i % 3].push(started.elapsed());
+        }
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!();
+    println!("reading 1,000 events ({READ_SAMPLES} each, interleaved):");
+    for (name, mut latencies) in [
+        "read_stream of their stream",
+        "read_query of their tag",
+        "decision: read_query, decode, fold",
+    ]
+    .into_iter()
+    .zip(samples)
+    {
+        latencies.sort();
+        let n = latencies.len();
+        println!(
+            "  {name:<36} p50 {:.2} ms   p99 {:.2} ms",
+            ms(latencies[n / 2]),
+            ms(latencies[n * 99 / 100])
+        );
+    }
     Ok(())
 }
 
