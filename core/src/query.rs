@@ -11,7 +11,7 @@
 //!
 //! // Flights scheduled under AN123 on 2026-12-01, or any event of that flight.
 //! let query = Query::new()
-//!     .or(QueryItem::types(["FlightScheduled"]).tagged(["flight_number:AN123@2026-12-01"]))
+//!     .or(QueryItem::types(["FlightScheduled"]).and_tagged(["flight_number:AN123@2026-12-01"]))
 //!     .or(QueryItem::tagged(["flight:0193"]));
 //! assert!(query.matches("FlightScheduled", &["flight_number:AN123@2026-12-01".into()]));
 //! assert!(query.matches("PriceChanged", &["flight:0193".into(), "other".into()]));

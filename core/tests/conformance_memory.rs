@@ -3,9 +3,9 @@
 
 use std::panic::AssertUnwindSafe;
 
-use annals::ExpectedVersion;
 use annals::memory::MemoryStore;
 use annals::testing::{Faulty, conformance};
+use annals::{AppendCondition, ExpectedVersion, Query};
 use futures::FutureExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -35,6 +35,9 @@ async fn cases_run_alone() {
     conformance::idempotent_command(&store).await;
     conformance::repository_retries_conflicts(&store).await;
     assert!(conformance::CASES.contains(&"subscribe_with_concurrent_writers"));
+    conformance::dcb_append_if_fails_at_the_first_match(&store).await;
+    conformance::dcb_decider_combines_states(&store).await;
+    assert!(conformance::CASES.contains(&"dcb_concurrent_claims_have_one_winner"));
     conformance::claim_takes_due_deadlines_earliest_first(&store).await;
     assert!(
         conformance::PROJECTION_STORE_CASES.contains(&"concurrent_claims_never_share_a_deadline")
@@ -62,6 +65,11 @@ enum Fault {
     DropsEvents,
     /// `read_all` (and so `subscribe`) returns the first event of every page twice.
     DuplicatesEvents,
+    /// `append_if` appends whatever its condition.
+    IgnoresAppendCondition,
+    /// `append_if` checks its condition against the whole log, not only
+    /// after the position given.
+    IgnoresConditionPosition,
 }
 
 /// A `MemoryStore` with one deliberate bug.
@@ -80,13 +88,28 @@ fn broken(fault: Fault) -> Faulty<MemoryStore> {
             }
             events
         }),
+        Fault::IgnoresAppendCondition => store.rewrite_append_if(|condition| AppendCondition {
+            fail_if_events_match: Query::new(),
+            ..condition
+        }),
+        Fault::IgnoresConditionPosition => store.rewrite_append_if(|condition| AppendCondition {
+            after: None,
+            ..condition
+        }),
     }
     store
 }
 
 /// Runs the whole suite against a broken store; returns the failure report.
 async fn suite_failure(fault: Fault) -> String {
-    let outcome = AssertUnwindSafe(conformance::run(move || async move { broken(fault) }))
+    cases_failure(fault, |_| true).await
+}
+
+/// Runs the cases `select` accepts against a broken store; returns the
+/// failure report.
+async fn cases_failure(fault: Fault, select: fn(&str) -> bool) -> String {
+    let factory = move || async move { broken(fault) };
+    let outcome = AssertUnwindSafe(conformance::run_matching(factory, select))
         .catch_unwind()
         .await;
     match outcome {
@@ -136,5 +159,50 @@ async fn suite_fails_a_store_whose_log_repeats_events() {
         "subscribe_with_concurrent_writers",
     ] {
         assert!(report.contains(case), "{case} did not fail:\n{report}");
+    }
+}
+
+fn dcb_case(case: &str) -> bool {
+    case.starts_with("dcb_")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dcb_cases_fail_a_store_that_ignores_append_conditions() {
+    let report = cases_failure(Fault::IgnoresAppendCondition, dcb_case).await;
+    for case in [
+        "dcb_append_if_fails_at_the_first_match",
+        "dcb_append_if_after_bounds_the_condition",
+        "dcb_append_if_is_idempotent",
+        "dcb_concurrent_claims_have_one_winner",
+        "dcb_decider_decides_again_after_a_conflict",
+    ] {
+        assert!(report.contains(case), "{case} did not fail:\n{report}");
+    }
+    for case in [
+        "dcb_tags_round_trip",
+        "dcb_read_query_matches_types_and_tags",
+    ] {
+        assert!(!report.contains(case), "{case} failed:\n{report}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dcb_cases_fail_a_store_that_ignores_the_condition_position() {
+    let report = cases_failure(Fault::IgnoresConditionPosition, dcb_case).await;
+    for case in [
+        "dcb_append_if_succeeds_when_nothing_matches",
+        "dcb_append_if_fails_at_the_first_match",
+        "dcb_append_if_after_bounds_the_condition",
+        "dcb_append_if_is_idempotent",
+        "dcb_concurrent_reservations_respect_capacity",
+        "dcb_decider_decides_again_after_a_conflict",
+    ] {
+        assert!(report.contains(case), "{case} did not fail:\n{report}");
+    }
+    for case in [
+        "dcb_concurrent_claims_have_one_winner",
+        "dcb_decider_command_idempotency",
+    ] {
+        assert!(!report.contains(case), "{case} failed:\n{report}");
     }
 }

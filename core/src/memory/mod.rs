@@ -27,6 +27,7 @@
 //!     schema_version: 1,
 //!     payload: json!({ "seat": "12A" }).into(),
 //!     metadata: Metadata::default().actor("alice"),
+//!     tags: vec!["seat:12A".into()],
 //! };
 //!
 //! let done = store

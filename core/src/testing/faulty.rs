@@ -52,6 +52,7 @@ pub enum Operation {
 
 type ReadRewrite = dyn Fn(Vec<RecordedEvent>, usize) -> Vec<RecordedEvent> + Send + Sync;
 type AppendRewrite = dyn Fn(ExpectedVersion) -> ExpectedVersion + Send + Sync;
+type ConditionRewrite = dyn Fn(AppendCondition) -> AppendCondition + Send + Sync;
 
 /// Wraps a store and passes every call through, except for the faults it
 /// is told to inject; counts every call. Clones share their faults.
@@ -86,6 +87,7 @@ struct Faults {
     calls: HashMap<Operation, u64>,
     read_all: Option<Arc<ReadRewrite>>,
     append: Option<Arc<AppendRewrite>>,
+    append_if: Option<Arc<ConditionRewrite>>,
 }
 
 impl<S> Faulty<S> {
@@ -139,6 +141,15 @@ impl<S> Faulty<S> {
         rewrite: impl Fn(ExpectedVersion) -> ExpectedVersion + Send + Sync + 'static,
     ) {
         self.faults().append = Some(Arc::new(rewrite));
+    }
+
+    /// Rewrites the condition of every conditional append (a store that
+    /// ignores it, or checks it from the wrong position, say).
+    pub fn rewrite_append_if(
+        &self,
+        rewrite: impl Fn(AppendCondition) -> AppendCondition + Send + Sync + 'static,
+    ) {
+        self.faults().append_if = Some(Arc::new(rewrite));
     }
 
     /// How many times `operation` was called, failed calls included.
@@ -279,6 +290,11 @@ impl<S: EventStore + Clone> EventStore for Faulty<S> {
         options: AppendOptions,
     ) -> Result<Appended, StoreError> {
         self.enter(Operation::AppendIf)?;
+        let rewrite = self.faults().append_if.clone();
+        let condition = match rewrite {
+            Some(rewrite) => rewrite(condition),
+            None => condition,
+        };
         self.inner
             .append_if(stream, events, condition, options)
             .await

@@ -9,7 +9,7 @@ mod given_when_then;
 mod runner;
 mod wait;
 
-pub use events::new_event;
+pub use events::{new_event, tagged_event};
 pub use faulty::{Faulty, Operation};
 pub use given_when_then::{Given, When, given};
 pub use runner::fast_runner_options;

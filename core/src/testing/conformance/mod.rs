@@ -51,6 +51,15 @@
 //! - Snapshots and checkpoints: saved, replaced and loaded per stream or name.
 //! - A [`Repository`] over the store: execution, retry on conflict,
 //!   idempotent commands, snapshots.
+//! - Dynamic consistency boundaries (the `dcb_` cases): tags stored and read
+//!   back untouched, invalid tags refused; [`EventStore::read_query`]
+//!   semantics (types OR'd, tags AND'd within an item, items OR'd) and
+//!   paging; [`EventStore::append_if`] conditions that pass, fail at the
+//!   first matching event after `after` and write nothing, idempotent
+//!   retries, racing claims and reservations; a [`Decider`] over the store
+//!   (appends, refusals, decisions of nothing, retries after a conflict,
+//!   combined states, command ids). Select them with
+//!   `run_matching(factory, |case| case.starts_with("dcb_"))`.
 //!
 //! # What the projection store suite covers ([`PROJECTION_STORE_CASES`])
 //!
@@ -65,10 +74,12 @@
 //!   dead-lettered, and dead letters revived by a retry request.
 //!
 //! [`Repository`]: crate::repository::Repository
+//! [`Decider`]: crate::decision::Decider
 //! [`AppendLimits::default`]: crate::store::AppendLimits::default
 //! [`ExpectedVersion`]: crate::store::ExpectedVersion
 
 mod append;
+mod dcb;
 mod deadlines;
 mod helpers;
 mod idempotency;
@@ -80,6 +91,7 @@ mod subscriptions;
 
 // A section's public functions are its cases, registered below.
 pub use append::*;
+pub use dcb::*;
 pub use deadlines::*;
 pub use idempotency::*;
 pub use projection_store::*;
@@ -167,6 +179,23 @@ suite! {
         repository_retries_conflicts,
         repository_command_idempotency,
         repository_snapshots,
+        dcb_tags_round_trip,
+        dcb_invalid_tags_are_refused,
+        dcb_read_query_matches_types_and_tags,
+        dcb_read_query_all_and_nothing,
+        dcb_read_query_pages_with_after_and_limit,
+        dcb_append_if_succeeds_when_nothing_matches,
+        dcb_append_if_fails_at_the_first_match,
+        dcb_append_if_after_bounds_the_condition,
+        dcb_append_if_is_idempotent,
+        dcb_concurrent_claims_have_one_winner,
+        dcb_concurrent_disjoint_claims_all_succeed,
+        dcb_concurrent_reservations_respect_capacity,
+        dcb_decider_appends_refuses_and_decides_nothing,
+        dcb_decider_decides_again_after_a_conflict,
+        dcb_decider_concurrent_claims_have_one_winner,
+        dcb_decider_combines_states,
+        dcb_decider_command_idempotency,
     ]
 }
 
