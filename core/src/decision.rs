@@ -88,9 +88,13 @@ pub trait DecisionState: Send {
     fn apply(&mut self, event: &Self::Event);
 
     /// Folds a recorded event: decodes and applies it when it matches this
-    /// state's query, ignores it otherwise.
+    /// state's query and is one of its event types, ignores it otherwise (a
+    /// query by tag alone may match events of other enums).
     fn fold(&mut self, recorded: &RecordedEvent) -> Result<(), EventError> {
-        if self.query().matches(&recorded.event_type, &recorded.tags) {
+        let known = <Self::Event as DomainEvent>::TYPES
+            .iter()
+            .any(|t| t.name == recorded.event_type);
+        if known && self.query().matches(&recorded.event_type, &recorded.tags) {
             self.apply(&recorded.decode::<Self::Event>()?);
         }
         Ok(())

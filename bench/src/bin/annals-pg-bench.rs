@@ -358,13 +358,16 @@ impl annals::decision::DecisionState for Tally {
     }
 }
 
-/// Any event, its payload decoded into a JSON tree (what a fold that reads
-/// every field pays).
+/// The bench's `SeatsReserved` events, each payload decoded into a JSON tree
+/// (what a fold that reads every field pays).
 #[derive(Debug)]
 struct Untyped;
 
 impl annals::DomainEvent for Untyped {
-    const TYPES: &'static [annals::EventType] = &[];
+    const TYPES: &'static [annals::EventType] = &[annals::EventType {
+        name: "SeatsReserved",
+        version: 1,
+    }];
     fn event_type(&self) -> &'static str {
         "Untyped"
     }
