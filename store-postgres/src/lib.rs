@@ -22,6 +22,7 @@
 //!     schema_version: 1,
 //!     payload: json!({ "flight_number": "AN123" }).into(),
 //!     metadata: Metadata::default().actor("ops"),
+//!     tags: vec!["flight_number:AN123".into()],
 //! };
 //! let appended = store
 //!     .append("flight-1", ExpectedVersion::NoStream, vec![event])
@@ -210,19 +211,22 @@ mod migrate;
 pub mod notify;
 mod options;
 mod projection;
+mod query;
 mod read;
 mod snapshot;
 mod store;
 mod subscription;
 mod xid;
 
+pub use append::conditional::AppendIfTimeout;
 pub use error::PgError;
 pub use handle::PgEventStore;
 pub use log_lag::{LogLag, RunningTransaction};
 pub use migrate::migrations;
 pub use notify::NotifyMode;
 pub use options::{
-    DEFAULT_APPLICATION_NAME, DEFAULT_CHANNEL, DEFAULT_LISTENER_APPLICATION_NAME, PgStoreOptions,
+    DEFAULT_APPEND_IF_TIMEOUT, DEFAULT_APPLICATION_NAME, DEFAULT_CHANNEL,
+    DEFAULT_LISTENER_APPLICATION_NAME, PgStoreOptions,
 };
 /// The `sqlx` crate this one is built on (its pool, connect options and
 /// transactions are part of this crate's API).
