@@ -100,11 +100,14 @@ hit AS (
         (SELECT o.transaction_id, o.global_position
            FROM unnest(i.types) AS ty(event_type)
           CROSS JOIN LATERAL (
-              SELECT e.transaction_id, e.global_position
-                FROM annals_events e
-               WHERE e.event_type = ty.event_type
-                 AND (e.transaction_id, e.global_position) > (i.after_tx, i.after_gp)
-               ORDER BY e.transaction_id, e.global_position
+              SELECT t.transaction_id, t.global_position
+                FROM (SELECT e.transaction_id, e.global_position
+                        FROM annals_events e
+                       WHERE e.event_type = ty.event_type
+                         AND (e.transaction_id, e.global_position) > (i.after_tx, i.after_gp)
+                       ORDER BY e.transaction_id, e.global_position
+                      OFFSET 0) t
+               ORDER BY t.transaction_id, t.global_position
                LIMIT 1) o
           WHERE cardinality(i.tags) = 0)
         UNION ALL

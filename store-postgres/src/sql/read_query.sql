@@ -13,7 +13,11 @@
 --     log order and filtering every row (which a LIMIT makes look cheap), and
 --     from intersecting with a bitmap of every position after $1, $2 (as
 --     large as the log): the cost follows the tags' events, not the log;
---   * types only: annals_events_type_idx, one ordered range scan per type;
+--   * types only: annals_events_type_idx, one ordered range scan per type,
+--     stopped by the LIMIT. The fence plans the scan as if it read every
+--     event of the type (where the type index wins); without it, the LIMIT
+--     makes walking the primary key in log order and filtering look cheaper,
+--     and a rare type would be searched for through the whole log;
 --   * neither (every event): the primary key, in order.
 -- The branches of the other shapes stop at their one-time filter.
 WITH item AS MATERIALIZED (
@@ -44,12 +48,15 @@ found AS (
         (SELECT o.transaction_id, o.global_position
            FROM unnest(i.types) AS ty(event_type)
           CROSS JOIN LATERAL (
-              SELECT e.transaction_id, e.global_position
-                FROM annals_events e
-               WHERE e.event_type = ty.event_type
-                 AND (e.transaction_id, e.global_position) > ($1, $2)
-                 AND e.transaction_id < b.xmin
-               ORDER BY e.transaction_id, e.global_position
+              SELECT t.transaction_id, t.global_position
+                FROM (SELECT e.transaction_id, e.global_position
+                        FROM annals_events e
+                       WHERE e.event_type = ty.event_type
+                         AND (e.transaction_id, e.global_position) > ($1, $2)
+                         AND e.transaction_id < b.xmin
+                       ORDER BY e.transaction_id, e.global_position
+                      OFFSET 0) t
+               ORDER BY t.transaction_id, t.global_position
                LIMIT $3) o
           WHERE cardinality(i.tags) = 0)
         UNION ALL
