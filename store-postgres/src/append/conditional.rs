@@ -328,18 +328,19 @@ impl<'a> Params<'a> {
 
 /// Runs conditional appends in one transaction (see the [module
 /// documentation](self)): what became of each, in order. `hold[k]`: check
-/// the `k`th append but do not write it. Gives up waiting at `deadline`.
+/// the `k`th append but do not write it. Gives up waiting once the timeout
+/// has passed since `started`.
 pub(crate) async fn transaction(
     env: &Env<'_>,
     members: &[Member],
     hold: &[bool],
-    deadline: Instant,
+    started: Instant,
 ) -> Result<Vec<Settled>, Failure> {
+    let deadline = started + env.timeout;
     let params = Params::new(members, hold);
     let mut conn = env.conns.get().await?;
     let result = async {
         let mut tx = conn.begin().await?;
-        let started = Instant::now();
         let mut full = members.iter().map(Member::payload_bytes).sum::<usize>() <= SEND_AT_ONCE;
         let mut pause = FIRST_PAUSE;
         let rows = loop {
@@ -460,16 +461,15 @@ fn settled(row: &PgRow) -> Result<Settled, sqlx::Error> {
 /// time is up.
 pub(crate) async fn append_alone(env: &Env<'_>, member: Member) -> Result<Appended, StoreError> {
     let started = Instant::now();
-    let deadline = started + env.timeout;
     let (mut races, mut reconnects) = (0, 0);
     loop {
-        let result = transaction(env, std::slice::from_ref(&member), &[false], deadline).await;
+        let result = transaction(env, std::slice::from_ref(&member), &[false], started).await;
         match result {
             Ok(mut settled) => match settled.pop() {
                 Some(Settled::Written { appended, .. }) => return Ok(appended),
                 Some(Settled::Answered(answer)) => return answer,
                 Some(Settled::Again | Settled::Held) | None => {
-                    if Instant::now() >= deadline {
+                    if started.elapsed() >= env.timeout {
                         return Err(StoreError::Unavailable(Box::new(
                             AppendIfTimeout::StreamBusy {
                                 stream: member.stream.clone(),

@@ -271,8 +271,7 @@ async fn write(shared: &Shared, members: Vec<Member>) -> Vec<Grouped> {
         ended: &shared.ended,
         timeout: shared.timeout,
     };
-    let deadline = Instant::now() + shared.timeout;
-    let settled = match transaction(&env, &members, &hold, deadline).await {
+    let settled = match transaction(&env, &members, &hold, Instant::now()).await {
         Ok(settled) => settled,
         Err(Failure::TimedOut(timeout)) => {
             return members
