@@ -9,7 +9,7 @@
 -- A constant default: adding the column rewrites nothing.
 ALTER TABLE annals_events ADD COLUMN tags text[] NOT NULL DEFAULT '{}';
 
-CREATE INDEX annals_events_tags_idx ON annals_events USING gin (tags);
+CREATE INDEX annals_events_tags_idx ON annals_events USING gin (tags) WITH (fastupdate = off);
 
 -- The append function of 0002, with the events' tags (p_tags: one jsonb
 -- array of strings per event). The body is 0002's but for the tags column.

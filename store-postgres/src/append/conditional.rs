@@ -96,14 +96,22 @@ use crate::query::Items;
 use crate::xid::{self, Xid8};
 
 const APPEND_IF: &str = include_str!("../sql/append_if.sql");
+/// The transaction of conditional appends plans its statements generically:
+/// the statement's plan does not depend on its values (its index choices are
+/// made per query item at run time), and planning it anew (what PostgreSQL
+/// keeps doing when a generic plan's estimates, made for arrays of unknown
+/// length, look costlier than a custom plan for one append) costs more than
+/// running it.
+const BEGIN: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan";
 const POLL: &str = "SELECT pg_snapshot_xmin(pg_current_snapshot()) >= pg_current_xact_id()";
 
 /// The first pause between polls of the wait, doubled up to [`MAX_PAUSE`].
 const FIRST_PAUSE: Duration = Duration::from_micros(100);
 const MAX_PAUSE: Duration = Duration::from_millis(2);
-/// Up to this many bytes of payload, the first statement is the full one
-/// (it may answer at once); beyond, a bare poll first, so that a transaction
-/// that must wait does not send the batch twice.
+/// Up to this many bytes of payload, the first statement of a transaction is
+/// the full one (it answers at once when there is nothing to wait for);
+/// beyond, a bare poll first, so that a transaction that must wait does not
+/// send the batch twice.
 const SEND_AT_ONCE: usize = 16 * 1024;
 /// How often a conditional append runs again after losing a race (a unique
 /// violation: a concurrent append of its ids or command id, then answered
@@ -145,10 +153,6 @@ impl Member {
         condition
             .fail_if_events_match
             .matches(&self.batch.types[place], &self.batch.tags[place].0)
-    }
-
-    fn payload_bytes(&self) -> usize {
-        self.batch.payloads.iter().map(|p| p.0.json().len()).sum()
     }
 }
 
@@ -248,6 +252,7 @@ struct Params<'a> {
     metadata: Vec<Json<&'a annals::Metadata>>,
     tags: Vec<Json<&'a Vec<String>>>,
     items: Items,
+    payload_bytes: usize,
 }
 
 impl<'a> Params<'a> {
@@ -269,6 +274,7 @@ impl<'a> Params<'a> {
             metadata: Vec::with_capacity(events),
             tags: Vec::with_capacity(events),
             items: Items::default(),
+            payload_bytes: 0,
         };
         for (k, member) in (1i32..).zip(members) {
             let batch = &member.batch;
@@ -289,6 +295,7 @@ impl<'a> Params<'a> {
                 params.types.push(&batch.types[event]);
                 params.schema_versions.push(batch.schema_versions[event]);
                 params.payloads.push(Json(&batch.payloads[event].0));
+                params.payload_bytes += batch.payloads[event].0.json().len();
                 params.metadata.push(Json(&batch.metadata[event].0));
                 params.tags.push(Json(&batch.tags[event].0));
             }
@@ -336,61 +343,72 @@ pub(crate) async fn transaction(
     hold: &[bool],
     started: Instant,
 ) -> Result<Vec<Settled>, Failure> {
-    let deadline = started + env.timeout;
     let params = Params::new(members, hold);
     let mut conn = env.conns.get().await?;
-    let result = async {
-        let mut tx = conn.begin().await?;
-        let mut full = members.iter().map(Member::payload_bytes).sum::<usize>() <= SEND_AT_ONCE;
-        let mut pause = FIRST_PAUSE;
-        let rows = loop {
-            // Listen before asking, so that an append ending meanwhile still
-            // wakes the wait below.
-            let mut ended = pin!(env.ended.notified());
-            ended.as_mut().enable();
-            if full {
-                let rows = params.run(&mut tx, env.channel).await?;
-                if !waits(&rows)? {
-                    break rows;
-                }
-                full = false;
-            } else if sqlx::query_scalar::<_, bool>(POLL)
-                .fetch_one(&mut *tx)
-                .await?
-            {
-                // The older transactions have ended, for good: the full
-                // statement will not wait.
-                full = true;
-                continue;
-            }
-            if Instant::now() >= deadline {
-                let oldest_transaction = oldest_transaction(&mut *tx).await?;
-                tx.rollback().await?;
-                return Err(Failure::TimedOut(AppendIfTimeout::HeldBack {
-                    waited: started.elapsed(),
-                    oldest_transaction,
-                }));
-            }
-            tokio::select! {
-                () = ended => {}
-                () = tokio::time::sleep(pause) => {}
-            }
-            pause = (pause * 2).min(MAX_PAUSE);
-        };
-        let settled = settle(&rows, members.len())?;
-        if settled.iter().any(|s| matches!(s, Settled::Written { .. })) {
-            tx.commit().await?;
-        } else {
-            tx.rollback().await?;
-        }
-        Ok(settled)
-    }
-    .await;
+    let result = run(env, &mut conn, &params, started).await;
+    // Conditional appends waiting for this transaction look again.
     env.ended.notify_waiters();
     if result.is_ok() {
         conn.release();
     }
     result
+}
+
+/// `BEGIN`, the statement, polls until the transactions older than this one
+/// have ended, the statement again, `COMMIT`.
+async fn run(
+    env: &Env<'_>,
+    conn: &mut sqlx::PgConnection,
+    params: &Params<'_>,
+    started: Instant,
+) -> Result<Vec<Settled>, Failure> {
+    let deadline = started + env.timeout;
+    let mut tx = conn.begin_with(BEGIN).await?;
+    // A large batch is sent once, when the wait is over; a small one at
+    // once, in case there is nothing to wait for.
+    let mut full = params.payload_bytes <= SEND_AT_ONCE;
+    let mut pause = FIRST_PAUSE;
+    let rows = loop {
+        // Listen before asking, so that an append ending meanwhile still
+        // wakes the wait below.
+        let mut ended = pin!(env.ended.notified());
+        ended.as_mut().enable();
+        if full {
+            let rows = params.run(&mut tx, env.channel).await?;
+            if !waits(&rows)? {
+                break rows;
+            }
+            full = false;
+        } else if sqlx::query_scalar::<_, bool>(POLL)
+            .fetch_one(&mut *tx)
+            .await?
+        {
+            // The older transactions have ended, for good: the full
+            // statement will not wait.
+            full = true;
+            continue;
+        }
+        if Instant::now() >= deadline {
+            let oldest_transaction = oldest_transaction(&mut tx).await?;
+            tx.rollback().await?;
+            return Err(Failure::TimedOut(AppendIfTimeout::HeldBack {
+                waited: started.elapsed(),
+                oldest_transaction,
+            }));
+        }
+        tokio::select! {
+            () = ended => {}
+            () = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(MAX_PAUSE);
+    };
+    let settled = settle(&rows, params.streams.len())?;
+    if settled.iter().any(|s| matches!(s, Settled::Written { .. })) {
+        tx.commit().await?;
+    } else {
+        tx.rollback().await?;
+    }
+    Ok(settled)
 }
 
 /// Whether the statement answered only that it must wait.

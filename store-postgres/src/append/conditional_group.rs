@@ -21,13 +21,15 @@
 //! when that earlier append was written, and runs again on its own when it
 //! was not (it was repeated, or failed, itself). The others are written.
 //!
-//! A group never holds two appends to one stream, nor two with the same
-//! command id or a shared event id (they would fail the statement as a
-//! whole): such an append waits for a later group. Whatever fails a group's
+//! Several appends of a group may go to one stream (a stream that many
+//! decisions write to would otherwise take one transaction per append); they
+//! follow each other in it in group order. A group never holds two appends
+//! with the same command id or a shared event id (they would fail the
+//! statement as a whole): such an append waits for a later group. Whatever fails a group's
 //! transaction as a whole (a racing duplicate id, a deadlock with a caller's
 //! transaction, a lost connection) sends each of its appends back to run on
-//! its own, and an append whose stream moved ([`super::conditional`], step 4)
-//! runs again on its own too.
+//! its own; an append whose stream moved ([`super::conditional`], step 4)
+//! joins a later group.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -39,8 +41,11 @@ use tokio::sync::{Notify, oneshot};
 use super::conditional::{Env, Failure, Member, Settled, transaction};
 use crate::connections::Connections;
 
-/// Writer tasks: while one group commits, the next one waits for it.
-const WRITERS: usize = 2;
+/// Writer tasks. One: conditional transactions write one after the other
+/// anyway (each waits for the older ones), and a group that runs alone can
+/// mostly skip the transaction (see [`super::conditional`]); the appends
+/// that arrive meanwhile make the next group.
+const WRITERS: usize = 1;
 /// Most appends in one group.
 const MAX_APPENDS: usize = 64;
 /// Most events in one group (a larger append makes a group of its own).
@@ -56,7 +61,11 @@ struct Request {
 pub(crate) enum Grouped {
     /// Its answer.
     Done(Result<Appended, StoreError>),
-    /// Not settled: run it on its own.
+    /// Not settled, to run in a later group: its stream had moved, or it
+    /// was held behind an append that was not written after all.
+    Again(Member),
+    /// Not settled: the group's transaction failed as a whole; run it on
+    /// its own.
     Alone(Member),
 }
 
@@ -108,6 +117,11 @@ impl ConditionalGroup {
                 wake: Notify::new(),
             }),
         }
+    }
+
+    /// How long a conditional append may wait and retry.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.shared.timeout
     }
 
     /// Runs a conditional append through a group.
@@ -219,26 +233,23 @@ async fn run_writer(shared: Arc<Shared>) {
 }
 
 /// The next group: waiting requests in arrival order, up to the limits, none
-/// sharing a stream, a command id or an event id with another. The others
-/// keep their places.
+/// sharing a command id or an event id with another. The others keep their
+/// places.
 fn take_group(queue: &mut Queue) -> Vec<Request> {
     let mut group: Vec<Request> = Vec::new();
     let mut events = 0;
-    let mut streams = HashSet::new();
     let mut commands = HashSet::new();
     let mut ids = HashSet::new();
     let mut kept = VecDeque::new();
     while let Some(next) = queue.waiting.pop_front() {
         let member = &next.member;
         let fits = group.is_empty() || events + member.len() <= MAX_EVENTS;
-        let apart = !streams.contains(member.stream.as_str())
-            && member.command_id.is_none_or(|c| !commands.contains(&c))
+        let apart = member.command_id.is_none_or(|c| !commands.contains(&c))
             && member.batch.ids.iter().all(|id| !ids.contains(id));
         if group.len() == MAX_APPENDS || !fits || !apart {
             kept.push_back(next);
             continue;
         }
-        streams.insert(member.stream.clone());
         commands.extend(member.command_id);
         ids.extend(member.batch.ids.iter().copied());
         events += member.len();
@@ -312,9 +323,9 @@ async fn write(shared: &Shared, members: Vec<Member>) -> Vec<Grouped> {
             Settled::Answered(answer) => Grouped::Done(answer),
             Settled::Held => match failed_at {
                 Some(position) => Grouped::Done(Err(StoreError::ConditionFailed { position })),
-                None => Grouped::Alone(member),
+                None => Grouped::Again(member),
             },
-            Settled::Again => Grouped::Alone(member),
+            Settled::Again => Grouped::Again(member),
         })
         .collect()
 }

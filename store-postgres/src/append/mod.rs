@@ -22,9 +22,11 @@ pub(crate) mod group;
 mod in_transaction;
 pub(crate) mod statement;
 
+use std::time::Instant;
+
 use annals::{AppendCondition, AppendOptions, Appended, ExpectedVersion, NewEvent, StoreError};
 
-use self::conditional::{Env, Member, append_alone};
+use self::conditional::{AppendIfTimeout, Env, Member, append_alone};
 use self::conditional_group::Grouped;
 use self::group::Outcome;
 use self::statement::{Batch, call_append, expected_param, outcome, try_append_fast};
@@ -169,9 +171,24 @@ pub(crate) async fn append_if(
     inner.limits.check(stream, &events)?;
     let mut member = Member::new(stream, events, condition, options)?;
     if let Some(group) = &inner.conditional {
-        match group.append(member).await? {
-            Grouped::Done(answer) => return answer.map(|done| announce(store, done)),
-            Grouped::Alone(back) => member = back,
+        let started = Instant::now();
+        loop {
+            match group.append(member).await? {
+                Grouped::Done(answer) => return answer.map(|done| announce(store, done)),
+                Grouped::Again(back) if started.elapsed() < group.timeout() => member = back,
+                Grouped::Again(back) => {
+                    return Err(StoreError::Unavailable(Box::new(
+                        AppendIfTimeout::StreamBusy {
+                            stream: back.stream,
+                            waited: started.elapsed(),
+                        },
+                    )));
+                }
+                Grouped::Alone(back) => {
+                    member = back;
+                    break;
+                }
+            }
         }
     }
     let env = Env {

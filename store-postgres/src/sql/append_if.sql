@@ -1,6 +1,7 @@
--- Conditional appends (see append/conditional.rs): one or more appends, each
--- to its own stream, each with a condition, checked and written in one
--- statement of the transaction whose id labels their events.
+-- Conditional appends (see append/conditional.rs): one or more appends (in
+-- the log in their order, several to one stream possible), each with a
+-- condition, checked and written in one statement of the transaction whose
+-- id labels their events.
 --
 -- Nothing happens until every transaction with an id below this one's has
 -- ended (`ready`): the statement then answers one row, 'wait', and the
@@ -55,6 +56,12 @@ event AS MATERIALIZED (
 ),
 -- Idempotency first: a recorded command, or the event ids stored (in order,
 -- in this stream), answers the first outcome whatever the condition says.
+-- annals_stored_events says which, only for the appends with a stored id
+-- (a retry; found through the event id index, the function is not called
+-- for the others).
+stored AS MATERIALIZED (
+    SELECT DISTINCT e.k FROM event e JOIN annals_events s ON s.event_id = e.event_id
+),
 repeated AS MATERIALIZED (
     SELECT m.k, r.o_outcome, r.o_first_version, r.o_stream_version, r.o_transaction_id,
            r.o_global_position, r.o_event_id, r.o_event_stream
@@ -66,6 +73,7 @@ repeated AS MATERIALIZED (
          WHERE m.command_id IS NOT NULL
         UNION ALL
         SELECT s.*, 2 FROM annals_stored_events(m.stream_id, b.ids) s
+         WHERE EXISTS (SELECT 1 FROM stored st WHERE st.k = m.k)
         ORDER BY pref
         LIMIT 1
      ) r
@@ -120,54 +128,69 @@ hit AS (
      ) f
      ORDER BY i.k, f.transaction_id, f.global_position
 ),
+-- The appends to write, with their place among the group's appends to the
+-- same stream (in group order, which is the log order).
 writer AS (
-    SELECT m.k, m.stream_id, m.command_id, m.n
+    SELECT m.k, m.stream_id, m.command_id, m.n,
+           sum(m.n) OVER (PARTITION BY m.stream_id ORDER BY m.k) - m.n AS before,
+           sum(m.n) OVER (PARTITION BY m.stream_id) AS total
       FROM member m
      WHERE NOT m.hold
        AND NOT EXISTS (SELECT 1 FROM repeated r WHERE r.k = m.k)
        AND NOT EXISTS (SELECT 1 FROM hit h WHERE h.k = m.k)
 ),
--- The stream rows, as an append with ExpectedVersion::Any moves them, but
--- only while their label is not above this transaction's id: then the
--- events are labelled with the id itself, the label `ready` waited for.
+-- The stream rows, moved once per stream as an append with
+-- ExpectedVersion::Any moves them, but only while their label is not above
+-- this transaction's id: then the events are labelled with the id itself,
+-- the label `ready` waited for.
 stream AS (
     INSERT INTO annals_streams AS s (stream_id, version, transaction_id)
-    SELECT w.stream_id, w.n, r.label FROM writer w, ready r
+    SELECT w.stream_id, w.total, r.label
+      FROM (SELECT DISTINCT stream_id, total FROM writer) w, ready r
     ON CONFLICT (stream_id) DO UPDATE
        SET version = s.version + excluded.version,
            transaction_id = excluded.transaction_id
      WHERE s.transaction_id <= excluded.transaction_id
     RETURNING s.stream_id, s.version, s.transaction_id
 ),
+-- Each append's events follow the stream's version before the group and
+-- the group's earlier appends to the stream.
+placed AS (
+    SELECT w.k, w.stream_id, w.command_id, w.n, st.version - w.total + w.before AS base,
+           st.transaction_id
+      FROM writer w
+      JOIN stream st ON st.stream_id = w.stream_id
+),
 inserted AS (
     INSERT INTO annals_events
         (transaction_id, stream_id, stream_version, event_id, event_type,
          schema_version, payload, metadata, tags)
-    SELECT st.transaction_id, st.stream_id, st.version - w.n + e.i, e.event_id,
+    SELECT p.transaction_id, p.stream_id, p.base + e.i, e.event_id,
            e.event_type, e.schema_version, e.payload, e.metadata,
            ARRAY(SELECT jsonb_array_elements_text(e.tags))
       FROM event e
-      JOIN writer w ON w.k = e.k
-      JOIN stream st ON st.stream_id = w.stream_id
+      JOIN placed p ON p.k = e.k
      ORDER BY e.ord
     RETURNING stream_id, stream_version, global_position
 ),
 written AS (
-    SELECT w.k, st.version - w.n + 1 AS first_version, st.version, st.transaction_id,
+    SELECT p.k, p.base + 1 AS first_version, p.base + p.n AS version, p.transaction_id,
            max(i.global_position) AS last_position,
            array_agg(i.global_position ORDER BY i.stream_version) AS positions
-      FROM writer w
-      JOIN stream st ON st.stream_id = w.stream_id
-      JOIN inserted i ON i.stream_id = w.stream_id
-     GROUP BY w.k, w.n, st.version, st.transaction_id
+      FROM placed p
+      JOIN inserted i
+        ON i.stream_id = p.stream_id
+       AND i.stream_version > p.base
+       AND i.stream_version <= p.base + p.n
+     GROUP BY p.k, p.base, p.n, p.transaction_id
 ),
 command AS (
     INSERT INTO annals_processed_commands
         (command_id, stream_id, first_version, stream_version, transaction_id, global_position)
-    SELECT w.command_id, w.stream_id, x.first_version, x.version, x.transaction_id,
+    SELECT p.command_id, p.stream_id, x.first_version, x.version, x.transaction_id,
            x.last_position
-      FROM writer w JOIN written x ON x.k = w.k
-     WHERE w.command_id IS NOT NULL
+      FROM placed p JOIN written x ON x.k = p.k
+     WHERE p.command_id IS NOT NULL
 ),
 notified AS (
     SELECT CASE WHEN $1 <> '' AND EXISTS (SELECT 1 FROM inserted) THEN pg_notify($1, '') END
