@@ -2,14 +2,20 @@
 -- boundaries: EventStore::read_query and EventStore::append_if).
 --
 -- A query item selects events of some types carrying all of some tags:
--- `tags @> $item_tags` uses the GIN index below; an item of types only uses
--- annals_events_type_idx (event_type, transaction_id, global_position) from
--- 0001, which also yields them in log order.
+-- `tags @> $item_tags AND tags <> '{}'` uses the GIN index below; an item of
+-- types only uses annals_events_type_idx (event_type, transaction_id,
+-- global_position) from 0001, which also yields them in log order.
 
 -- A constant default: adding the column rewrites nothing.
 ALTER TABLE annals_events ADD COLUMN tags text[] NOT NULL DEFAULT '{}';
 
-CREATE INDEX annals_events_tags_idx ON annals_events USING gin (tags) WITH (fastupdate = off);
+-- Only tagged events: an untagged one costs appends nothing here (and no
+-- query item looks for "no tags" through this index). Without fastupdate:
+-- its pending list would make every lookup (each conditional append's
+-- check) read every entry appended since the last cleanup.
+CREATE INDEX annals_events_tags_idx ON annals_events USING gin (tags)
+    WITH (fastupdate = off)
+    WHERE tags <> '{}'::text[];
 
 -- The append function of 0002, with the events' tags (p_tags: one jsonb
 -- array of strings per event). The body is 0002's but for the tags column.

@@ -476,9 +476,12 @@ fn settled(row: &PgRow) -> Result<Settled, sqlx::Error> {
 
 /// A conditional append in transactions of its own: runs it again after its
 /// stream moved, a lost race or a lost connection, until it settles or the
-/// time is up.
-pub(crate) async fn append_alone(env: &Env<'_>, member: Member) -> Result<Appended, StoreError> {
-    let started = Instant::now();
+/// time (counted from `started`) is up.
+pub(crate) async fn append_alone(
+    env: &Env<'_>,
+    member: Member,
+    started: Instant,
+) -> Result<Appended, StoreError> {
     let (mut races, mut reconnects) = (0, 0);
     loop {
         let result = transaction(env, std::slice::from_ref(&member), &[false], started).await;

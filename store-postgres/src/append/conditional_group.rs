@@ -54,6 +54,8 @@ const MAX_EVENTS: usize = 2_000;
 /// One conditional append waiting for its group.
 struct Request {
     member: Member,
+    /// When the append was asked for: its time runs out `timeout` later.
+    started: Instant,
     reply: oneshot::Sender<Grouped>,
 }
 
@@ -119,15 +121,19 @@ impl ConditionalGroup {
         }
     }
 
-    /// How long a conditional append may wait and retry.
-    pub(crate) fn timeout(&self) -> Duration {
-        self.shared.timeout
-    }
-
-    /// Runs a conditional append through a group.
-    pub(crate) async fn append(&self, member: Member) -> Result<Grouped, StoreError> {
+    /// Runs a conditional append through a group; it was asked for at
+    /// `started`.
+    pub(crate) async fn append(
+        &self,
+        member: Member,
+        started: Instant,
+    ) -> Result<Grouped, StoreError> {
         let (reply, answer) = oneshot::channel();
-        if let Some(request) = self.submit(Request { member, reply }) {
+        if let Some(request) = self.submit(Request {
+            member,
+            started,
+            reply,
+        }) {
             return Ok(Grouped::Alone(request.member));
         }
         answer.await.map_err(|_| {
@@ -220,9 +226,11 @@ async fn run_writer(shared: Arc<Shared>) {
             }
             woken.await;
         };
+        // The group waits no longer than its most patient append may.
+        let started = group.iter().map(|r| r.started).min();
         let (members, replies): (Vec<Member>, Vec<_>) =
             group.into_iter().map(|r| (r.member, r.reply)).unzip();
-        let answers = write(&shared, members).await;
+        let answers = write(&shared, members, started.unwrap_or_else(Instant::now)).await;
         for (reply, answer) in replies.into_iter().zip(answers) {
             // A caller that gave up (cancelled) no longer listens.
             let _ = reply.send(answer);
@@ -273,8 +281,9 @@ fn holds(members: &[Member]) -> Vec<bool> {
     hold
 }
 
-/// Runs a group: each append's answer, in group order.
-async fn write(shared: &Shared, members: Vec<Member>) -> Vec<Grouped> {
+/// Runs a group: each append's answer, in group order. Gives up waiting
+/// once the timeout has passed since `started`.
+async fn write(shared: &Shared, members: Vec<Member>, started: Instant) -> Vec<Grouped> {
     let hold = holds(&members);
     let env = Env {
         conns: &shared.conns,
@@ -282,7 +291,7 @@ async fn write(shared: &Shared, members: Vec<Member>) -> Vec<Grouped> {
         ended: &shared.ended,
         timeout: shared.timeout,
     };
-    let settled = match transaction(&env, &members, &hold, Instant::now()).await {
+    let settled = match transaction(&env, &members, &hold, started).await {
         Ok(settled) => settled,
         Err(Failure::TimedOut(timeout)) => {
             return members

@@ -170,12 +170,14 @@ pub(crate) async fn append_if(
     let inner = &store.inner;
     inner.limits.check(stream, &events)?;
     let mut member = Member::new(stream, events, condition, options)?;
+    let started = Instant::now();
     if let Some(group) = &inner.conditional {
-        let started = Instant::now();
         loop {
-            match group.append(member).await? {
+            match group.append(member, started).await? {
                 Grouped::Done(answer) => return answer.map(|done| announce(store, done)),
-                Grouped::Again(back) if started.elapsed() < group.timeout() => member = back,
+                Grouped::Again(back) if started.elapsed() < inner.append_if_timeout => {
+                    member = back;
+                }
                 Grouped::Again(back) => {
                     return Err(StoreError::Unavailable(Box::new(
                         AppendIfTimeout::StreamBusy {
@@ -197,7 +199,7 @@ pub(crate) async fn append_if(
         ended: &inner.ended,
         timeout: inner.append_if_timeout,
     };
-    append_alone(&env, member)
+    append_alone(&env, member, started)
         .await
         .map(|done| announce(store, done))
 }

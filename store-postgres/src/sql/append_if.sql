@@ -99,6 +99,7 @@ hit AS (
                    FROM annals_events e
                   WHERE cardinality(i.tags) > 0
                     AND e.tags @> i.tags
+                    AND e.tags <> '{}'::text[] -- the index's predicate
                     AND (cardinality(i.types) = 0 OR e.event_type = ANY (i.types))
                  OFFSET 0) t
           WHERE (t.transaction_id, t.global_position) > (i.after_tx, i.after_gp)
