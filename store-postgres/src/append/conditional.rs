@@ -12,10 +12,12 @@
 //! whose events are labelled with **its own id**, and which checks its
 //! condition only once **every transaction with a smaller id has ended**:
 //!
-//! 1. `BEGIN`, then the statement of `sql/append_if.sql`, which takes the
-//!    transaction's id `X` and compares it with `pg_snapshot_xmin` of its
-//!    own snapshot. While transactions with smaller ids are running, it does
-//!    nothing but answer `wait`.
+//! 1. `BEGIN` (with generic plans: see [`BEGIN`]), then the statement of
+//!    `sql/append_if.sql`, which takes the transaction's id `X` and compares
+//!    it with `pg_snapshot_xmin` of its own snapshot. While transactions with
+//!    smaller ids are running, it does nothing but answer `wait`. (A batch of
+//!    more than [`SEND_AT_ONCE`] bytes of payload starts with a bare poll
+//!    instead, so that it is sent once.)
 //! 2. Wait: poll `pg_snapshot_xmin(pg_current_snapshot()) >= X` in fresh
 //!    statements (each takes a new snapshot), after every append of this
 //!    store ends (an in-process signal) or a short sleep (100 µs, doubling up
@@ -43,10 +45,11 @@
 //! `X` and a smaller global position. A label is at least its writer's id,
 //! and no other transaction can have the id `X`, so that event was written by
 //! a transaction with an id below `X`: that transaction had ended before the
-//! check's snapshot was taken, so the check saw the event. A transaction with
+//! check's snapshot was taken, so the check saw the event. Nothing labelled
+//! below `X` can be written later: its writer has ended. A transaction with
 //! an id above `X` labels its events above `X`: they follow ours, and the
 //! condition does not concern them (the check still counts those committed
-//! before it, which were recorded first). Two conditional appends whose
+//! before it, which were recorded first: failing then is never wrong). Two conditional appends whose
 //! queries overlap cannot both pass: the one with the larger id waits for the
 //! other to end and then sees its events. Appends whose queries share nothing
 //! never fail each other (they may wait for each other's commits, never
