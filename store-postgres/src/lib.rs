@@ -78,9 +78,12 @@
 //! Dependencies run one way. `store.rs` and `projection/mod.rs` call the
 //! operation modules, and nothing calls them; the operations build on
 //! `handle.rs`, which needs only the leaves (`connections.rs`, `notify.rs`,
-//! `error.rs`, `migrate.rs`) and the type of the group commit queue. In
+//! `error.rs`, `migrate.rs`) and the types of the group commit queues. In
 //! `append/`, the group commit (`group.rs`) and the entry point (`mod.rs`)
-//! both build on `statement.rs`, which uses neither.
+//! both build on `statement.rs`, which uses neither; the conditional append
+//! (`conditional.rs`) builds on `statement.rs` (the batch), `query.rs` (a
+//! query's items as arrays) and `log_lag.rs` (the oldest transaction), and
+//! its group commit (`conditional_group.rs`) on it.
 //!
 //! ## Schema
 //!

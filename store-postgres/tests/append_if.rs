@@ -524,3 +524,50 @@ async fn postgres_conditional_append_racing_its_retry_is_written_once() {
     }
     pg.cleanup().await;
 }
+
+/// A waiting conditional append holds no lock: an older transaction that
+/// appends to the same stream while it waits is not blocked by it (with a
+/// lock on the stream row, each would wait for the other until the
+/// timeout), and the conditional append lands after it.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_append_if_holds_no_lock_while_it_waits() {
+    for group_commit in [true, false] {
+        let Some((pg, store)) = common::store_with(|o| o.group_commit(group_commit)).await else {
+            return;
+        };
+        let (mut tx, _) = long_transaction(&store).await;
+        let conditional = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .append_if(
+                        "lee",
+                        vec![claim("lee")],
+                        about("nobody", None),
+                        Default::default(),
+                    )
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let older = tokio::time::timeout(
+            Duration::from_secs(2),
+            store.append_in_transaction(
+                &mut tx,
+                "lee",
+                ExpectedVersion::Any,
+                vec![event("Noted", &[])],
+                AppendOptions::default(),
+            ),
+        )
+        .await
+        .expect("not blocked by the waiting conditional append")
+        .expect("append in the older transaction");
+        assert_eq!(older.first_version, 1);
+        tx.commit().await.expect("commit");
+        let done = conditional.await.expect("task").expect("appended");
+        assert_eq!(done.first_version, 2);
+        assert!(done.position > older.position);
+        pg.cleanup().await;
+    }
+}
