@@ -20,8 +20,9 @@
 //!    instead, so that it is sent once.)
 //! 2. Wait: poll `pg_snapshot_xmin(pg_current_snapshot()) >= X` in fresh
 //!    statements (each takes a new snapshot), after every append of this
-//!    store ends (an in-process signal) or a short sleep (100 µs, doubling up
-//!    to 2 ms) for transactions of other processes; give up after
+//!    store ends (an in-process signal; a small batch then tries the full
+//!    statement at once) or a short sleep (100 µs, doubling up to 2 ms) for
+//!    transactions of other processes; give up after
 //!    [`PgStoreOptions::append_if_timeout`](crate::PgStoreOptions::append_if_timeout)
 //!    (10 s by default) with [`StoreError::Unavailable`] naming the oldest
 //!    running transaction (`pg_stat_activity`, as [`PgEventStore::log_lag`](crate::PgEventStore::log_lag)).
@@ -368,8 +369,10 @@ async fn run(
     let deadline = started + env.timeout;
     let mut tx = conn.begin_with(BEGIN).await?;
     // A large batch is sent once, when the wait is over; a small one at
-    // once, in case there is nothing to wait for.
-    let mut full = params.payload_bytes <= SEND_AT_ONCE;
+    // once, in case there is nothing to wait for, and again whenever an
+    // append of this store ends (most often the one it waited for).
+    let small = params.payload_bytes <= SEND_AT_ONCE;
+    let mut full = small;
     let mut pause = FIRST_PAUSE;
     let rows = loop {
         // Listen before asking, so that an append ending meanwhile still
@@ -400,7 +403,7 @@ async fn run(
             }));
         }
         tokio::select! {
-            () = ended => {}
+            () = ended => full = small,
             () = tokio::time::sleep(pause) => {}
         }
         pause = (pause * 2).min(MAX_PAUSE);
