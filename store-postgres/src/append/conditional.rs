@@ -111,6 +111,7 @@ const POLL: &str = "SELECT pg_snapshot_xmin(pg_current_snapshot()) >= pg_current
 
 /// The first pause between polls of the wait, doubled up to [`MAX_PAUSE`].
 const FIRST_PAUSE: Duration = Duration::from_micros(100);
+/// The longest pause between polls.
 const MAX_PAUSE: Duration = Duration::from_millis(2);
 /// Up to this many bytes of payload, the first statement of a transaction is
 /// the full one (it answers at once when there is nothing to wait for);

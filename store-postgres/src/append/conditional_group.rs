@@ -18,18 +18,21 @@
 //! an earlier append's events is **held** (checked against the log but not
 //! written); once the statement has answered, it fails with
 //! [`StoreError::ConditionFailed`] at the position of the first such event
-//! when that earlier append was written, and runs again on its own when it
-//! was not (it was repeated, or failed, itself). The others are written.
+//! when that earlier append was written, and joins a later group when it was
+//! not (it was repeated, or failed, itself). The others are written.
 //!
 //! Several appends of a group may go to one stream (a stream that many
 //! decisions write to would otherwise take one transaction per append); they
 //! follow each other in it in group order. A group never holds two appends
 //! with the same command id or a shared event id (they would fail the
-//! statement as a whole): such an append waits for a later group. Whatever fails a group's
-//! transaction as a whole (a racing duplicate id, a deadlock with a caller's
-//! transaction, a lost connection) sends each of its appends back to run on
-//! its own; an append whose stream moved ([`super::conditional`], step 4)
-//! joins a later group.
+//! statement as a whole): such an append waits for a later group. Whatever
+//! fails a group's transaction as a whole (a racing duplicate id, a deadlock
+//! with a caller's transaction, a lost connection) sends each of its appends
+//! back to run on its own; an append whose stream moved
+//! ([`super::conditional`], step 4) joins a later group. An append's time
+//! ([`PgStoreOptions::append_if_timeout`](crate::PgStoreOptions::append_if_timeout))
+//! runs from when it was asked for, across groups; a group waits no longer
+//! than its earliest append may.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -42,9 +45,9 @@ use super::conditional::{Env, Failure, Member, Settled, transaction};
 use crate::connections::Connections;
 
 /// Writer tasks. One: conditional transactions write one after the other
-/// anyway (each waits for the older ones), and a group that runs alone can
-/// mostly skip the transaction (see [`super::conditional`]); the appends
-/// that arrive meanwhile make the next group.
+/// anyway (each waits for the older ones to commit), so a second writer
+/// would only split the waiting appends into two groups, two commits; the
+/// appends that arrive while a group is written make the next one.
 const WRITERS: usize = 1;
 /// Most appends in one group.
 const MAX_APPENDS: usize = 64;
@@ -71,8 +74,8 @@ pub(crate) enum Grouped {
     Alone(Member),
 }
 
-/// The conditional group commit of one store: a queue and a few writer
-/// tasks, started on first use (on the caller's runtime) and again when
+/// The conditional group commit of one store: a queue and its writer
+/// task, started on first use (on the caller's runtime) and again when
 /// their runtime has gone away.
 #[derive(Debug)]
 pub(crate) struct ConditionalGroup {
