@@ -33,6 +33,15 @@ pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some(UNIQUE_VIOLATION))
 }
 
+/// Whether the error is a lost race that running the transaction again
+/// settles: a unique violation (a concurrent append of the same ids or
+/// command id, which the idempotency check then answers), a deadlock or a
+/// serialization failure.
+pub(crate) fn is_retryable_race(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db)
+        if matches!(db.code().as_deref(), Some(UNIQUE_VIOLATION | "40P01" | "40001")))
+}
+
 /// Whether the error means the server could not be reached or went away:
 /// lost or refused connections, pool timeouts, shutdowns and terminated
 /// backends. Such failures are transient.

@@ -6,12 +6,14 @@
 //! [`PgStoreOptions`](crate::PgStoreOptions) (`options.rs`).
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use annals::AppendLimits;
 use annals::subscription::SubscriptionOptions;
 use sqlx::postgres::PgPool;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
+use crate::append::conditional_group::ConditionalGroup;
 use crate::append::group::GroupCommit;
 use crate::connections::Connections;
 use crate::error::PgError;
@@ -37,6 +39,13 @@ pub(crate) struct Inner {
     pub(crate) notifier: Notifier,
     /// Group commit of concurrent pooled appends; `None` when turned off.
     pub(crate) group: Option<GroupCommit>,
+    /// Group commit of concurrent conditional appends; `None` when turned off.
+    pub(crate) conditional: Option<ConditionalGroup>,
+    /// Signalled whenever an append of this store ends: conditional appends
+    /// waiting for older transactions look again.
+    pub(crate) ended: Arc<Notify>,
+    /// How long a conditional append may wait and retry.
+    pub(crate) append_if_timeout: Duration,
     pub(crate) subscription: SubscriptionOptions,
     pub(crate) listener_application_name: String,
     /// The wake-up signal of the shared listener task, while it runs.

@@ -2,7 +2,9 @@
 //!
 //! The PostgreSQL [`EventStore`](annals::EventStore) for annals: streams with
 //! optimistic concurrency, idempotent appends, a gap-free global log,
-//! subscriptions woken by `LISTEN/NOTIFY`, snapshots and checkpoints.
+//! subscriptions woken by `LISTEN/NOTIFY`, snapshots and checkpoints, and
+//! dynamic consistency boundaries: queries by event type and tag and
+//! appends conditional on them.
 //!
 //! ```no_run
 //! use annals::{EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, Position};
@@ -22,6 +24,7 @@
 //!     schema_version: 1,
 //!     payload: json!({ "flight_number": "AN123" }).into(),
 //!     metadata: Metadata::default().actor("ops"),
+//!     tags: vec!["flight_number:AN123".into()],
 //! };
 //! let appended = store
 //!     .append("flight-1", ExpectedVersion::NoStream, vec![event])
@@ -50,7 +53,9 @@
 //! |---|---|
 //! | `store`: [`EventStore`](annals::EventStore) | `store.rs`: `impl EventStore for PgEventStore`, delegating by name to the modules below |
 //! | [`EventStore::append_with`](annals::EventStore::append_with) | `append/`: `mod.rs` (the entry point: group commit or alone, retries), `statement.rs` (the statements of one append, the batch, the decoding of answers), `group.rs` (the group commit queue), `in_transaction.rs` ([`PgEventStore::append_in_transaction`]) |
+//! | [`EventStore::append_if`](annals::EventStore::append_if) | `append/`: `conditional.rs` (the transaction that waits for older ones, checks and writes), `conditional_group.rs` (concurrent ones share it); `mod.rs` sends them through the group or alone |
 //! | `read_stream`, `read_all`, `head`, `stream_version`, `command_outcome` | `read.rs` (and, for what holds readers back, `log_lag.rs`: [`PgEventStore::log_lag`]) |
+//! | `query`: [`Query`](annals::Query), [`EventStore::read_query`](annals::EventStore::read_query) | `query.rs`: `read_query`, and a query's items as the arrays SQL takes |
 //! | `subscription`: [`catch_up_then_live`](annals::subscription::catch_up_then_live) | `subscription.rs`: `subscribe`, and the `LISTEN` task that wakes subscriptions |
 //! | `save_snapshot`, `load_snapshot` | `snapshot.rs` |
 //! | `save_checkpoint`, `load_checkpoint` | `checkpoint.rs` |
@@ -73,16 +78,20 @@
 //! Dependencies run one way. `store.rs` and `projection/mod.rs` call the
 //! operation modules, and nothing calls them; the operations build on
 //! `handle.rs`, which needs only the leaves (`connections.rs`, `notify.rs`,
-//! `error.rs`, `migrate.rs`) and the type of the group commit queue. In
+//! `error.rs`, `migrate.rs`) and the types of the group commit queues. In
 //! `append/`, the group commit (`group.rs`) and the entry point (`mod.rs`)
-//! both build on `statement.rs`, which uses neither.
+//! both build on `statement.rs`, which uses neither; the conditional append
+//! (`conditional.rs`) builds on `statement.rs` (the batch), `query.rs` (a
+//! query's items as arrays) and `log_lag.rs` (the oldest transaction), and
+//! its group commit (`conditional_group.rs`) on it.
 //!
 //! ## Schema
 //!
 //! [`PgEventStore::migrate`] applies the embedded migrations ([`migrations`],
 //! `migrations/` in the repository, recorded in `annals_migrations`, not in
 //! sqlx's `_sqlx_migrations`, which stays the application's) to the first schema of the connection's
-//! `search_path`: `annals_events` (the log), `annals_streams` (each stream's
+//! `search_path`: `annals_events` (the log, each event with its `tags`, a
+//! `text[]` with a GIN index), `annals_streams` (each stream's
 //! version and last label), `annals_snapshots`, `annals_checkpoints`,
 //! `annals_dead_letters`, `annals_processed_commands`, `annals_deadlines`,
 //! and the SQL function `annals_append`.
@@ -90,7 +99,8 @@
 //! ## Appends: one statement, one round trip
 //!
 //! (`append/`.) An append sends the batch as arrays (`uuid[]`, `text[]`,
-//! `int[]`, `jsonb[]`) in **one statement** of data-modifying CTEs, in
+//! `int[]`, `jsonb[]`; each event's tags as a JSON array) in **one
+//! statement** of data-modifying CTEs, in
 //! autocommit mode, so that statement is its own transaction (no
 //! `BEGIN`/`COMMIT` round trips):
 //!
@@ -171,6 +181,83 @@
 //! log is held back finds nothing readable yet; subscriptions then pick the
 //! events up at their next poll, so the poll interval bounds that delay.
 //!
+//! ## Tags and queries
+//!
+//! (`query.rs`.) Events carry tags ([`NewEvent::tags`](annals::NewEvent::tags)),
+//! stored in `annals_events.tags`. A [`Query`](annals::Query) is a list of
+//! items, OR'd; an item matches the events of one of its types (any, when it
+//! names none) that carry all its tags. [`EventStore::read_query`](annals::EventStore::read_query)
+//! sends the items as arrays and looks each one up through the index that
+//! suits its shape: the GIN index on `tags` (`tags @> item tags`; only tagged
+//! events are in it) for a tagged item, `annals_events_type_idx` for an item
+//! of types only, the primary key for an empty item (every event). It merges
+//! the first `limit` events of each item in log order, and reads only below
+//! `pg_snapshot_xmin`, as `read_all` does: what it returned, no event will
+//! ever precede. The statements fence their per-item scans so that a `LIMIT`
+//! cannot lure the planner into walking the log in order and filtering (a
+//! rare tag or type would be searched for through the whole log).
+//!
+//! ## Conditional appends
+//!
+//! (`append/conditional.rs`.) [`EventStore::append_if`](annals::EventStore::append_if)
+//! appends unless an event matching a query was recorded after a position,
+//! atomically against every writer, without SERIALIZABLE and without any
+//! lock that ordinary appends would wait for. A conditional append is one
+//! READ COMMITTED transaction whose events are labelled with **its own id**
+//! `X`, and which checks its condition only when **every transaction with a
+//! smaller id has ended**:
+//!
+//! 1. its statement takes `X` and answers `wait` while
+//!    `pg_snapshot_xmin(pg_current_snapshot()) < X`;
+//! 2. it polls that in fresh statements (each a new snapshot), woken when an
+//!    append of the store ends, or after a short sleep (100 µs, doubling up
+//!    to 2 ms) for other processes' transactions;
+//! 3. it runs the statement again: its snapshot, taken after the wait, sees
+//!    every committed transaction with an id below `X`. Idempotency first (a
+//!    recorded command id, or the event ids stored in order in this stream,
+//!    answers the first outcome, `repeated`), then the first event matching
+//!    the condition after its position ([`StoreError::ConditionFailed`](annals::StoreError::ConditionFailed)
+//!    names it, nothing is written), else the append, as
+//!    `ExpectedVersion::Any`, labelled `X`;
+//! 4. it commits. If the stream's label has moved above `X` meanwhile (a
+//!    younger transaction appended to it and committed: the stream's events
+//!    must stay in version order), it runs again in a new transaction.
+//!
+//! **Why it holds.** An event that precedes ours in the log has a label below
+//! `X` (or `X` itself and a smaller global position, which only our own
+//! transaction writes). A label is at least its writer's id, so its writer
+//! had an id below `X`, had ended before the check, and the check saw the
+//! event; and nothing labelled below `X` can be written after. A younger
+//! transaction labels its events above `X`: they follow ours. Two
+//! conditional appends whose queries overlap cannot both pass: the younger
+//! waits for the older and sees its events. Appends whose queries share
+//! nothing never fail each other (they may wait for each other's commits,
+//! never conflict), and ordinary appends are untouched.
+//!
+//! The transaction holds no lock while it waits, and waits only for older
+//! ids than its own, so waits never form a circle. (Locking the stream row
+//! first, so that its label could not move, would deadlock where PostgreSQL
+//! cannot see it: an ordinary append to that stream that took its id before
+//! ours would wait for our lock while we wait for it to end.)
+//!
+//! **Group commit.** Conditional appends write one after the other (each
+//! waits for the older ones), so concurrent ones share one transaction
+//! (`append/conditional_group.rs`): one id, one wait, one statement that
+//! checks every condition against the log and writes the appends whose
+//! conditions hold, one commit. The appends of a group are in the log in
+//! group order; an append whose condition matches the events of an earlier
+//! append of its group is held back from the statement and fails at that
+//! event's position once it is written. [`PgStoreOptions::group_commit`]
+//! turns it off.
+//!
+//! **The trade-off:** a transaction that stays open holds conditional
+//! appends back, as it holds readers back: each waits for every transaction
+//! older than its own, anywhere on the server. [`PgEventStore::log_lag`]
+//! shows the culprit; after [`PgStoreOptions::append_if_timeout`] (10 s by
+//! default) the append fails with
+//! [`StoreError::Unavailable`](annals::StoreError::Unavailable) holding an
+//! [`AppendIfTimeout`] that names it (pid, application, state, age).
+//!
 //! ## Subscriptions
 //!
 //! (`subscription.rs`.) [`EventStore::subscribe`](annals::EventStore::subscribe)
@@ -210,19 +297,22 @@ mod migrate;
 pub mod notify;
 mod options;
 mod projection;
+mod query;
 mod read;
 mod snapshot;
 mod store;
 mod subscription;
 mod xid;
 
+pub use append::conditional::AppendIfTimeout;
 pub use error::PgError;
 pub use handle::PgEventStore;
 pub use log_lag::{LogLag, RunningTransaction};
 pub use migrate::migrations;
 pub use notify::NotifyMode;
 pub use options::{
-    DEFAULT_APPLICATION_NAME, DEFAULT_CHANNEL, DEFAULT_LISTENER_APPLICATION_NAME, PgStoreOptions,
+    DEFAULT_APPEND_IF_TIMEOUT, DEFAULT_APPLICATION_NAME, DEFAULT_CHANNEL,
+    DEFAULT_LISTENER_APPLICATION_NAME, PgStoreOptions,
 };
 /// The `sqlx` crate this one is built on (its pool, connect options and
 /// transactions are part of this crate's API).

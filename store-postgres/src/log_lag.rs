@@ -12,6 +12,7 @@ use crate::handle::PgEventStore;
 use crate::xid::Xid8;
 
 const LOG_LAG: &str = include_str!("sql/log_lag.sql");
+const OLDEST_TRANSACTION: &str = include_str!("sql/oldest_transaction.sql");
 
 /// What keeps readers of the global log from the newest events.
 ///
@@ -60,6 +61,48 @@ pub struct RunningTransaction {
     pub age: Duration,
 }
 
+impl std::fmt::Display for RunningTransaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "pid {}", self.pid)?;
+        if let Some(name) = self.application_name.as_deref().filter(|n| !n.is_empty()) {
+            write!(f, " ({name:?})")?;
+        }
+        if let Some(database) = &self.database {
+            write!(f, " in database {database:?}")?;
+        }
+        if let Some(state) = &self.state {
+            write!(f, ", {state}")?;
+        }
+        write!(f, ", open for {:.1?}", self.age)
+    }
+}
+
+/// The oldest running transaction with an id, other than the connection's
+/// own: what holds `pg_snapshot_xmin` back (`None` when only prepared
+/// transactions do, or nothing).
+pub(crate) async fn oldest_transaction(
+    conn: &mut sqlx::PgConnection,
+) -> Result<Option<RunningTransaction>, sqlx::Error> {
+    let Some(row) = sqlx::query(OLDEST_TRANSACTION).fetch_optional(conn).await? else {
+        return Ok(None);
+    };
+    Ok(Some(RunningTransaction {
+        pid: row.try_get(0)?,
+        application_name: row.try_get(1)?,
+        database: row.try_get(2)?,
+        state: row.try_get(3)?,
+        age: age(row.try_get(4)?),
+    }))
+}
+
+/// A transaction's age from `pg_stat_activity`, in seconds.
+fn age(seconds: Option<f64>) -> Duration {
+    seconds
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map(Duration::from_secs_f64)
+        .unwrap_or_default()
+}
+
 impl PgEventStore {
     /// What currently holds readers of the global log back: see [`LogLag`].
     ///
@@ -73,17 +116,14 @@ impl PgEventStore {
             let horizon: Xid8 = row.try_get(0)?;
             let events: i64 = row.try_get(1)?;
             let pid: Option<i32> = row.try_get(3)?;
-            let age: Option<f64> = row.try_get(7)?;
+            let seconds: Option<f64> = row.try_get(7)?;
             let oldest_transaction = match pid {
                 Some(pid) => Some(RunningTransaction {
                     pid,
                     application_name: row.try_get(4)?,
                     database: row.try_get(5)?,
                     state: row.try_get(6)?,
-                    age: age
-                        .filter(|s| s.is_finite() && *s > 0.0)
-                        .map(Duration::from_secs_f64)
-                        .unwrap_or_default(),
+                    age: age(seconds),
                 }),
                 None => None,
             };

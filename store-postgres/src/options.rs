@@ -8,7 +8,9 @@ use std::time::Duration;
 use annals::AppendLimits;
 use annals::subscription::SubscriptionOptions;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use tokio::sync::Notify;
 
+use crate::append::conditional_group::ConditionalGroup;
 use crate::append::group::GroupCommit;
 use crate::connections::Connections;
 use crate::error::PgError;
@@ -23,6 +25,10 @@ pub const DEFAULT_APPLICATION_NAME: &str = "annals";
 
 /// The default `application_name` of the subscription listener's connection.
 pub const DEFAULT_LISTENER_APPLICATION_NAME: &str = "annals-listener";
+
+/// How long a conditional append waits, by default, for the transactions
+/// older than its own to end (see [`PgStoreOptions::append_if_timeout`]).
+pub const DEFAULT_APPEND_IF_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How [`PgEventStore`] connects, validates, notifies and polls.
 ///
@@ -51,6 +57,7 @@ pub struct PgStoreOptions {
     test_before_acquire: bool,
     cache_connections: bool,
     group_commit: bool,
+    append_if_timeout: Duration,
     application_name: String,
     listener_application_name: String,
 }
@@ -68,6 +75,7 @@ impl Default for PgStoreOptions {
             test_before_acquire: false,
             cache_connections: true,
             group_commit: true,
+            append_if_timeout: DEFAULT_APPEND_IF_TIMEOUT,
             application_name: DEFAULT_APPLICATION_NAME.to_owned(),
             listener_application_name: DEFAULT_LISTENER_APPLICATION_NAME.to_owned(),
         }
@@ -172,8 +180,23 @@ impl PgStoreOptions {
     /// PostgreSQL cannot do for transactions that notify (see
     /// [`NotifyMode`]). Turn it off to give each append its own transaction
     /// (for example to compare).
+    ///
+    /// Conditional appends ([`EventStore::append_if`](annals::EventStore::append_if))
+    /// are grouped too, in groups of their own (see the [crate
+    /// documentation](crate#conditional-appends)).
     pub fn group_commit(mut self, group: bool) -> Self {
         self.group_commit = group;
+        self
+    }
+
+    /// How long a conditional append ([`EventStore::append_if`](annals::EventStore::append_if))
+    /// may wait for the transactions older than its own to end, and try
+    /// again when its stream moved, before it fails with
+    /// [`StoreError::Unavailable`](annals::StoreError::Unavailable) holding an
+    /// [`AppendIfTimeout`](crate::AppendIfTimeout) that names the oldest
+    /// running transaction. [`DEFAULT_APPEND_IF_TIMEOUT`] (10 s) by default.
+    pub fn append_if_timeout(mut self, timeout: Duration) -> Self {
+        self.append_if_timeout = timeout;
         self
     }
 
@@ -262,14 +285,26 @@ impl PgStoreOptions {
 
     fn build(self, pool: PgPool) -> PgEventStore {
         let conns = Connections::new(pool.clone(), self.cache_connections);
-        let group = self.group_commit.then(|| {
-            let channel = self.notify.in_transaction(&self.channel).to_owned();
-            GroupCommit::new(conns.clone(), channel)
+        let ended = Arc::new(Notify::new());
+        let channel = self.notify.in_transaction(&self.channel);
+        let group = self
+            .group_commit
+            .then(|| GroupCommit::new(conns.clone(), channel.to_owned(), ended.clone()));
+        let conditional = self.group_commit.then(|| {
+            ConditionalGroup::new(
+                conns.clone(),
+                channel.to_owned(),
+                ended.clone(),
+                self.append_if_timeout,
+            )
         });
         PgEventStore {
             inner: Arc::new(Inner {
                 conns,
                 group,
+                conditional,
+                ended,
+                append_if_timeout: self.append_if_timeout,
                 pool,
                 limits: self.limits,
                 channel: self.channel,

@@ -45,14 +45,14 @@ pub(crate) fn recorded_event(row: &PgRow) -> Result<RecordedEvent, sqlx::Error> 
         schema_version: u32::try_from(schema_version).unwrap_or(0),
         payload: Payload::from(payload),
         metadata,
-        tags: Vec::new(),
+        tags: row.try_get(10)?,
         recorded_at: row.try_get(9)?,
     })
 }
 
 /// Runs a query of events and decodes the rows as they arrive, so that the
 /// client decodes while the server still produces (one page is one query).
-async fn fetch_events<'q>(
+pub(crate) async fn fetch_events<'q>(
     query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
     conns: &Arc<Connections>,
     capacity: usize,
@@ -70,9 +70,10 @@ async fn fetch_events<'q>(
 }
 
 /// Most events a read reserves room for up front.
-const PREALLOCATE: usize = 1024;
+pub(crate) const PREALLOCATE: usize = 1024;
 
-fn limit_param(limit: usize) -> i64 {
+/// A limit as a SQL `bigint` (`LIMIT` takes no more).
+pub(crate) fn limit_param(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
 

@@ -1,17 +1,17 @@
 //! The [`EventStore`] implementation of [`PgEventStore`]: each method calls
 //! the function of the same name in the module named as core's (appends in
-//! [`append`], reads in [`read`], and so on; see the [crate
+//! [`append`], reads in [`read`], queries in [`query`], and so on; see the [crate
 //! documentation](crate#where-things-live)).
 
 use annals::{
-    AppendOptions, Appended, EventFilter, EventStore, EventStream, ExpectedVersion, NewEvent,
-    Position, RecordedEvent, Snapshot, StoreError,
+    AppendCondition, AppendOptions, Appended, EventFilter, EventStore, EventStream,
+    ExpectedVersion, NewEvent, Position, Query, RecordedEvent, Snapshot, StoreError,
 };
 use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::handle::PgEventStore;
-use crate::{append, checkpoint, read, snapshot, subscription};
+use crate::{append, checkpoint, query, read, snapshot, subscription};
 
 #[async_trait]
 impl EventStore for PgEventStore {
@@ -75,26 +75,22 @@ impl EventStore for PgEventStore {
         checkpoint::load_checkpoint(self, name).await
     }
 
-    // TEMPORARY (branch dcb): replaced by the PostgreSQL implementation.
     async fn read_query(
         &self,
-        _query: &annals::Query,
-        _after: Position,
-        _limit: usize,
+        query: &Query,
+        after: Position,
+        limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        Err(StoreError::Backend(
-            "read_query: not implemented yet".into(),
-        ))
+        query::read_query(self, query, after, limit).await
     }
 
-    // TEMPORARY (branch dcb): replaced by the PostgreSQL implementation.
     async fn append_if(
         &self,
-        _stream: &str,
-        _events: Vec<NewEvent>,
-        _condition: annals::AppendCondition,
-        _options: AppendOptions,
+        stream: &str,
+        events: Vec<NewEvent>,
+        condition: AppendCondition,
+        options: AppendOptions,
     ) -> Result<Appended, StoreError> {
-        Err(StoreError::Backend("append_if: not implemented yet".into()))
+        append::append_if(self, stream, events, condition, options).await
     }
 }

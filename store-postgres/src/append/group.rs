@@ -103,6 +103,9 @@ struct Shared {
     queue: Mutex<Queue>,
     /// A writer may have work: something was queued, or the store closed.
     wake: Notify,
+    /// Signalled after each group: conditional appends waiting for older
+    /// transactions to end look again ([`super::conditional`]).
+    ended: Arc<Notify>,
 }
 
 #[derive(Default)]
@@ -119,8 +122,8 @@ struct Queue {
 
 impl GroupCommit {
     /// Group commit writing on `conns`, notifying `channel` in each group's
-    /// transaction ('' for none).
-    pub(crate) fn new(conns: Arc<Connections>, channel: String) -> Self {
+    /// transaction ('' for none), signalling `ended` after each group.
+    pub(crate) fn new(conns: Arc<Connections>, channel: String, ended: Arc<Notify>) -> Self {
         let max_append = if channel.is_empty() {
             MAX_GROUPED_APPEND
         } else {
@@ -133,6 +136,7 @@ impl GroupCommit {
                 channel,
                 queue: Mutex::new(Queue::default()),
                 wake: Notify::new(),
+                ended,
             }),
         }
     }
@@ -266,6 +270,7 @@ async fn run_writer(shared: Arc<Shared>) {
             woken.await;
         };
         let answers = write(&shared, &group).await;
+        shared.ended.notify_waiters();
         {
             let mut queue = shared.lock();
             for stream in guard.streams.drain(..) {
@@ -365,6 +370,7 @@ async fn write_group(
     let mut schema_versions = Vec::with_capacity(events);
     let mut payloads = Vec::with_capacity(events);
     let mut metadata = Vec::with_capacity(events);
+    let mut tags = Vec::with_capacity(events);
     for (k, request) in (1i64..).zip(group) {
         let batch = &request.batch;
         streams.push(request.stream.as_str());
@@ -379,6 +385,7 @@ async fn write_group(
             schema_versions.push(batch.schema_versions[event]);
             payloads.push(Json(&batch.payloads[event].0));
             metadata.push(Json(&batch.metadata[event].0));
+            tags.push(Json(&batch.tags[event].0));
         }
     }
     let mut conn = shared.conns.get().await?;
@@ -395,6 +402,7 @@ async fn write_group(
         .bind(&schema_versions)
         .bind(&payloads)
         .bind(&metadata)
+        .bind(&tags)
         .fetch_all(&mut *conn)
         .await?;
     conn.release();

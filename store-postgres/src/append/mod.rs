@@ -10,14 +10,24 @@
 //!   the group commit or alone, and runs it again after a lost race or
 //!   connection;
 //! * [`in_transaction`]: [`PgEventStore::append_in_transaction`], which
-//!   calls `annals_append` inside the caller's transaction.
+//!   calls `annals_append` inside the caller's transaction;
+//! * [`conditional`]: conditional appends ([`EventStore::append_if`](annals::EventStore::append_if)),
+//!   each a transaction that waits for older ones before it checks its
+//!   condition, and [`conditional_group`], which runs concurrent ones as one
+//!   transaction; [`append_if`] here sends them through the group or alone.
 
+pub(crate) mod conditional;
+pub(crate) mod conditional_group;
 pub(crate) mod group;
 mod in_transaction;
 pub(crate) mod statement;
 
-use annals::{AppendOptions, Appended, ExpectedVersion, NewEvent, StoreError};
+use std::time::Instant;
 
+use annals::{AppendCondition, AppendOptions, Appended, ExpectedVersion, NewEvent, StoreError};
+
+use self::conditional::{AppendIfTimeout, Env, Member, append_alone};
+use self::conditional_group::Grouped;
 use self::group::Outcome;
 use self::statement::{Batch, call_append, expected_param, outcome, try_append_fast};
 use crate::error::{LOST_CONNECTION_RETRIES, is_connection_lost, is_unique_violation, store_error};
@@ -137,10 +147,61 @@ pub(crate) async fn append_with(
         }
         .await;
         match result {
-            Ok(appended) => return Ok(announce(store, appended?)),
+            Ok(appended) => {
+                // Conditional appends waiting for this transaction look again.
+                inner.ended.notify_waiters();
+                return Ok(announce(store, appended?));
+            }
             Err(error) => attempts.after(error)?,
         }
     }
+}
+
+/// The trait's conditional append: through the conditional group commit
+/// when it runs, else (or when the group sends it back) in transactions of
+/// its own (see [`conditional`]).
+pub(crate) async fn append_if(
+    store: &PgEventStore,
+    stream: &str,
+    events: Vec<NewEvent>,
+    condition: AppendCondition,
+    options: AppendOptions,
+) -> Result<Appended, StoreError> {
+    let inner = &store.inner;
+    inner.limits.check(stream, &events)?;
+    let mut member = Member::new(stream, events, condition, options)?;
+    let started = Instant::now();
+    if let Some(group) = &inner.conditional {
+        loop {
+            match group.append(member, started).await? {
+                Grouped::Done(answer) => return answer.map(|done| announce(store, done)),
+                Grouped::Again(back) if started.elapsed() < inner.append_if_timeout => {
+                    member = back;
+                }
+                Grouped::Again(back) => {
+                    return Err(StoreError::Unavailable(Box::new(
+                        AppendIfTimeout::StreamBusy {
+                            stream: back.stream,
+                            waited: started.elapsed(),
+                        },
+                    )));
+                }
+                Grouped::Alone(back) => {
+                    member = back;
+                    break;
+                }
+            }
+        }
+    }
+    let env = Env {
+        conns: &inner.conns,
+        channel: inner.notify.in_transaction(&inner.channel),
+        ended: &inner.ended,
+        timeout: inner.append_if_timeout,
+    };
+    append_alone(&env, member, started)
+        .await
+        .map(|done| announce(store, done))
 }
 
 /// After an append: the after-commit notification, when that is the mode.

@@ -62,6 +62,8 @@ pub(crate) struct Batch {
     pub(crate) schema_versions: Vec<i32>,
     pub(crate) payloads: Vec<Json<Payload>>,
     pub(crate) metadata: Vec<Json<Metadata>>,
+    /// Each event's tags, as a JSON array (SQL has no ragged arrays).
+    pub(crate) tags: Vec<Json<Vec<String>>>,
 }
 
 impl Batch {
@@ -70,8 +72,8 @@ impl Batch {
         self.ids.len()
     }
 
-    /// Binds the five arrays, in the order every append statement takes
-    /// them (ids, types, schema versions, payloads, metadata).
+    /// Binds the six arrays, in the order every append statement takes
+    /// them (ids, types, schema versions, payloads, metadata, tags).
     fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
         query
             .bind(&self.ids)
@@ -79,6 +81,7 @@ impl Batch {
             .bind(&self.schema_versions)
             .bind(&self.payloads)
             .bind(&self.metadata)
+            .bind(&self.tags)
     }
 
     pub(crate) fn new(events: Vec<NewEvent>) -> Result<Self, StoreError> {
@@ -89,6 +92,7 @@ impl Batch {
             schema_versions: Vec::with_capacity(n),
             payloads: Vec::with_capacity(n),
             metadata: Vec::with_capacity(n),
+            tags: Vec::with_capacity(n),
         };
         for event in events {
             let schema_version = i32::try_from(event.schema_version).map_err(|_| {
@@ -102,6 +106,7 @@ impl Batch {
             batch.schema_versions.push(schema_version);
             batch.payloads.push(Json(event.payload));
             batch.metadata.push(Json(event.metadata));
+            batch.tags.push(Json(event.tags));
         }
         Ok(batch)
     }

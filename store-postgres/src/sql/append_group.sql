@@ -5,7 +5,7 @@
 -- n exactly n), $3 command id (NULL: none), $4 event count. $5 the NOTIFY
 -- channel ('' sends none). Per event, in batch order: $6 its append k, $7 its
 -- place in that append (1-based), $8 id, $9 type, $10 schema version,
--- $11 payload, $12 metadata.
+-- $11 payload, $12 metadata, $13 tags (a jsonb array of strings).
 --
 -- Each append is checked on its own, as the single-append statement does
 -- (append_stream_*.sql): an append whose expectation fails, or whose command
@@ -51,12 +51,13 @@ stream AS (
 inserted AS (
     INSERT INTO annals_events
         (transaction_id, stream_id, stream_version, event_id, event_type,
-         schema_version, payload, metadata)
+         schema_version, payload, metadata, tags)
     SELECT st.transaction_id, st.stream_id, st.version - st.n + e.i, e.event_id,
-           e.event_type, e.schema_version, e.payload, e.metadata
+           e.event_type, e.schema_version, e.payload, e.metadata,
+           ARRAY(SELECT jsonb_array_elements_text(e.tags))
       FROM unnest($6::bigint[], $7::int[], $8::uuid[], $9::text[], $10::int[],
-                  $11::jsonb[], $12::jsonb[])
-               WITH ORDINALITY AS e(k, i, event_id, event_type, schema_version, payload, metadata, ord)
+                  $11::jsonb[], $12::jsonb[], $13::jsonb[])
+               WITH ORDINALITY AS e(k, i, event_id, event_type, schema_version, payload, metadata, tags, ord)
       JOIN stream st ON st.k = e.k
      ORDER BY e.ord
     RETURNING stream_id, global_position

@@ -1,0 +1,527 @@
+//! Conditional appends ([`EventStore::append_if`](annals::EventStore::append_if)):
+//! append unless an event matching a query was recorded after a position,
+//! atomically against every writer, without SERIALIZABLE and without a lock
+//! that ordinary appends would wait for.
+//!
+//! # How
+//!
+//! A position in the log is `(label, global_position)`, an event's label is
+//! `greatest(its transaction's id, its stream's last label)`, and readers
+//! only read below `pg_snapshot_xmin`. A conditional append (one, or a group
+//! of them: [`super::conditional_group`]) is one READ COMMITTED transaction
+//! whose events are labelled with **its own id**, and which checks its
+//! condition only once **every transaction with a smaller id has ended**:
+//!
+//! 1. `BEGIN` (with generic plans: see [`BEGIN`]), then the statement of
+//!    `sql/append_if.sql`, which takes the transaction's id `X` and compares
+//!    it with `pg_snapshot_xmin` of its own snapshot. While transactions with
+//!    smaller ids are running, it does nothing but answer `wait`. (A batch of
+//!    more than [`SEND_AT_ONCE`] bytes of payload starts with a bare poll
+//!    instead, so that it is sent once.)
+//! 2. Wait: poll `pg_snapshot_xmin(pg_current_snapshot()) >= X` in fresh
+//!    statements (each takes a new snapshot), after every append of this
+//!    store ends (an in-process signal; a small batch then tries the full
+//!    statement at once) or a short sleep (100 µs, doubling up to 2 ms) for
+//!    transactions of other processes; give up after
+//!    [`PgStoreOptions::append_if_timeout`](crate::PgStoreOptions::append_if_timeout)
+//!    (10 s by default) with [`StoreError::Unavailable`] naming the oldest
+//!    running transaction (`pg_stat_activity`, as [`PgEventStore::log_lag`](crate::PgEventStore::log_lag)).
+//! 3. Run the statement again: its snapshot, taken after the wait, sees every
+//!    committed transaction with an id below `X`. In that one statement:
+//!    idempotency first (a recorded command id, or the event ids stored in
+//!    order in this stream, answers the first outcome, `repeated`, whatever
+//!    the condition says), then the first event matching the condition's
+//!    query after its position (through the indexes, as `read_query`), and,
+//!    when there is none, the append: the stream row moved as
+//!    `ExpectedVersion::Any` does, but only while its label is not above `X`,
+//!    so that the events are labelled `X`; the events with their tags; the
+//!    command id; the notification.
+//! 4. `COMMIT` (or `ROLLBACK` when nothing was written). A stream whose label
+//!    is above `X` (a younger transaction appended to it and committed) makes
+//!    the append run again in a new transaction, whose id is larger.
+//!
+//! # Why it holds
+//!
+//! An event that precedes ours in the log has a label below `X`, or the label
+//! `X` and a smaller global position. A label is at least its writer's id,
+//! and no other transaction can have the id `X`, so that event was written by
+//! a transaction with an id below `X`: that transaction had ended before the
+//! check's snapshot was taken, so the check saw the event. Nothing labelled
+//! below `X` can be written later: its writer has ended. A transaction with
+//! an id above `X` labels its events above `X`: they follow ours, and the
+//! condition does not concern them (the check still counts those committed
+//! before it, which were recorded first: failing then is never wrong). Two conditional appends whose
+//! queries overlap cannot both pass: the one with the larger id waits for the
+//! other to end and then sees its events. Appends whose queries share nothing
+//! never fail each other (they may wait for each other's commits, never
+//! conflict), and ordinary appends wait for nothing new.
+//!
+//! # Why not lock the stream row while waiting
+//!
+//! A first sketch locked the stream row (`FOR UPDATE`, or the upsert of
+//! `ExpectedVersion::Any`) before waiting, so that its label could not move.
+//! That can deadlock where PostgreSQL cannot see it: an ordinary append to
+//! the same stream that took its id before ours (its statement evaluates
+//! `pg_current_xact_id()` before it reaches the row) waits for our row lock,
+//! while we poll for it to end, until the timeout. Likewise a conditional
+//! append whose stream's label was above its own id would wait for younger
+//! transactions, which may be waiting for it. So the transaction holds
+//! nothing while it waits, and only waits for ids below its own: waits go
+//! from younger to older transactions, never in a circle. The price is the
+//! rare retry of step 4.
+//!
+//! # The trade-off
+//!
+//! A transaction that stays open holds conditional appends back as it holds
+//! readers of the log back (see the [crate documentation](crate)): a
+//! conditional append waits for every transaction older than its own,
+//! anywhere on the server. [`PgEventStore::log_lag`](crate::PgEventStore::log_lag)
+//! shows the culprit; the timeout turns a stuck wait into an error that names
+//! it. And conditional appends' writes are ordered: each waits for the
+//! conditional appends older than it to commit, which is why concurrent ones
+//! share transactions ([`super::conditional_group`]).
+
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use annals::{AppendCondition, AppendOptions, Appended, NewEvent, Position, StoreError};
+use sqlx::postgres::PgRow;
+use sqlx::types::Json;
+use sqlx::{Connection, Row};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use super::statement::Batch;
+use crate::connections::Connections;
+use crate::error::{LOST_CONNECTION_RETRIES, is_connection_lost, is_retryable_race, store_error};
+use crate::log_lag::{RunningTransaction, oldest_transaction};
+use crate::query::Items;
+use crate::xid::{self, Xid8};
+
+const APPEND_IF: &str = include_str!("../sql/append_if.sql");
+/// The transaction of conditional appends plans its statements generically:
+/// the statement's plan does not depend on its values (its index choices are
+/// made per query item at run time), and planning it anew (what PostgreSQL
+/// keeps doing when a generic plan's estimates, made for arrays of unknown
+/// length, look costlier than a custom plan for one append) costs more than
+/// running it.
+const BEGIN: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan";
+const POLL: &str = "SELECT pg_snapshot_xmin(pg_current_snapshot()) >= pg_current_xact_id()";
+
+/// The first pause between polls of the wait, doubled up to [`MAX_PAUSE`].
+const FIRST_PAUSE: Duration = Duration::from_micros(100);
+/// The longest pause between polls.
+const MAX_PAUSE: Duration = Duration::from_millis(2);
+/// Up to this many bytes of payload, the first statement of a transaction is
+/// the full one (it answers at once when there is nothing to wait for);
+/// beyond, a bare poll first, so that a transaction that must wait does not
+/// send the batch twice.
+const SEND_AT_ONCE: usize = 16 * 1024;
+/// How often a conditional append runs again after losing a race (a unique
+/// violation: a concurrent append of its ids or command id, then answered
+/// by the idempotency check; a deadlock with a caller's transaction).
+const MAX_RACES: usize = 3;
+
+/// One conditional append: where, what, and when not.
+pub(crate) struct Member {
+    pub(crate) stream: String,
+    pub(crate) command_id: Option<Uuid>,
+    pub(crate) batch: Batch,
+    pub(crate) condition: AppendCondition,
+}
+
+impl Member {
+    /// A conditional append of `events` to `stream` (checked against the
+    /// limits already).
+    pub(crate) fn new(
+        stream: &str,
+        events: Vec<NewEvent>,
+        condition: AppendCondition,
+        options: AppendOptions,
+    ) -> Result<Self, StoreError> {
+        Ok(Self {
+            stream: stream.to_owned(),
+            command_id: options.command_id,
+            batch: Batch::new(events)?,
+            condition,
+        })
+    }
+
+    /// Events in the append.
+    pub(crate) fn len(&self) -> usize {
+        self.batch.len()
+    }
+
+    /// Whether the event at `place` (0-based) matches `condition`'s query.
+    pub(crate) fn matches(&self, place: usize, condition: &AppendCondition) -> bool {
+        condition
+            .fail_if_events_match
+            .matches(&self.batch.types[place], &self.batch.tags[place].0)
+    }
+}
+
+/// What one transaction made of one append.
+pub(crate) enum Settled {
+    /// Written, with the position of each of its events.
+    Written {
+        appended: Appended,
+        positions: Vec<Position>,
+    },
+    /// Answered without writing: repeated, a duplicate id, a failed condition.
+    Answered(Result<Appended, StoreError>),
+    /// Checked against the log but not written, as asked (`hold`).
+    Held,
+    /// Its stream's label had moved above the transaction's id: to run again
+    /// in a new transaction.
+    Again,
+}
+
+/// Why a transaction of conditional appends did not settle them.
+pub(crate) enum Failure {
+    /// The database failed the transaction (nothing of it was written, or,
+    /// after a lost connection during the commit, its fate is unknown).
+    Sql(sqlx::Error),
+    /// The wait for older transactions timed out (nothing written).
+    TimedOut(AppendIfTimeout),
+}
+
+impl From<sqlx::Error> for Failure {
+    fn from(error: sqlx::Error) -> Self {
+        Failure::Sql(error)
+    }
+}
+
+/// Why a conditional append gave up, inside
+/// [`StoreError::Unavailable`]: it waited as long as
+/// [`PgStoreOptions::append_if_timeout`](crate::PgStoreOptions::append_if_timeout)
+/// allows. Nothing was written; retrying later may succeed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AppendIfTimeout {
+    /// A transaction older than the append's own stayed open: the append
+    /// cannot check its condition until it ends (see the [crate
+    /// documentation](crate#conditional-appends)).
+    #[error(
+        "a conditional append waited {waited:.1?} for older transactions to end; {}",
+        match oldest_transaction {
+            Some(t) => format!("the oldest still running is {t}: end it, or keep transactions short (PgEventStore::log_lag shows it)"),
+            None => "no session shows one: look for a prepared transaction (pg_prepared_xacts)".to_owned(),
+        }
+    )]
+    HeldBack {
+        /// How long it waited.
+        waited: Duration,
+        /// The oldest transaction still running when it gave up.
+        oldest_transaction: Option<RunningTransaction>,
+    },
+    /// Every attempt found its stream appended to by a younger transaction
+    /// (whose events must follow the stream's earlier ones), until the time
+    /// ran out.
+    #[error(
+        "a conditional append to {stream:?} found the stream moved by concurrent appends on every attempt for {waited:.1?}"
+    )]
+    StreamBusy {
+        /// The stream.
+        stream: String,
+        /// How long it tried.
+        waited: Duration,
+    },
+}
+
+/// What a transaction of conditional appends needs from the store.
+pub(crate) struct Env<'a> {
+    pub(crate) conns: &'a Arc<Connections>,
+    /// Notified in the transaction ('' for none).
+    pub(crate) channel: &'a str,
+    /// Signalled whenever an append of this store ends: a waiting
+    /// transaction polls again then.
+    pub(crate) ended: &'a Notify,
+    /// How long an append may take, waits and attempts together.
+    pub(crate) timeout: Duration,
+}
+
+/// The conditional appends of one transaction as the statement's arrays.
+struct Params<'a> {
+    streams: Vec<&'a str>,
+    command_ids: Vec<Option<Uuid>>,
+    counts: Vec<i32>,
+    after_transactions: Vec<Xid8>,
+    after_sequences: Vec<i64>,
+    hold: &'a [bool],
+    owners: Vec<i32>,
+    places: Vec<i32>,
+    ids: Vec<Uuid>,
+    types: Vec<&'a str>,
+    schema_versions: Vec<i32>,
+    payloads: Vec<Json<&'a annals::Payload>>,
+    metadata: Vec<Json<&'a annals::Metadata>>,
+    tags: Vec<Json<&'a Vec<String>>>,
+    items: Items,
+    payload_bytes: usize,
+}
+
+impl<'a> Params<'a> {
+    fn new(members: &'a [Member], hold: &'a [bool]) -> Self {
+        let events: usize = members.iter().map(Member::len).sum();
+        let mut params = Params {
+            streams: Vec::with_capacity(members.len()),
+            command_ids: Vec::with_capacity(members.len()),
+            counts: Vec::with_capacity(members.len()),
+            after_transactions: Vec::with_capacity(members.len()),
+            after_sequences: Vec::with_capacity(members.len()),
+            hold,
+            owners: Vec::with_capacity(events),
+            places: Vec::with_capacity(events),
+            ids: Vec::with_capacity(events),
+            types: Vec::with_capacity(events),
+            schema_versions: Vec::with_capacity(events),
+            payloads: Vec::with_capacity(events),
+            metadata: Vec::with_capacity(events),
+            tags: Vec::with_capacity(events),
+            items: Items::default(),
+            payload_bytes: 0,
+        };
+        for (k, member) in (1i32..).zip(members) {
+            let batch = &member.batch;
+            // No position: every stored position is above (0, 0).
+            let (transaction, sequence) =
+                xid::after_params(member.condition.after.unwrap_or(Position::START));
+            params.streams.push(&member.stream);
+            params.command_ids.push(member.command_id);
+            params
+                .counts
+                .push(i32::try_from(batch.len()).unwrap_or(i32::MAX));
+            params.after_transactions.push(transaction);
+            params.after_sequences.push(sequence);
+            for (place, event) in (1i32..).zip(0..batch.len()) {
+                params.owners.push(k);
+                params.places.push(place);
+                params.ids.push(batch.ids[event]);
+                params.types.push(&batch.types[event]);
+                params.schema_versions.push(batch.schema_versions[event]);
+                params.payloads.push(Json(&batch.payloads[event].0));
+                params.payload_bytes += batch.payloads[event].0.json().len();
+                params.metadata.push(Json(&batch.metadata[event].0));
+                params.tags.push(Json(&batch.tags[event].0));
+            }
+            params.items.push(k, &member.condition.fail_if_events_match);
+        }
+        params
+    }
+
+    async fn run(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        channel: &str,
+    ) -> Result<Vec<PgRow>, sqlx::Error> {
+        sqlx::query(APPEND_IF)
+            .bind(channel)
+            .bind(&self.streams)
+            .bind(&self.command_ids)
+            .bind(&self.counts)
+            .bind(&self.after_transactions)
+            .bind(&self.after_sequences)
+            .bind(self.hold)
+            .bind(&self.owners)
+            .bind(&self.places)
+            .bind(&self.ids)
+            .bind(&self.types)
+            .bind(&self.schema_versions)
+            .bind(&self.payloads)
+            .bind(&self.metadata)
+            .bind(&self.tags)
+            .bind(&self.items.owners)
+            .bind(&self.items.types)
+            .bind(&self.items.tags)
+            .fetch_all(conn)
+            .await
+    }
+}
+
+/// Runs conditional appends in one transaction (see the [module
+/// documentation](self)): what became of each, in order. `hold[k]`: check
+/// the `k`th append but do not write it. Gives up waiting once the timeout
+/// has passed since `started`.
+pub(crate) async fn transaction(
+    env: &Env<'_>,
+    members: &[Member],
+    hold: &[bool],
+    started: Instant,
+) -> Result<Vec<Settled>, Failure> {
+    let params = Params::new(members, hold);
+    let mut conn = env.conns.get().await?;
+    let result = run(env, &mut conn, &params, started).await;
+    // Conditional appends waiting for this transaction look again.
+    env.ended.notify_waiters();
+    if result.is_ok() {
+        conn.release();
+    }
+    result
+}
+
+/// `BEGIN`, the statement, polls until the transactions older than this one
+/// have ended, the statement again, `COMMIT`.
+async fn run(
+    env: &Env<'_>,
+    conn: &mut sqlx::PgConnection,
+    params: &Params<'_>,
+    started: Instant,
+) -> Result<Vec<Settled>, Failure> {
+    let deadline = started + env.timeout;
+    let mut tx = conn.begin_with(BEGIN).await?;
+    // A large batch is sent once, when the wait is over; a small one at
+    // once, in case there is nothing to wait for, and again whenever an
+    // append of this store ends (most often the one it waited for).
+    let small = params.payload_bytes <= SEND_AT_ONCE;
+    let mut full = small;
+    let mut pause = FIRST_PAUSE;
+    let rows = loop {
+        // Listen before asking, so that an append ending meanwhile still
+        // wakes the wait below.
+        let mut ended = pin!(env.ended.notified());
+        ended.as_mut().enable();
+        if full {
+            let rows = params.run(&mut tx, env.channel).await?;
+            if !waits(&rows)? {
+                break rows;
+            }
+            full = false;
+        } else if sqlx::query_scalar::<_, bool>(POLL)
+            .fetch_one(&mut *tx)
+            .await?
+        {
+            // The older transactions have ended, for good: the full
+            // statement will not wait.
+            full = true;
+            continue;
+        }
+        if Instant::now() >= deadline {
+            let oldest_transaction = oldest_transaction(&mut tx).await?;
+            tx.rollback().await?;
+            return Err(Failure::TimedOut(AppendIfTimeout::HeldBack {
+                waited: started.elapsed(),
+                oldest_transaction,
+            }));
+        }
+        tokio::select! {
+            () = ended => full = small,
+            () = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(MAX_PAUSE);
+    };
+    let settled = settle(&rows, params.streams.len())?;
+    if settled.iter().any(|s| matches!(s, Settled::Written { .. })) {
+        tx.commit().await?;
+    } else {
+        tx.rollback().await?;
+    }
+    Ok(settled)
+}
+
+/// Whether the statement answered only that it must wait.
+fn waits(rows: &[PgRow]) -> Result<bool, sqlx::Error> {
+    match rows {
+        [row] => Ok(row.try_get::<String, _>(1)? == "wait"),
+        _ => Ok(false),
+    }
+}
+
+/// The statement's rows (one per append, in order) as outcomes.
+fn settle(rows: &[PgRow], members: usize) -> Result<Vec<Settled>, sqlx::Error> {
+    if rows.len() != members {
+        return Err(sqlx::Error::Protocol(format!(
+            "the conditional append statement answered {} rows for {members} appends",
+            rows.len()
+        )));
+    }
+    rows.iter().map(settled).collect()
+}
+
+fn settled(row: &PgRow) -> Result<Settled, sqlx::Error> {
+    let kind: String = row.try_get(1)?;
+    let label: Xid8 = row.try_get(2)?;
+    let first_version: Option<i64> = row.try_get(3)?;
+    let stream_version: Option<i64> = row.try_get(4)?;
+    let transaction: Option<Xid8> = row.try_get(5)?;
+    let global_position: Option<i64> = row.try_get(6)?;
+    let position = match (transaction, global_position) {
+        (Some(tx), Some(gp)) => xid::position(tx, gp),
+        _ => Position::START,
+    };
+    let appended = |repeated| Appended {
+        first_version: xid::version(first_version.unwrap_or(0)),
+        stream_version: xid::version(stream_version.unwrap_or(0)),
+        position,
+        repeated,
+    };
+    Ok(match kind.as_str() {
+        "appended" => {
+            let positions: Vec<i64> = row.try_get::<Option<_>, _>(9)?.unwrap_or_default();
+            Settled::Written {
+                appended: appended(false),
+                positions: positions
+                    .into_iter()
+                    .map(|gp| xid::position(label, gp))
+                    .collect(),
+            }
+        }
+        "replayed" => Settled::Answered(Ok(appended(true))),
+        "duplicate" => Settled::Answered(Err(StoreError::DuplicateEvent {
+            event_id: row.try_get::<Option<Uuid>, _>(7)?.unwrap_or_default(),
+            stream: row.try_get::<Option<String>, _>(8)?.unwrap_or_default(),
+            stream_version: xid::version(stream_version.unwrap_or(0)),
+        })),
+        "failed" => Settled::Answered(Err(StoreError::ConditionFailed { position })),
+        "held" => Settled::Held,
+        "moved" => Settled::Again,
+        other => Settled::Answered(Err(StoreError::Backend(
+            format!("the conditional append statement answered an unknown outcome {other:?}")
+                .into(),
+        ))),
+    })
+}
+
+/// A conditional append in transactions of its own: runs it again after its
+/// stream moved, a lost race or a lost connection, until it settles or the
+/// time (counted from `started`) is up.
+pub(crate) async fn append_alone(
+    env: &Env<'_>,
+    member: Member,
+    started: Instant,
+) -> Result<Appended, StoreError> {
+    let (mut races, mut reconnects) = (0, 0);
+    loop {
+        let result = transaction(env, std::slice::from_ref(&member), &[false], started).await;
+        match result {
+            Ok(mut settled) => match settled.pop() {
+                Some(Settled::Written { appended, .. }) => return Ok(appended),
+                Some(Settled::Answered(answer)) => return answer,
+                Some(Settled::Again | Settled::Held) | None => {
+                    if started.elapsed() >= env.timeout {
+                        return Err(StoreError::Unavailable(Box::new(
+                            AppendIfTimeout::StreamBusy {
+                                stream: member.stream.clone(),
+                                waited: started.elapsed(),
+                            },
+                        )));
+                    }
+                }
+            },
+            Err(Failure::TimedOut(timeout)) => {
+                return Err(StoreError::Unavailable(Box::new(timeout)));
+            }
+            Err(Failure::Sql(error)) => {
+                if races < MAX_RACES && is_retryable_race(&error) {
+                    races += 1;
+                } else if reconnects < LOST_CONNECTION_RETRIES && is_connection_lost(&error) {
+                    // Safe: a retry of an append that did commit answers
+                    // `repeated` by its event ids.
+                    tracing::debug!(%error, "conditional append lost its connection; trying again");
+                    reconnects += 1;
+                } else {
+                    return Err(store_error(error));
+                }
+            }
+        }
+    }
+}
