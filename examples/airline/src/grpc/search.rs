@@ -15,6 +15,8 @@ use super::deadline::{Deadline, client_timeout};
 use super::proto::flight_service_server::{FlightService, FlightServiceServer};
 use super::proto::{FlightSearchRequest, FlightSearchResponse, FlightView, GetFlightRequest};
 use super::{GrpcSettings, convert, status};
+use annals::Position;
+
 use crate::search::{FlightQueries, FlightSearch, MAX_LIMIT, SearchError, flight_id};
 
 /// The metadata key of the position a stream or a lookup has certainly
@@ -51,12 +53,27 @@ impl FlightSearchService {
         FlightServiceServer::new(self)
     }
 
-    /// How long a `min_position` may be waited for before `deadline`, and
-    /// whether that is shorter than the configured wait (so a read side
-    /// still behind then is the deadline's doing).
-    fn wait_before(&self, deadline: &Deadline) -> (Duration, bool) {
-        let remaining = deadline.remaining();
-        (remaining, remaining < self.queries.read_wait())
+    /// Waits for the read side to see `min_position` before `deadline`
+    /// (at most the configured wait); answers a position it has seen.
+    async fn barrier(
+        &self,
+        min_position: Option<Position>,
+        deadline: &Deadline,
+    ) -> Result<Position, Status> {
+        let wait = deadline.remaining();
+        // Shorter than the configured wait: a read side still behind then is
+        // the deadline's doing.
+        let cut_short = wait < self.queries.read_wait();
+        let barrier = self.queries.read_barrier(min_position, wait);
+        match timeout_at(deadline.at(), barrier).await {
+            Ok(answer) => answer.map_err(|e| status::from_query(e, deadline, cut_short)),
+            // The wait ends at the deadline too, and its timer may fire a
+            // moment after the deadline's: the same answer.
+            Err(_) => Err(match min_position {
+                Some(wanted) if cut_short => status::behind_at(deadline, wanted),
+                _ => status::timed_out(deadline),
+            }),
+        }
     }
 
     fn validate(request: &FlightSearchRequest) -> Result<FlightSearch, Status> {
@@ -71,8 +88,8 @@ fn invalid(error: SearchError) -> Status {
     status::invalid(&error)
 }
 
-/// `metadata` with the position under [`POSITION_METADATA`].
-fn with_position<T>(value: T, position: annals::Position) -> Response<T> {
+/// `value` with `position` in the metadata, under [`POSITION_METADATA`].
+fn with_position<T>(value: T, position: Position) -> Response<T> {
     let mut response = Response::new(value);
     if let Ok(value) = MetadataValue::try_from(position.to_string()) {
         response.metadata_mut().insert(POSITION_METADATA, value);
@@ -90,23 +107,15 @@ impl FlightService for FlightSearchService {
         let request = request.into_inner();
         let search = Self::validate(&request)?;
         let min_position = convert::min_position(&request.min_position).map_err(invalid)?;
-        let (wait, cut_short) = self.wait_before(&deadline);
-        let answer = timeout_at(
-            deadline.at(),
-            self.queries.search(&search, min_position, wait),
-        )
-        .await
-        .map_err(|_| status::timed_out(&deadline))?
-        .map_err(|e| status::from_query(e, &deadline, cut_short))?;
+        let position = self.barrier(min_position, &deadline).await?;
+        let page = timeout_at(deadline.at(), self.queries.reads().search(&search))
+            .await
+            .map_err(|_| status::timed_out(&deadline))?
+            .map_err(status::from_read)?;
         Ok(Response::new(FlightSearchResponse {
-            flights: answer
-                .value
-                .flights
-                .into_iter()
-                .map(convert::flight)
-                .collect(),
-            next: answer.value.next.unwrap_or_default(),
-            position: answer.position.to_string(),
+            flights: page.flights.into_iter().map(convert::flight).collect(),
+            next: page.next.unwrap_or_default(),
+            position: position.to_string(),
         }))
     }
 
@@ -118,29 +127,27 @@ impl FlightService for FlightSearchService {
     ) -> Result<Response<Self::StreamFlightsStream>, Status> {
         let client = client_timeout(request.metadata());
         let first = Deadline::new(client, self.request_timeout);
-        // The stream's own end: the client's deadline, if any.
-        let end = client.map(Deadline::client);
         let request = request.into_inner();
         let mut search = Self::validate(&request)?;
         if request.limit.is_none() {
             search.limit = MAX_LIMIT;
         }
         let min_position = convert::min_position(&request.min_position).map_err(invalid)?;
-        let (wait, cut_short) = self.wait_before(&first);
-        let position = timeout_at(first.at(), self.queries.read_barrier(min_position, wait))
-            .await
-            .map_err(|_| status::timed_out(&first))?
-            .map_err(|e| status::from_query(e, &first, cut_short))?;
-        let pages = Pages {
+        let position = self.barrier(min_position, &first).await?;
+        let mut pages = Pages {
             queries: self.queries.clone(),
             search,
             buffer: VecDeque::new(),
             last_page: false,
             over: false,
-            end,
+            // The stream's own end: the client's deadline, if any.
+            end: client.map(Deadline::client),
             request_timeout: self.request_timeout,
             shutdown: self.shutdown.clone(),
         };
+        // The first page before the answer: a cursor the read side refuses,
+        // or a read side that does not answer, fails the call itself.
+        pages.read_page().await?;
         Ok(with_position(pages.into_stream(), position))
     }
 
@@ -152,13 +159,13 @@ impl FlightService for FlightSearchService {
         let request = request.into_inner();
         let id = flight_id(&request.id).map_err(invalid)?;
         let min_position = convert::min_position(&request.min_position).map_err(invalid)?;
-        let (wait, cut_short) = self.wait_before(&deadline);
-        let answer = timeout_at(deadline.at(), self.queries.flight(id, min_position, wait))
+        let position = self.barrier(min_position, &deadline).await?;
+        let flight = timeout_at(deadline.at(), self.queries.reads().flight(id))
             .await
             .map_err(|_| status::timed_out(&deadline))?
-            .map_err(|e| status::from_query(e, &deadline, cut_short))?;
-        match answer.value {
-            Some(view) => Ok(with_position(convert::flight(view), answer.position)),
+            .map_err(status::from_read)?;
+        match flight {
+            Some(view) => Ok(with_position(convert::flight(view), position)),
             None => Err(status::flight_not_found(id)),
         }
     }
@@ -207,28 +214,30 @@ impl Pages {
             if self.shutdown.is_cancelled() {
                 return self.fail(status::shutting_down());
             }
-            let server = Deadline::new(None, self.request_timeout);
-            let page_deadline = match self.end {
-                Some(end) if end.at() < server.at() => end,
-                _ => server,
-            };
-            let read = timeout_at(
-                page_deadline.at(),
-                self.queries.reads().search(&self.search),
-            )
-            .await;
-            match read {
-                Ok(Ok(page)) => {
-                    self.buffer.extend(page.flights);
-                    match page.next {
-                        Some(next) => self.search.after = Some(next),
-                        None => self.last_page = true,
-                    }
-                }
-                Ok(Err(error)) => return self.fail(status::from_read(error)),
-                Err(_) => return self.fail(status::timed_out(&page_deadline)),
+            if let Err(status) = self.read_page().await {
+                return self.fail(status);
             }
         }
+    }
+
+    /// Reads the next page into the buffer, within the client's deadline and
+    /// the request timeout.
+    async fn read_page(&mut self) -> Result<(), Status> {
+        let server = Deadline::new(None, self.request_timeout);
+        let deadline = match self.end {
+            Some(end) if end.at() < server.at() => end,
+            _ => server,
+        };
+        let page = timeout_at(deadline.at(), self.queries.reads().search(&self.search))
+            .await
+            .map_err(|_| status::timed_out(&deadline))?
+            .map_err(status::from_read)?;
+        self.buffer.extend(page.flights);
+        match page.next {
+            Some(next) => self.search.after = Some(next),
+            None => self.last_page = true,
+        }
+        Ok(())
     }
 
     fn fail(&mut self, status: Status) -> Option<Result<FlightView, Status>> {

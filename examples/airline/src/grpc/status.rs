@@ -68,6 +68,21 @@ pub(super) fn from_query(error: QueryError, deadline: &Deadline, cut_short: bool
     }
 }
 
+/// The read side had not seen `wanted` when `deadline` came, before the
+/// configured wait would have ended (see [`from_query`]).
+pub(super) fn behind_at(deadline: &Deadline, wanted: annals::Position) -> Status {
+    let code = if deadline.is_client() {
+        Code::DeadlineExceeded
+    } else {
+        Code::Unavailable
+    };
+    status(
+        code,
+        "read_side_behind",
+        format!("the flight read side had not reached {wanted} by the deadline; retry"),
+    )
+}
+
 /// A read side's error.
 pub(super) fn from_read(error: ReadError) -> Status {
     match error {
