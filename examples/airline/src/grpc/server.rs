@@ -36,11 +36,15 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), GrpcError> {
     let search = FlightSearchService::new(queries, settings, shutdown.clone()).into_server();
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET);
-    let reflection_v1 = reflection.build_v1().map_err(GrpcError::Reflection)?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+    // google.rpc's descriptors too: clients that resolve types by
+    // reflection (grpcurl) can then decode the statuses' ErrorInfo.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1().map_err(GrpcError::Reflection)?;
+    let reflection_v1alpha = reflection()
         .build_v1alpha()
         .map_err(GrpcError::Reflection)?;
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
