@@ -4,7 +4,8 @@
 //! - [`scheduling`]: the Flight aggregate (schedule, reschedule, price, seats, cancel).
 //! - [`booking`]: the Booking and Payment aggregates and the booking saga.
 //! - [`search`]: the flight read side: its view, the port the API reads through, in memory and on Elasticsearch.
-//! - [`app`]: the application layer that composes them; [`http`]: the REST API.
+//! - [`app`]: the application layer that composes them; [`http`]: the REST API;
+//!   [`grpc`]: the flight search over gRPC.
 //! - [`invariants`]: what must hold of seats, money, bookings and the read model,
 //!   checked against the whole log (by tests, and by `airline check`).
 //!
@@ -49,6 +50,7 @@ pub mod background;
 pub mod booking;
 pub mod config;
 pub mod error;
+pub mod grpc;
 pub mod http;
 pub mod invariants;
 pub mod scheduling;
