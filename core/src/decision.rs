@@ -213,10 +213,10 @@ impl<S: EventStore> Decider<S> {
                 decided => {
                     // Nothing to append: a command id that already ran is
                     // answered as it was the first time.
-                    if let Some(id) = context.command_id {
-                        if let Some(first) = self.store.command_outcome(id).await? {
-                            return self.repeated(&stream, first, attempts).await;
-                        }
+                    if let Some(id) = context.command_id
+                        && let Some(first) = self.store.command_outcome(id).await?
+                    {
+                        return self.repeated(&stream, first, attempts).await;
                     }
                     return Ok(Executed {
                         events: decided.map_err(ExecuteError::Rejected)?,
