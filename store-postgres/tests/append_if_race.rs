@@ -22,8 +22,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::Mutex;
 
-const TASKS: usize = 48;
-const CONNECTIONS: u32 = 24;
+const TASKS: usize = 64;
+const CONNECTIONS: u32 = 32;
 const NAMES: usize = 8;
 const FLIGHTS: usize = 3;
 const SEATS: usize = 4;
