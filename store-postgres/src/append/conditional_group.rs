@@ -5,7 +5,7 @@
 //! before it checks its condition ([`super::conditional`]), so conditional
 //! appends write one after the other, each after the previous one's commit.
 //! Alone, each would pay a transaction, a wait and a WAL flush. The queue
-//! here (the shape of [`super::group`]'s) collects the conditional appends
+//! here ([`super::queue`], as under [`super::group`]) collects the conditional appends
 //! that arrive while earlier ones are being written and runs them as one
 //! transaction: one id, one wait, one statement that checks every condition
 //! against the log and writes the appends whose conditions hold, one commit.
@@ -35,13 +35,14 @@
 //! than its earliest append may.
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use annals::{Appended, StoreError};
 use tokio::sync::{Notify, oneshot};
 
 use super::conditional::{Env, Failure, Member, Settled, transaction};
+use super::queue::{GroupQueue, Waiting};
 use crate::connections::Connections;
 
 /// Writer tasks. One: conditional transactions write one after the other
@@ -82,6 +83,7 @@ pub(crate) struct ConditionalGroup {
     shared: Arc<Shared>,
 }
 
+#[derive(Debug)]
 struct Shared {
     conns: Arc<Connections>,
     /// Notified in each group's transaction ('' for none).
@@ -89,17 +91,7 @@ struct Shared {
     /// Signalled when an append of the store ends.
     ended: Arc<Notify>,
     timeout: Duration,
-    queue: Mutex<Queue>,
-    /// A writer may have work: something was queued, or the store closed.
-    wake: Notify,
-}
-
-#[derive(Default)]
-struct Queue {
-    waiting: VecDeque<Request>,
-    /// Writer tasks alive.
-    writers: usize,
-    closed: bool,
+    queue: GroupQueue<Request>,
 }
 
 impl ConditionalGroup {
@@ -118,8 +110,7 @@ impl ConditionalGroup {
                 channel,
                 ended,
                 timeout,
-                queue: Mutex::new(Queue::default()),
-                wake: Notify::new(),
+                queue: GroupQueue::new(),
             }),
         }
     }
@@ -153,48 +144,15 @@ impl ConditionalGroup {
     /// (no Tokio runtime).
     #[must_use]
     fn submit(&self, request: Request) -> Option<Request> {
-        let mut queue = self.shared.lock();
-        if queue.writers < WRITERS {
-            match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => {
-                    while queue.writers < WRITERS {
-                        queue.writers += 1;
-                        runtime.spawn(run_writer(self.shared.clone()));
-                    }
-                }
-                Err(_) if queue.writers == 0 => return Some(request),
-                Err(_) => {}
-            }
-        }
-        queue.waiting.push_back(request);
-        drop(queue);
-        self.shared.wake.notify_one();
-        None
+        self.shared.queue.submit(request, WRITERS, |runtime| {
+            runtime.spawn(run_writer(self.shared.clone()));
+        })
     }
 }
 
 impl Drop for ConditionalGroup {
     fn drop(&mut self) {
-        self.shared.lock().closed = true;
-        self.shared.wake.notify_waiters();
-    }
-}
-
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let queue = self.lock();
-        f.debug_struct("Shared")
-            .field("waiting", &queue.waiting.len())
-            .field("writers", &queue.writers)
-            .field("closed", &queue.closed)
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+        self.shared.queue.close();
     }
 }
 
@@ -203,8 +161,7 @@ struct WriterGuard(Arc<Shared>);
 
 impl Drop for WriterGuard {
     fn drop(&mut self) {
-        let mut queue = self.0.lock();
-        queue.writers = queue.writers.saturating_sub(1);
+        drop(self.0.queue.writer_ended());
     }
 }
 
@@ -213,21 +170,8 @@ impl Drop for WriterGuard {
 async fn run_writer(shared: Arc<Shared>) {
     let _guard = WriterGuard(shared.clone());
     loop {
-        let group = loop {
-            let woken = shared.wake.notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
-            {
-                let mut queue = shared.lock();
-                if queue.closed {
-                    return;
-                }
-                let group = take_group(&mut queue);
-                if !group.is_empty() {
-                    break group;
-                }
-            }
-            woken.await;
+        let Some(group) = shared.queue.next_group(take_group).await else {
+            return;
         };
         // The group waits no longer than its most patient append may.
         let started = group.iter().map(|r| r.started).min();
@@ -246,13 +190,13 @@ async fn run_writer(shared: Arc<Shared>) {
 /// The next group: waiting requests in arrival order, up to the limits, none
 /// sharing a command id or an event id with another. The others keep their
 /// places.
-fn take_group(queue: &mut Queue) -> Vec<Request> {
+fn take_group(queue: &mut Waiting<Request, ()>) -> Vec<Request> {
     let mut group: Vec<Request> = Vec::new();
     let mut events = 0;
     let mut commands = HashSet::new();
     let mut ids = HashSet::new();
     let mut kept = VecDeque::new();
-    while let Some(next) = queue.waiting.pop_front() {
+    while let Some(next) = queue.requests.pop_front() {
         let member = &next.member;
         let fits = group.is_empty() || events + member.len() <= MAX_EVENTS;
         let apart = member.command_id.is_none_or(|c| !commands.contains(&c))
@@ -266,7 +210,7 @@ fn take_group(queue: &mut Queue) -> Vec<Request> {
         events += member.len();
         group.push(next);
     }
-    queue.waiting = kept;
+    queue.requests = kept;
     group
 }
 

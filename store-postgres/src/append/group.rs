@@ -29,7 +29,7 @@
 //! locks.
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use annals::{Appended, StoreError};
 use sqlx::Row;
@@ -37,6 +37,7 @@ use sqlx::types::Json;
 use tokio::sync::{Notify, oneshot};
 use uuid::Uuid;
 
+use super::queue::{GroupQueue, Waiting};
 use super::statement::{Batch, appended_from, try_append_fast};
 use crate::connections::Connections;
 
@@ -100,25 +101,17 @@ struct Shared {
     conns: Arc<Connections>,
     /// Notified in each group's transaction ('' for none).
     channel: String,
-    queue: Mutex<Queue>,
-    /// A writer may have work: something was queued, or the store closed.
-    wake: Notify,
+    /// Appends waiting, and beside them the streams of the groups being
+    /// written: their next appends wait, so that groups in flight never
+    /// touch one stream row (no lock waits, no deadlocks between writers).
+    queue: GroupQueue<Request, InFlight>,
     /// Signalled after each group: conditional appends waiting for older
     /// transactions to end look again ([`super::conditional`]).
     ended: Arc<Notify>,
 }
 
-#[derive(Default)]
-struct Queue {
-    waiting: VecDeque<Request>,
-    /// Streams of the groups being written: their next appends wait, so
-    /// that groups in flight never touch one stream row (no lock waits, no
-    /// deadlocks between writers).
-    in_flight: HashSet<String>,
-    /// Writer tasks alive.
-    writers: usize,
-    closed: bool,
-}
+/// Streams of the groups being written.
+type InFlight = HashSet<String>;
 
 impl GroupCommit {
     /// Group commit writing on `conns`, notifying `channel` in each group's
@@ -134,8 +127,7 @@ impl GroupCommit {
             shared: Arc::new(Shared {
                 conns,
                 channel,
-                queue: Mutex::new(Queue::default()),
-                wake: Notify::new(),
+                queue: GroupQueue::new(),
                 ended,
             }),
         }
@@ -182,48 +174,15 @@ impl GroupCommit {
     /// started (no Tokio runtime).
     #[must_use]
     fn submit(&self, request: Request) -> Option<Request> {
-        let mut queue = self.shared.lock();
-        if queue.writers < WRITERS {
-            match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => {
-                    while queue.writers < WRITERS {
-                        queue.writers += 1;
-                        runtime.spawn(run_writer(self.shared.clone()));
-                    }
-                }
-                Err(_) if queue.writers == 0 => return Some(request),
-                // The writers alive take it.
-                Err(_) => {}
-            }
-        }
-        queue.waiting.push_back(request);
-        drop(queue);
-        self.shared.wake.notify_one();
-        None
+        self.shared.queue.submit(request, WRITERS, |runtime| {
+            runtime.spawn(run_writer(self.shared.clone()));
+        })
     }
 }
 
 impl Drop for GroupCommit {
     fn drop(&mut self) {
-        self.shared.lock().closed = true;
-        self.shared.wake.notify_waiters();
-    }
-}
-
-impl std::fmt::Debug for Queue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Queue")
-            .field("waiting", &self.waiting.len())
-            .field("in_flight", &self.in_flight.len())
-            .field("writers", &self.writers)
-            .field("closed", &self.closed)
-            .finish()
-    }
-}
-
-impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+        self.shared.queue.close();
     }
 }
 
@@ -237,10 +196,9 @@ struct WriterGuard {
 
 impl Drop for WriterGuard {
     fn drop(&mut self) {
-        let mut queue = self.shared.lock();
-        queue.writers = queue.writers.saturating_sub(1);
+        let mut queue = self.shared.queue.writer_ended();
         for stream in self.streams.drain(..) {
-            queue.in_flight.remove(&stream);
+            queue.extra.remove(&stream);
         }
     }
 }
@@ -252,29 +210,16 @@ async fn run_writer(shared: Arc<Shared>) {
         streams: Vec::new(),
     };
     loop {
-        let group = loop {
-            let woken = shared.wake.notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
-            {
-                let mut queue = shared.lock();
-                if queue.closed {
-                    return;
-                }
-                let group = take_group(&mut queue);
-                if !group.is_empty() {
-                    guard.streams = group.iter().map(|r| r.stream.clone()).collect();
-                    break group;
-                }
-            }
-            woken.await;
+        let Some(group) = shared.queue.next_group(take_group).await else {
+            return;
         };
+        guard.streams = group.iter().map(|r| r.stream.clone()).collect();
         let answers = write(&shared, &group).await;
         shared.ended.notify_waiters();
         {
-            let mut queue = shared.lock();
+            let mut queue = shared.queue.lock();
             for stream in guard.streams.drain(..) {
-                queue.in_flight.remove(&stream);
+                queue.extra.remove(&stream);
             }
         }
         for (request, outcome) in group.into_iter().zip(answers) {
@@ -293,21 +238,21 @@ async fn run_writer(shared: Arc<Shared>) {
 /// The next group: waiting appends in arrival order, up to the limits, at
 /// most one per stream and none of a stream in flight. The others keep
 /// their places.
-fn take_group(queue: &mut Queue) -> Vec<Request> {
+fn take_group(queue: &mut Waiting<Request, InFlight>) -> Vec<Request> {
     let mut group: Vec<Request> = Vec::new();
     let mut events = 0;
     let mut kept = VecDeque::new();
-    while let Some(next) = queue.waiting.pop_front() {
+    while let Some(next) = queue.requests.pop_front() {
         let fits = group.is_empty() || events + next.batch.len() <= MAX_EVENTS;
-        if group.len() == MAX_APPENDS || !fits || queue.in_flight.contains(&next.stream) {
+        if group.len() == MAX_APPENDS || !fits || queue.extra.contains(&next.stream) {
             kept.push_back(next);
             continue;
         }
-        queue.in_flight.insert(next.stream.clone());
+        queue.extra.insert(next.stream.clone());
         events += next.batch.len();
         group.push(next);
     }
-    queue.waiting = kept;
+    queue.requests = kept;
     group
 }
 

@@ -4,8 +4,10 @@
 //! * [`statement`]: the statements of one append (the one-statement hot
 //!   path and the `annals_append` function), the batch they bind and the
 //!   decoding of their answers;
-//! * [`group`]: the group commit queue, which writes concurrent appends as
-//!   one statement and one commit, built on [`statement`];
+//! * [`group`]: the group commit, which writes concurrent appends as
+//!   one statement and one commit, built on [`statement`] and [`queue`]
+//!   (the requests waiting for a group and the writer tasks, which the
+//!   conditional group commit shares);
 //! * this module, the entry point: [`append_with`] sends an append through
 //!   the group commit or alone, and runs it again after a lost race or
 //!   connection;
@@ -20,6 +22,7 @@ pub(crate) mod conditional;
 pub(crate) mod conditional_group;
 pub(crate) mod group;
 mod in_transaction;
+mod queue;
 pub(crate) mod statement;
 
 use std::time::Instant;
