@@ -72,9 +72,11 @@
 //!    `SearchFlights` at the same rate, with its own 3 s warm-up and 30 s
 //!    window; its next pages use the cursors of its own answers. One after
 //!    the other rather than in alternating rounds, so that each has a CPU
-//!    window of its own; gRPC going second replays filters Elasticsearch's
-//!    query cache may still hold from REST (its request cache keeps no
-//!    searches that return hits), which can favour gRPC a little. REST goes
+//!    window of its own. The order can favour gRPC: it replays filters
+//!    Elasticsearch's query cache may still hold from REST (its request
+//!    cache keeps no searches that return hits), and REST is the first to
+//!    search the index after the build, with Elasticsearch cold, which its
+//!    warm-up absorbs on a quiet machine but not on a busy one. REST goes
 //!    through a pool of keep-alive HTTP/1.1 connections (a request takes an
 //!    idle one, or opens one when all are busy), gRPC through one HTTP/2
 //!    channel (one connection, the calls multiplexed on it): each API's
