@@ -55,39 +55,42 @@
 //!    see how a backlog ends).
 //! 2. **Search latency at a fixed rate, REST then gRPC**: 100,000 flights
 //!    (`FlightScheduled`, hub-weighted routes, departures over 30 days, fares
-//!    by block time) are appended to the log in transactions of 500 streams
-//!    by 4 writers before the service starts; the service's start then
-//!    builds the index with the read model's first-build catch-up (timed
-//!    until the runner is live at the head of the log). An open-loop
-//!    generator then sends `GET /flights/search` at exactly 200 requests/s
-//!    for 30 s (after 3 s of warm-up at the same rate): each request is
-//!    scheduled at its intended send time and its latency counted from that
-//!    time, so that queueing in the generator counts too. The queries mix
-//!    route + day, route + day range + price cap, departure boards, free
-//!    text, destination + seats, whole-day price lists of 100, and next pages
-//!    (`after`) of earlier answers, with all four sorts. Right after, the
-//!    same generator sends the same queries (the same sequence: one typed
-//!    query, rendered into a query string or a `FlightSearchRequest` with the
-//!    same filters, sort and page size; no `min_position` in either) as gRPC
-//!    `SearchFlights` at the same rate, with its own 3 s warm-up and 30 s
-//!    window; its next pages use the cursors of its own answers. One after
-//!    the other rather than in alternating rounds, so that each has a CPU
-//!    window of its own. The order can favour gRPC: it replays filters
-//!    Elasticsearch's query cache may still hold from REST (its request
-//!    cache keeps no searches that return hits), and REST is the first to
-//!    search the index after the build, with Elasticsearch cold, which its
-//!    warm-up absorbs on a quiet machine but not on a busy one. REST goes
-//!    through a pool of keep-alive HTTP/1.1 connections (a request takes an
-//!    idle one, or opens one when all are busy), gRPC through one HTTP/2
-//!    channel (one connection, the calls multiplexed on it): each API's
-//!    usual client. At 200/s and a few milliseconds per search only a
-//!    handful of requests are in flight, which one HTTP/2 connection carries
-//!    without queueing, and both make their connections in the warm-up. Both
-//!    get requests/s, p50/p99/max, the answers that are not OK (non-2xx, or
-//!    a gRPC status other than `OK`, by REST error code) and the same
-//!    breakdown by query kind. Latency ends with the answer's body read
-//!    (REST, before its JSON is parsed) or decoded (gRPC: tonic decodes the
-//!    message before the call returns).
+//!    by block time) are appended to the log in transactions of 500 streams by
+//!    4 writers before the service starts; the service's start then builds the
+//!    index with the read model's first-build catch-up (timed until the runner
+//!    is live at the head of the log). An open-loop generator then sends `GET
+//!    /flights/search` at exactly 200 requests/s for 30 s (after 3 s of
+//!    warm-up at the same rate): each request is scheduled at its intended
+//!    send time and its latency counted from that time, so that queueing in
+//!    the generator counts too. The queries mix route + day, route + day
+//!    range + price cap, departure boards, free text, destination + seats,
+//!    whole-day price lists of 100, and next pages (`after`) of earlier
+//!    answers, with all four sorts. Right after, the same generator sends the
+//!    same queries (the same sequence: one typed query, rendered into a query
+//!    string or a `FlightSearchRequest` with the same filters, sort and page
+//!    size; no `min_position` in either) as gRPC `SearchFlights` at the same
+//!    rate, with its own 3 s warm-up and 30 s window; its next pages use the
+//!    cursors of its own answers. One after the other rather than in
+//!    alternating rounds: the service closes keep-alive connections idle for
+//!    5 s (`header_read_timeout`), so a REST round after a gRPC round would
+//!    connect again inside its window; and each run has a CPU window of its
+//!    own. The order can favour gRPC: it replays filters Elasticsearch's query
+//!    cache may still hold from REST (its request cache keeps no searches that
+//!    return hits), and REST is the first to search the index after the build,
+//!    with Elasticsearch cold, which its warm-up absorbs on a quiet machine
+//!    but not on a busy one. REST goes through a pool of keep-alive HTTP/1.1
+//!    connections (a request takes an idle one, or opens one when all are
+//!    busy), gRPC through one HTTP/2 channel (one connection, the calls
+//!    multiplexed on it): each API's usual client. At 200/s and a few
+//!    milliseconds per search only a handful of requests are in flight, which
+//!    one HTTP/2 connection carries without queueing, and both connect in the
+//!    warm-up (REST again only for more requests in flight at once than
+//!    before, or after a connection idled out). Both get requests/s,
+//!    p50/p99/max, the answers that are not OK (non-2xx, or a gRPC status
+//!    other than `OK`, by REST error code) and the same breakdown by query
+//!    kind. Latency ends with the answer's body read (REST, before its JSON is
+//!    parsed) or decoded (gRPC: tonic decodes the message before the call
+//!    returns).
 //!
 //! Each phase also prints where the machine's CPU went over its measured
 //! window: the service's and the load generator's threads, this run's
