@@ -15,6 +15,8 @@
 //!   in a full run the commands run against that index too.
 //! - `HBENCH_SEARCH_SECS`: the measured window of each search run (30 s),
 //!   e.g. 5 for a smoke run; the warm-up stays 3 s.
+//! - `HBENCH_SEARCH_ORDER`: `rest,grpc` (the default) or `grpc,rest`, to see
+//!   what going first or second does to each API's figures.
 //! - `HBENCH_SETTLE_SECS`: how long to watch the booking saga after the
 //!   booking window (60 s).
 //!
@@ -78,19 +80,19 @@
 //!    cache may still hold from REST (its request cache keeps no searches that
 //!    return hits), and REST is the first to search the index after the build,
 //!    with Elasticsearch cold, which its warm-up absorbs on a quiet machine
-//!    but not on a busy one. REST goes through a pool of keep-alive HTTP/1.1
-//!    connections (a request takes an idle one, or opens one when all are
-//!    busy), gRPC through one HTTP/2 channel (one connection, the calls
-//!    multiplexed on it): each API's usual client. At 200/s and a few
-//!    milliseconds per search only a handful of requests are in flight, which
-//!    one HTTP/2 connection carries without queueing, and both connect in the
-//!    warm-up (REST again only for more requests in flight at once than
-//!    before, or after a connection idled out). Both get requests/s,
-//!    p50/p99/max, the answers that are not OK (non-2xx, or a gRPC status
-//!    other than `OK`, by REST error code) and the same breakdown by query
-//!    kind. Latency ends with the answer's body read (REST, before its JSON is
-//!    parsed) or decoded (gRPC: tonic decodes the message before the call
-//!    returns).
+//!    but not on a busy one; `HBENCH_SEARCH_ORDER=grpc,rest` swaps them to
+//!    see. REST goes through a pool of keep-alive HTTP/1.1 connections (a
+//!    request takes an idle one, or opens one when all are busy), gRPC through
+//!    one HTTP/2 channel (one connection, the calls multiplexed on it): each
+//!    API's usual client. At 200/s and a few milliseconds per search only a
+//!    handful of requests are in flight, which one HTTP/2 connection carries
+//!    without queueing, and both connect in the warm-up (REST again only for
+//!    more requests in flight at once than before, or after a connection idled
+//!    out). Both get requests/s, p50/p99/max, the answers that are not OK
+//!    (non-2xx, or a gRPC status other than `OK`, by REST error code) and the
+//!    same breakdown by query kind. Latency ends with the answer's body read
+//!    (REST, before its JSON is parsed) or decoded (gRPC: tonic decodes the
+//!    message before the call returns).
 //!
 //! Each phase also prints where the machine's CPU went over its measured
 //! window: the service's and the load generator's threads, this run's
@@ -182,6 +184,8 @@ struct Knobs {
     search: bool,
     /// The measured window of each search run.
     search_window: Duration,
+    /// The APIs of the search runs, in the order they run.
+    search_order: [Api; 2],
 }
 
 impl Knobs {
@@ -216,10 +220,21 @@ impl Knobs {
                 }
             },
         };
+        let search_order = match std::env::var("HBENCH_SEARCH_ORDER").as_deref() {
+            Err(_) | Ok("rest,grpc") => [Api::Rest, Api::Grpc],
+            Ok("grpc,rest") => [Api::Grpc, Api::Rest],
+            Ok(other) => {
+                return Err(format!(
+                    "HBENCH_SEARCH_ORDER: {other:?} is neither rest,grpc nor grpc,rest"
+                )
+                .into());
+            }
+        };
         Ok(Self {
             commands,
             search,
             search_window,
+            search_order,
         })
     }
 }
@@ -421,10 +436,15 @@ async fn phases(
     }
     build.merges_waited = waiting.elapsed();
 
-    // 2. Search at a fixed rate: REST, then the same queries over gRPC.
+    // 2. Search at a fixed rate: REST, then the same queries over gRPC
+    // (or the other way round).
     let mut searches = Vec::new();
     if knobs.search {
-        for (api, target) in [(Api::Rest, address), (Api::Grpc, service.grpc_address)] {
+        for api in knobs.search_order {
+            let target = match api {
+                Api::Rest => address,
+                Api::Grpc => service.grpc_address,
+            };
             println!(
                 "  {}: {} s warm-up, then {} s at {SEARCH_RATE}/s (open loop, {})",
                 api.name(),
@@ -1688,7 +1708,8 @@ struct Build {
 
 struct Report {
     build: Build,
-    /// Phase 2 per API, REST first; empty when `HBENCH_PHASES` leaves it out.
+    /// Phase 2 per API, in the order they ran; empty when `HBENCH_PHASES`
+    /// leaves it out.
     searches: Vec<(Api, Open)>,
     search_window: Duration,
     /// Phase 1, unless `HBENCH_PHASES` leaves it out.
