@@ -200,6 +200,7 @@ struct Knobs {
 }
 
 impl Knobs {
+    /// Reads the `HBENCH_*` variables; a value they do not take is an error.
     fn from_env() -> Result<Self> {
         let (commands, search) = match std::env::var("HBENCH_PHASES") {
             Err(_) => (true, true),
@@ -1083,6 +1084,7 @@ enum Api {
 }
 
 impl Api {
+    /// How the output names it.
     fn name(self) -> &'static str {
         match self {
             Api::Rest => "GET /flights/search",
@@ -1198,7 +1200,7 @@ impl SearchQuery {
     }
 }
 
-/// A sort order's REST name.
+/// A sort order's REST name (`sort=`).
 fn sort_name(sort: SortOrder) -> &'static str {
     match sort {
         SortOrder::Price => "price",
@@ -1208,6 +1210,7 @@ fn sort_name(sort: SortOrder) -> &'static str {
     }
 }
 
+/// Any of the four orders.
 fn sort(rng: &mut StdRng) -> SortOrder {
     [
         SortOrder::Price,
