@@ -967,6 +967,46 @@ async fn wait_for_checkpoint_returns_once_the_runner_passes() {
     task.await.unwrap().unwrap();
 }
 
+/// An event that becomes readable while the waiter reads (on PostgreSQL: its
+/// transaction ends in between) is still waited for: the head the waiter
+/// trusts must be older than its read.
+#[tokio::test]
+async fn wait_for_checkpoint_waits_for_an_event_that_becomes_readable_during_its_read() {
+    // A memory store's positions depend only on what it holds: a scratch
+    // store says where the second event will be.
+    let scratch = MemoryStore::new();
+    handled(&scratch, "s-1").await;
+    let wanted = handled(&scratch, "s-2").await.position;
+
+    let memory = MemoryStore::new();
+    let first = handled(&memory, "s-1").await.position;
+    memory.save_checkpoint("behind", first).await.unwrap();
+    let store = Faulty::new(memory.clone());
+    let first_read = AtomicBool::new(true);
+    store.rewrite_read_all(move |page, _| {
+        if first_read.swap(false, Ordering::SeqCst) {
+            // Written just after this read took its view.
+            let written = futures::executor::block_on(handled(&memory, "s-2"));
+            assert_eq!(written.position, wanted);
+        }
+        page
+    });
+    let filter = EventFilter::types(["Added"]);
+    let waited = wait_for_checkpoint(
+        &store,
+        "behind",
+        &filter,
+        wanted,
+        Duration::from_millis(150),
+    )
+    .await;
+    assert!(
+        matches!(waited, Err(WaitError::Timeout { .. })),
+        "nothing projected the event at {wanted} (the checkpoint is at {first}), yet the wait \
+         ended with {waited:?}"
+    );
+}
+
 #[tokio::test]
 async fn wait_for_checkpoint_times_out_when_nothing_projects() {
     let store = MemoryStore::new();

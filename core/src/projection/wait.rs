@@ -50,10 +50,15 @@ pub async fn wait_for_checkpoint<S: EventStore + ?Sized>(
         if checkpoint >= position {
             return Ok(checkpoint);
         }
+        // The head first: a read after it sees everything up to it. Asked
+        // after the read, the head could pass `position` with an event the
+        // read did not see yet (on PostgreSQL, one whose transaction ended
+        // in between), and a stale read would count as fresh.
+        let head = store.head().await?;
         let next = store.read_all(checkpoint, 1, filter).await?;
         let nothing_pending = match next.first() {
             Some(event) => event.position > position,
-            None => store.head().await? >= position,
+            None => head >= position,
         };
         if nothing_pending {
             return Ok(checkpoint);
