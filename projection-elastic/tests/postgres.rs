@@ -181,6 +181,7 @@ async fn search_postgres_failover_keeps_every_event_exactly_once() {
         writer.await.unwrap();
     }
     assert!(written.load(Ordering::SeqCst) > 50, "the writers wrote");
+    pg.settle().await;
     let head = store.head().await.unwrap();
     let mut status = runners[0].status.clone();
     wait_for(&mut status, "the survivor to catch up", |s| {

@@ -169,6 +169,41 @@ impl PgTest {
             .unwrap_or_else(|e| panic!("cannot open a PgListener for schema {}: {e}", self.schema))
     }
 
+    /// Waits until every event the test's schema holds is readable: no
+    /// transaction older than the last one that wrote an event is still
+    /// open on the server. A store's head stops before the oldest open
+    /// transaction of the whole server (positions are transaction ids,
+    /// shared by every schema), so while another test's transaction runs, a
+    /// head read here trails what this test wrote, and would move later
+    /// without a write. Call it before taking a head to compare.
+    ///
+    /// # Panics
+    ///
+    /// When the events are not all readable within 30 s, or the query fails.
+    pub async fn settle(&self) {
+        const SETTLED: &str = "SELECT coalesce((SELECT transaction_id FROM annals_events \
+             ORDER BY transaction_id DESC LIMIT 1) < pg_snapshot_xmin(pg_current_snapshot()), true)";
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let settled: bool = sqlx::query_scalar(SETTLED)
+                .fetch_one(&self.pool)
+                .await
+                .unwrap_or_else(|e| {
+                    panic!("cannot tell whether schema {} settled: {e}", self.schema)
+                });
+            if settled {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the events of schema {} are not all readable after 30 s: a transaction \
+                 older than the last one that wrote stays open",
+                self.schema
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Closes [`Self::pool`] and drops the schema with everything in it.
     ///
     /// Pools the test built itself should be closed first: a connection holding a lock

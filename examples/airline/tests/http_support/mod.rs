@@ -355,38 +355,14 @@ impl TestApp {
     }
 
     /// The store's head: unchanged when a command was refused.
-    /// The head of the log once every event written so far is readable. On
-    /// PostgreSQL the head stops before the oldest transaction still open
-    /// anywhere on the server (positions are transaction ids, shared by all
-    /// schemas), so a transaction of another test can hold it back for a
-    /// while; a head taken then would move later without a write here.
+    /// The head of the log once every event written so far is readable
+    /// ([`PgTest::settle`]: another test's transaction may hold a
+    /// PostgreSQL head back for a while).
     pub async fn head(&self) -> Position {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let head = self.store.head().await.expect("head");
-            let Some((pg, _)) = &self.services else {
-                return head;
-            };
-            let last: Option<String> = sqlx::query_scalar(
-                "SELECT transaction_id::text || '.' || global_position FROM annals_events \
-                 ORDER BY transaction_id DESC, global_position DESC LIMIT 1",
-            )
-            .fetch_optional(pg.pool())
-            .await
-            .expect("the last event written");
-            let written = last.map_or(Position::START, |last| {
-                let (tx, gp) = last.split_once('.').expect("tx.gp");
-                Position::new(tx.parse().expect("xid"), gp.parse().expect("position"))
-            });
-            if head >= written {
-                return head;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the head {head} stays behind the last event written {written} for 30 s"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        if let Some((pg, _)) = &self.services {
+            pg.settle().await;
         }
+        self.store.head().await.expect("head")
     }
 
     /// Schedules a flight as admin; its id and position.
