@@ -114,8 +114,8 @@ impl Subscription {
         self
     }
 
-    /// The worker that takes a message of `key`.
-    fn worker_for(&self, key: &str) -> usize {
+    /// The worker (`0..workers`) that takes the messages of `key`.
+    pub fn worker_for(&self, key: &str) -> usize {
         let mut hasher = DefaultHasher::new();
         key.hash(&mut hasher);
         (hasher.finish() % self.workers.max(1) as u64) as usize
