@@ -360,15 +360,16 @@ where
                 let error = report(&error);
                 let attempts = deadline.attempts.max(1);
                 // A retry by an operator gives a dead letter another round.
-                let retry_at = (attempts % self.options.deadline_attempts.max(1) != 0).then(|| {
-                    let delay = self
-                        .options
-                        .deadline_retry
-                        .delays()
-                        .nth(attempts as usize - 1)
-                        .unwrap_or(self.options.deadline_retry.max);
-                    Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default()
-                });
+                let retry_at = (!attempts.is_multiple_of(self.options.deadline_attempts.max(1)))
+                    .then(|| {
+                        let delay = self
+                            .options
+                            .deadline_retry
+                            .delays()
+                            .nth(attempts as usize - 1)
+                            .unwrap_or(self.options.deadline_retry.max);
+                        Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default()
+                    });
                 match retry_at {
                     Some(at) => tracing::warn!(
                         process = P::NAME, instance = %deadline.instance, deadline = deadline.name,

@@ -342,10 +342,10 @@ impl BulkWriter {
         in_flight: &mut InFlight,
         results: &mut Vec<ItemResult>,
     ) -> Result<(), ElasticError> {
-        if in_flight.len() >= self.concurrency {
-            if let Some(answer) = in_flight.oldest().await {
-                results.extend(answer?);
-            }
+        if in_flight.len() >= self.concurrency
+            && let Some(answer) = in_flight.oldest().await
+        {
+            results.extend(answer?);
         }
         let writer = self.clone();
         let index = index.to_owned();

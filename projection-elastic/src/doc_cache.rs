@@ -68,10 +68,10 @@ impl<D: Clone> DocCache<D> {
             let Some((id, seq)) = self.order.pop_front() else {
                 break;
             };
-            if self.entries.get(&id).is_some_and(|c| c.seq == seq) {
-                if let Some(old) = self.entries.remove(&id) {
-                    self.used -= old.bytes;
-                }
+            if self.entries.get(&id).is_some_and(|c| c.seq == seq)
+                && let Some(old) = self.entries.remove(&id)
+            {
+                self.used -= old.bytes;
             }
         }
         // Drop the pairs of ids written again since, now and then.

@@ -293,10 +293,10 @@ impl<P: DocumentProjection> ReadModel<P> {
         let target = self.versioned_index();
         loop {
             let live = self.live_index().await?;
-            if let Some(live) = &live {
-                if self.is_current(live)? {
-                    return Ok(None);
-                }
+            if let Some(live) = &live
+                && self.is_current(live)?
+            {
+                return Ok(None);
             }
             let name = self.projection_name(&target);
             let Some(lease) = store.try_lease(&name).await? else {

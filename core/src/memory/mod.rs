@@ -312,13 +312,13 @@ impl MemoryStore {
     ) -> Result<Appended, StoreError> {
         self.shared.limits.check(stream, &events)?;
         let mut state = self.write();
-        if let Some(command_id) = options.command_id {
-            if let Some(first) = state.commands.get(&command_id) {
-                return Ok(Appended {
-                    repeated: true,
-                    ..*first
-                });
-            }
+        if let Some(command_id) = options.command_id
+            && let Some(first) = state.commands.get(&command_id)
+        {
+            return Ok(Appended {
+                repeated: true,
+                ..*first
+            });
         }
         if let Some(first) = state.repeated_by_event_ids(stream, &events)? {
             if let Some(command_id) = options.command_id {

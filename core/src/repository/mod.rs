@@ -380,18 +380,16 @@ where
             version: 0,
             position: Some(Position::START),
         };
-        if self.snapshot_every.is_some() {
-            if let Some(snapshot) = self.store.load_snapshot(stream).await? {
-                if snapshot.schema_version == A::SNAPSHOT_VERSION {
-                    if let Some(state) = A::restore(&snapshot.state) {
-                        loaded = Loaded {
-                            state,
-                            version: snapshot.stream_version,
-                            position: None,
-                        };
-                    }
-                }
-            }
+        if self.snapshot_every.is_some()
+            && let Some(snapshot) = self.store.load_snapshot(stream).await?
+            && snapshot.schema_version == A::SNAPSHOT_VERSION
+            && let Some(state) = A::restore(&snapshot.state)
+        {
+            loaded = Loaded {
+                state,
+                version: snapshot.stream_version,
+                position: None,
+            };
         }
         self.catch_up(stream, &mut loaded).await?;
         Ok(loaded)

@@ -3,6 +3,7 @@
 //! | variable | flag | default |
 //! |---|---|---|
 //! | `AIRLINE_LISTEN` | `--listen` | `127.0.0.1:8080` |
+//! | `AIRLINE_GRPC_LISTEN` | `--grpc-listen` | `127.0.0.1:50051` (a bare port is on 127.0.0.1; `0` picks a free port, logged) |
 //! | `AIRLINE_TOKENS` | (environment only) | none: embedded mode generates an admin token |
 //! | `AIRLINE_RATE_LIMIT_BURST` | `--rate-limit-burst` | 100 |
 //! | `AIRLINE_RATE_LIMIT_PER_SECOND` | `--rate-limit-per-second` | 50 (0 turns limiting off) |
@@ -30,6 +31,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+use crate::grpc::GrpcSettings;
 use crate::http::{HttpSettings, RateLimit, Tokens, TokensError};
 
 /// Where events are stored.
@@ -66,6 +68,16 @@ pub struct Config {
     /// Address to listen on.
     #[arg(long, env = "AIRLINE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+
+    /// Address of the gRPC flight search (proto/flights.proto): an address,
+    /// or a port on 127.0.0.1; port 0 picks a free one (logged).
+    #[arg(
+        long,
+        env = "AIRLINE_GRPC_LISTEN",
+        default_value = "127.0.0.1:50051",
+        value_parser = listen_address
+    )]
+    pub grpc_listen: SocketAddr,
 
     /// Bearer tokens and roles, "token:role,token:role" (roles: reader,
     /// agent, admin). Read from the environment only, never a flag.
@@ -164,6 +176,7 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("listen", &self.listen)
+            .field("grpc_listen", &self.grpc_listen)
             .field("tokens", &self.tokens.as_ref().map(|_| "<hidden>"))
             .field("rate_limit_burst", &self.rate_limit_burst)
             .field("rate_limit_per_second", &self.rate_limit_per_second)
@@ -210,6 +223,17 @@ fn seconds(name: &'static str, value: f64) -> Result<Duration, ConfigError> {
         .ok()
         .filter(|d| !d.is_zero())
         .ok_or(ConfigError::Duration(name))
+}
+
+/// A socket address, or a bare port on 127.0.0.1 (`0`: any free port).
+fn listen_address(value: &str) -> Result<SocketAddr, String> {
+    let value = value.trim();
+    if let Ok(port) = value.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    value
+        .parse()
+        .map_err(|_| format!("{value:?} is not an address (e.g. 127.0.0.1:50051) or a port"))
 }
 
 fn non_empty(value: Option<String>) -> Option<String> {
@@ -288,6 +312,15 @@ impl Config {
     /// True when neither store nor read model is external.
     pub fn is_embedded(&self) -> bool {
         self.store_kind() == StoreKind::Memory && self.read_model_kind() == ReadModelKind::Memory
+    }
+
+    /// The gRPC server's limits: the same request and drain timeouts as
+    /// the HTTP layer's.
+    pub fn grpc_settings(&self) -> Result<GrpcSettings, ConfigError> {
+        Ok(GrpcSettings {
+            request_timeout: seconds("AIRLINE_REQUEST_TIMEOUT_SECS", self.request_timeout_secs)?,
+            drain_timeout: seconds("AIRLINE_DRAIN_TIMEOUT_SECS", self.drain_timeout_secs)?,
+        })
     }
 
     /// The HTTP layer's limits.
@@ -400,6 +433,29 @@ mod tests {
             bad.http_settings(),
             Err(ConfigError::Duration("AIRLINE_READ_WAIT_SECS"))
         );
+    }
+
+    #[test]
+    fn the_grpc_address_is_an_address_or_a_port() {
+        assert_eq!(parse(&[]).grpc_listen, "127.0.0.1:50051".parse().unwrap());
+        for (value, address) in [
+            ("0", "127.0.0.1:0"),
+            ("50052", "127.0.0.1:50052"),
+            ("0.0.0.0:9090", "0.0.0.0:9090"),
+            ("[::1]:0", "[::1]:0"),
+        ] {
+            assert_eq!(
+                parse(&["--grpc-listen", value]).grpc_listen,
+                address.parse().unwrap(),
+                "{value}"
+            );
+        }
+        assert!(Cli::try_parse_from(["airline", "--grpc-listen", "somewhere"]).is_err());
+        let settings = parse(&["--request-timeout-secs", "2", "--drain-timeout-secs", "3"])
+            .grpc_settings()
+            .unwrap();
+        assert_eq!(settings.request_timeout, Duration::from_secs(2));
+        assert_eq!(settings.drain_timeout, Duration::from_secs(3));
     }
 
     #[test]

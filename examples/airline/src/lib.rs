@@ -4,7 +4,8 @@
 //! - [`scheduling`]: the Flight aggregate (schedule, reschedule, price, seats, cancel).
 //! - [`booking`]: the Booking and Payment aggregates and the booking saga.
 //! - [`search`]: the flight read side: its view, the port the API reads through, in memory and on Elasticsearch.
-//! - [`app`]: the application layer that composes them; [`http`]: the REST API.
+//! - [`app`]: the application layer that composes them; [`http`]: the REST API;
+//!   [`grpc`]: the flight search over gRPC.
 //! - [`integration`]: the integration events other services consume over RabbitMQ (the
 //!   public contract, mapped from the domain events and published by a relay);
 //!   [`notifications`]: a small consuming service that records a notice per booking through
@@ -53,6 +54,7 @@ pub mod background;
 pub mod booking;
 pub mod config;
 pub mod error;
+pub mod grpc;
 pub mod http;
 pub mod integration;
 pub mod invariants;

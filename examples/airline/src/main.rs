@@ -1,7 +1,7 @@
 //! `airline`: the annals showcase service and its tools.
 //!
-//! `airline` (or `airline serve`) serves the REST API and runs the
-//! projections in one process. With no configuration it runs the embedded
+//! `airline` (or `airline serve`) serves the REST API and the gRPC flight
+//! search (`proto/flights.proto`) and runs the projections in one process. With no configuration it runs the embedded
 //! in-memory default: an in-memory store, the in-memory flight read model,
 //! the booking saga, and a couple of hundred seeded flights.
 //!
@@ -60,7 +60,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the API and run the projections in one process (the default).
+    /// Serve the REST API and the gRPC flight search and run the projections
+    /// in one process (the default).
     Serve(Config),
     /// Run the projections only (a projection daemon, no API).
     Project(Config),
@@ -164,6 +165,7 @@ async fn serve_command(config: Config) -> Result<()> {
     )?;
     let listener = bind(&config).await?;
     let address = listener.local_addr()?;
+    let grpc = bind_grpc(&config).await?;
     let shutdown = CancellationToken::new();
     watch_signals(shutdown.clone());
     match config.store_kind() {
@@ -174,7 +176,10 @@ async fn serve_command(config: Config) -> Result<()> {
                 config.read_model_kind().as_str()
             );
             run_service(
-                listener,
+                Listeners {
+                    http: listener,
+                    grpc,
+                },
                 settings,
                 tokens,
                 &config,
@@ -191,7 +196,11 @@ async fn serve_command(config: Config) -> Result<()> {
             );
             let airline = airline_on(MemoryStore::new(), SimulatedPayments::new(), &config);
             seed_flights(&airline, config.seed_flights, 42, |_| {}).await?;
-            run_service(listener, settings, tokens, &config, airline, shutdown).await
+            let listeners = Listeners {
+                http: listener,
+                grpc,
+            };
+            run_service(listeners, settings, tokens, &config, airline, shutdown).await
         }
     }
 }
@@ -207,6 +216,7 @@ async fn serve_embedded(config: Config) -> Result<()> {
         "airline running in embedded in-memory mode (no DATABASE_URL or ELASTICSEARCH_URL; \
          nothing is kept after exit), listening on http://{address}"
     );
+    let grpc = bind_grpc(&config).await?;
     let tokens = match configured {
         Some(tokens) => tokens,
         None => {
@@ -225,7 +235,11 @@ async fn serve_embedded(config: Config) -> Result<()> {
     tracing::info!(flights = seeded, "seeded flights over the next 30 days");
     let shutdown = CancellationToken::new();
     watch_signals(shutdown.clone());
-    run_service(listener, settings, tokens, &config, airline, shutdown).await
+    let listeners = Listeners {
+        http: listener,
+        grpc,
+    };
+    run_service(listeners, settings, tokens, &config, airline, shutdown).await
 }
 
 async fn bind(config: &Config) -> Result<TcpListener> {
@@ -234,34 +248,77 @@ async fn bind(config: &Config) -> Result<TcpListener> {
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen).into())
 }
 
+/// Binds the gRPC flight search's address and says where it listens (the
+/// port it got, when port 0 asked for any).
+async fn bind_grpc(config: &Config) -> Result<TcpListener> {
+    let listener = TcpListener::bind(config.grpc_listen)
+        .await
+        .map_err(|e| format!("cannot listen on {} (gRPC): {e}", config.grpc_listen))?;
+    // Not "listening on http://…": scripts read the REST address from that line.
+    tracing::info!(
+        "gRPC flight search (proto/flights.proto) on {}",
+        listener.local_addr()?
+    );
+    Ok(listener)
+}
+
+/// Where a serving process listens.
+struct Listeners {
+    /// The REST API.
+    http: TcpListener,
+    /// The gRPC flight search.
+    grpc: TcpListener,
+}
+
 /// Serves the API over any store: starts the read model's projection and
 /// the booking saga, serves until a signal, then stops the server and lets
 /// the runners finish their batch.
 async fn run_service<S: ProjectionStore + Clone>(
-    listener: TcpListener,
+    listeners: Listeners,
     settings: airline::http::HttpSettings,
     tokens: Tokens,
     config: &Config,
     airline: Airline<S>,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    // Its own token: the runners stop only after the server has drained.
+    let grpc_settings = config.grpc_settings()?;
+    // Its own token: the runners stop only after the servers have drained.
     let mut background = Background::new(CancellationToken::new());
     let reads = start_projections(config, &airline, &mut background)?;
     let state = AppState::new(airline, reads, tokens)
         .with_settings(settings)
         .with_runners(background.runners());
-    let served = serve(
-        listener,
-        router(state.clone()),
-        state.settings(),
-        shutdown.clone(),
-    )
-    .await;
-    tracing::info!("server stopped; stopping projections");
+    // One server failing stops the other: the process exits, as it would
+    // if either had not started.
+    let http = async {
+        let served = serve(
+            listeners.http,
+            router(state.clone()),
+            state.settings(),
+            shutdown.clone(),
+        )
+        .await;
+        shutdown.cancel();
+        served
+    };
+    let grpc = async {
+        let served = airline::grpc::serve(
+            listeners.grpc,
+            state.queries().clone(),
+            &grpc_settings,
+            shutdown.clone(),
+        )
+        .await;
+        shutdown.cancel();
+        served
+    };
+    let (http, grpc) = tokio::join!(http, grpc);
+    tracing::info!("servers stopped; stopping projections");
     background.shutdown(SHUTDOWN_GRACE).await;
     tracing::info!("bye");
-    served.map_err(Into::into)
+    http?;
+    grpc?;
+    Ok(())
 }
 
 /// Cancels `shutdown` on Ctrl-C or SIGTERM.
@@ -534,6 +591,7 @@ mod tests {
         for args in [
             vec!["airline"],
             vec!["airline", "--listen", "127.0.0.1:0"],
+            vec!["airline", "serve", "--grpc-listen", "0"],
             vec![
                 "airline",
                 "serve",

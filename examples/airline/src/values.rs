@@ -183,6 +183,15 @@ impl fmt::Display for Money {
     }
 }
 
+/// A UUID in its hyphenated form (`0190c6d8-7d2a-7c3e-9a51-6a1f0c2e4b7d`),
+/// the one OpenAPI's `format: uuid` names; the `uuid` crate would also take
+/// the simple, braced and URN forms.
+pub fn hyphenated_uuid(text: &str) -> Option<uuid::Uuid> {
+    (text.len() == 36)
+        .then(|| uuid::Uuid::try_parse(text).ok())
+        .flatten()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

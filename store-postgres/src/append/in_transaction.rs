@@ -105,12 +105,11 @@ impl PgEventStore {
             .fetch_optional(pool)
             .await
             .map_err(store_error)?;
-        if let Some(row) = stored {
-            if let Err(duplicate @ StoreError::DuplicateEvent { .. }) =
+        if let Some(row) = stored
+            && let Err(duplicate @ StoreError::DuplicateEvent { .. }) =
                 outcome(&row, stream, expected)
-            {
-                return Ok(duplicate);
-            }
+        {
+            return Ok(duplicate);
         }
         Ok(StoreError::Conflict {
             stream: stream.to_owned(),

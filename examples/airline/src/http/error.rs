@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::error::{AppError, Kind};
-use crate::search::ReadError;
+use crate::search::{QueryError, ReadError, SearchError};
 
 /// The body of every error answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -111,6 +111,30 @@ impl ApiError {
         }
     }
 
+    /// Maps a query's error: 400 for a parameter, 503 `read_side_behind`
+    /// when the read side has not caught up in time, 503 `unavailable` when
+    /// the store is down, and the read side's own errors as
+    /// [`ApiError::from_read`] maps them.
+    pub fn from_query(error: QueryError) -> Self {
+        match error {
+            QueryError::Invalid(error) => error.into(),
+            behind @ QueryError::Behind { .. } => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "read_side_behind",
+                behind.to_string(),
+            ),
+            QueryError::Store(error) => {
+                tracing::warn!(%error, "store unavailable");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the event store is unavailable; retry later",
+                )
+            }
+            QueryError::Read(error) => Self::from_read(error),
+        }
+    }
+
     /// 500, logged; the message for the client says no more than that.
     pub fn internal(message: impl Into<String>) -> Self {
         let message = message.into();
@@ -180,6 +204,18 @@ impl std::error::Error for ApiError {}
 impl From<AppError> for ApiError {
     fn from(error: AppError) -> Self {
         Self::from_app(error, "not_found")
+    }
+}
+
+impl From<SearchError> for ApiError {
+    fn from(error: SearchError) -> Self {
+        Self::bad_request(error.code(), error.to_string())
+    }
+}
+
+impl From<QueryError> for ApiError {
+    fn from(error: QueryError) -> Self {
+        Self::from_query(error)
     }
 }
 

@@ -138,14 +138,7 @@ fn json_error(error: serde_path_to_error::Error<serde_json::Error>) -> ApiError 
     ApiError::bad_request(code, message)
 }
 
-/// A UUID in its hyphenated form (`0190c6d8-7d2a-7c3e-9a51-6a1f0c2e4b7d`),
-/// the one OpenAPI's `format: uuid` names; the `uuid` crate would also take
-/// the simple, braced and URN forms.
-pub(crate) fn hyphenated_uuid(text: &str) -> Option<Uuid> {
-    (text.len() == 36)
-        .then(|| Uuid::try_parse(text).ok())
-        .flatten()
-}
+pub(crate) use crate::values::hyphenated_uuid;
 
 /// A UUID path segment, hyphenated (400 `invalid_id` otherwise).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

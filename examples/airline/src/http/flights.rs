@@ -4,12 +4,11 @@ use std::future::Future;
 use std::time::Instant;
 
 use annals::process::derive_id;
-use annals::projection::{ProjectionStore, WaitError, wait_for_checkpoint};
+use annals::projection::ProjectionStore;
 use annals::{CommandContext, Position};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use utoipa::IntoParams;
 use uuid::Uuid;
@@ -21,8 +20,7 @@ use super::{AppState, POSITION_HEADER, metrics};
 use crate::app::Done;
 use crate::error::AppError;
 use crate::scheduling::{CancelFlight, ChangePrice, MAX_SEATS, RescheduleFlight, ScheduleFlight};
-use crate::search::{DEFAULT_LIMIT, FlightSearch, FlightView, MAX_LIMIT, SortOrder, flight_events};
-use crate::values::AirportCode;
+use crate::search::{FlightView, Raw, SearchInput, position};
 
 /// Runs a command, counting it and timing it.
 pub(super) async fn run<T>(
@@ -281,199 +279,28 @@ pub(super) struct SearchPage {
     position: Position,
 }
 
-/// A free-text parameter: blank counts as absent.
-fn given(value: &Option<String>) -> Option<&str> {
-    value.as_deref().map(str::trim).filter(|v| !v.is_empty())
-}
-
-/// Digits only (Rust's integer parsing also takes a leading `+`).
-fn whole_number(value: &str) -> Option<u64> {
-    value
-        .bytes()
-        .all(|b| b.is_ascii_digit())
-        .then(|| value.parse().ok())
-        .flatten()
-}
-
-/// A parameter the document types (number, date, enum, pattern): taken as
-/// sent, so a blank or padded value is refused as the document says, not
-/// read as absent.
-fn typed(value: &Option<String>) -> Option<&str> {
-    value.as_deref()
-}
-
-fn parse_airport(name: &str, value: &Option<String>) -> Result<Option<AirportCode>, ApiError> {
-    given(value)
-        .map(|v| {
-            v.parse::<AirportCode>()
-                .map_err(|e| ApiError::bad_request("invalid_airport", format!("{name}: {e}")))
-        })
-        .transpose()
-}
-
-fn parse_date(name: &str, value: &Option<String>) -> Result<Option<NaiveDate>, ApiError> {
-    typed(value)
-        .map(|v| {
-            // chrono also takes unpadded fields (`2026-1-5`); RFC 3339 dates do not.
-            let padded = v.len() == 10;
-            let date = NaiveDate::parse_from_str(v, "%Y-%m-%d")
-                .ok()
-                .filter(|_| padded);
-            date.ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_date",
-                    format!("{name}: {v:?} is not a date (YYYY-MM-DD)"),
-                )
-            })
-        })
-        .transpose()
-}
-
-fn parse_position(value: &Option<String>) -> Result<Option<Position>, ApiError> {
-    typed(value)
-        .map(|v| {
-            // As the document's pattern says: digits, a dot, digits.
-            let plain = v.bytes().all(|b| b.is_ascii_digit() || b == b'.');
-            v.parse::<Position>().ok().filter(|_| plain).ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_position",
-                    format!("{v:?} is not a position token (e.g. 12.40)"),
-                )
-            })
-        })
-        .transpose()
-}
-
 impl SearchParams {
-    fn validate(&self) -> Result<FlightSearch, ApiError> {
-        let date = parse_date("date", &self.date)?;
-        let date_to = parse_date("date_to", &self.date_to)?;
-        if let (Some(first), Some(last)) = (date, date_to)
-            && last < first
-        {
-            return Err(ApiError::bad_request(
-                "invalid_date_range",
-                "date_to is before date",
-            ));
+    /// The parameters as the shared validation takes them: numbers still
+    /// text, read by its rules.
+    fn input(&self) -> SearchInput<'_> {
+        SearchInput {
+            from: self.from.as_deref(),
+            to: self.to.as_deref(),
+            date: self.date.as_deref(),
+            date_to: self.date_to.as_deref(),
+            max_price: self.max_price.as_deref().map(Raw::Text),
+            min_seats: self.min_seats.as_deref().map(Raw::Text),
+            q: self.q.as_deref(),
+            sort: self.sort.as_deref(),
+            limit: self.limit.as_deref().map(Raw::Text),
+            after: self.after.as_deref(),
         }
-        let max_price = typed(&self.max_price)
-            .map(|v| {
-                whole_number(v)
-                    .and_then(|p| i64::try_from(p).ok())
-                    .ok_or_else(|| {
-                        ApiError::bad_request(
-                            "invalid_price",
-                            format!("max_price: {v:?} is not a non-negative amount in minor units"),
-                        )
-                    })
-            })
-            .transpose()?;
-        let min_seats = typed(&self.min_seats)
-            .map(|v| {
-                whole_number(v)
-                    .and_then(|n| u32::try_from(n).ok())
-                    .ok_or_else(|| {
-                        ApiError::bad_request(
-                            "invalid_seats",
-                            format!("min_seats: {v:?} is not a non-negative whole number"),
-                        )
-                    })
-            })
-            .transpose()?;
-        let q = given(&self.q).map(str::to_owned);
-        if q.as_ref().is_some_and(|q| q.chars().count() > 200) {
-            return Err(ApiError::bad_request(
-                "invalid_text",
-                "q: at most 200 characters",
-            ));
-        }
-        let sort = match typed(&self.sort) {
-            None => SortOrder::default(),
-            Some("price") => SortOrder::PriceAsc,
-            Some("-price") => SortOrder::PriceDesc,
-            Some("departure") => SortOrder::DepartureAsc,
-            Some("-departure") => SortOrder::DepartureDesc,
-            Some(other) => {
-                return Err(ApiError::bad_request(
-                    "invalid_sort",
-                    format!("sort: {other:?} is not one of price, -price, departure, -departure"),
-                ));
-            }
-        };
-        let limit = typed(&self.limit)
-            .map(|v| {
-                whole_number(v)
-                    .and_then(|l| u32::try_from(l).ok())
-                    .filter(|l| (1..=MAX_LIMIT).contains(l))
-                    .ok_or_else(|| {
-                        ApiError::bad_request(
-                            "invalid_limit",
-                            format!("limit: {v:?} is not a number from 1 to {MAX_LIMIT}"),
-                        )
-                    })
-            })
-            .transpose()?
-            .unwrap_or(DEFAULT_LIMIT);
-        let after = given(&self.after).map(str::to_owned);
-        if after.as_ref().is_some_and(|a| a.len() > 1024) {
-            return Err(ApiError::bad_request(
-                "invalid_cursor",
-                "after: not a cursor this search returned",
-            ));
-        }
-        Ok(FlightSearch {
-            from: parse_airport("from", &self.from)?,
-            to: parse_airport("to", &self.to)?,
-            date,
-            date_to,
-            max_price,
-            min_seats,
-            q,
-            sort,
-            limit,
-            after,
-        })
     }
 }
 
-/// Waits, bounded, until the flight read side has seen `min_position`; the
-/// answer is a position the read side has certainly seen.
-async fn read_barrier<S: ProjectionStore + Clone>(
-    state: &AppState<S>,
-    min_position: Option<Position>,
-) -> Result<Position, ApiError> {
-    let store = state.airline().store();
-    let projection = state.reads().projection_name();
-    let unavailable = |error: annals::StoreError| {
-        tracing::warn!(%error, "store unavailable");
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "the event store is unavailable; retry later",
-        )
-    };
-    let Some(wanted) = min_position else {
-        return store
-            .load_checkpoint(&projection)
-            .await
-            .map(Option::unwrap_or_default)
-            .map_err(unavailable);
-    };
-    let wait = state.settings().read_wait;
-    match wait_for_checkpoint(store, &projection, &flight_events(), wanted, wait).await {
-        Ok(checkpoint) => Ok(checkpoint.max(wanted)),
-        Err(WaitError::Timeout {
-            checkpoint, waited, ..
-        }) => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "read_side_behind",
-            format!(
-                "the flight read side is at {checkpoint}, not yet at {wanted} after {:.1} s; retry",
-                waited.as_secs_f64()
-            ),
-        )),
-        Err(WaitError::Store(error)) => Err(unavailable(error)),
-    }
+/// A `min_position` parameter, taken as sent.
+fn parse_position(value: &Option<String>) -> Result<Option<Position>, ApiError> {
+    Ok(value.as_deref().map(position).transpose()?)
 }
 
 /// Search scheduled flights.
@@ -491,18 +318,16 @@ pub(super) async fn search<S: ProjectionStore + Clone>(
     State(state): State<AppState<S>>,
     Query(params): Query<SearchParams>,
 ) -> Result<Response, ApiError> {
-    let search = params.validate()?;
+    let search = params.input().validate()?;
     let min_position = parse_position(&params.min_position)?;
-    let position = read_barrier(&state, min_position).await?;
-    let page = state
-        .reads()
-        .search(&search)
-        .await
-        .map_err(ApiError::from_read)?;
+    let queries = state.queries();
+    let answer = queries
+        .search(&search, min_position, queries.read_wait())
+        .await?;
     Ok(axum::Json(SearchPage {
-        flights: page.flights,
-        next: page.next,
-        position,
+        flights: answer.value.flights,
+        next: answer.value.next,
+        position: answer.position,
     })
     .into_response())
 }
@@ -525,12 +350,11 @@ pub(super) async fn flight<S: ProjectionStore + Clone>(
     Query(params): Query<ReadParams>,
 ) -> Result<Response, ApiError> {
     let min_position = parse_position(&params.min_position)?;
-    read_barrier(&state, min_position).await?;
-    match state
-        .reads()
-        .flight(id)
-        .await
-        .map_err(ApiError::from_read)?
+    let queries = state.queries();
+    match queries
+        .flight(id, min_position, queries.read_wait())
+        .await?
+        .value
     {
         Some(view) => Ok(axum::Json(view).into_response()),
         None => Err(ApiError::not_found(

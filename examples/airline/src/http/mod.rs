@@ -31,7 +31,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::app::Airline;
 use crate::background::RunnerInfo;
-use crate::search::FlightReads;
+use crate::search::{FlightQueries, FlightReads};
 
 pub use auth::{
     Authorized, BookingCommands, BookingReads, Caller, FlightCommands, Policy, Role, Tokens,
@@ -99,6 +99,7 @@ pub struct AppState<S> {
 struct Inner<S> {
     airline: Airline<S>,
     reads: Arc<dyn FlightReads>,
+    queries: FlightQueries,
     tokens: Arc<Tokens>,
     runners: Vec<RunnerInfo>,
     settings: HttpSettings,
@@ -117,6 +118,7 @@ impl<S: Clone> Clone for Inner<S> {
         Self {
             airline: self.airline.clone(),
             reads: Arc::clone(&self.reads),
+            queries: self.queries.clone(),
             tokens: Arc::clone(&self.tokens),
             runners: self.runners.clone(),
             settings: self.settings.clone(),
@@ -128,20 +130,33 @@ impl<S: ProjectionStore + Clone> AppState<S> {
     /// The state over a write side, a flight read side and the accepted
     /// tokens, with default [`HttpSettings`] and no runners to report on.
     pub fn new(airline: Airline<S>, reads: Arc<dyn FlightReads>, tokens: Tokens) -> Self {
+        let settings = HttpSettings::default();
+        let queries = FlightQueries::new(
+            Arc::new(airline.store().clone()),
+            Arc::clone(&reads),
+            settings.read_wait,
+        );
         Self {
             inner: Arc::new(Inner {
                 airline,
                 reads,
+                queries,
                 tokens: Arc::new(tokens),
                 runners: Vec::new(),
-                settings: HttpSettings::default(),
+                settings,
             }),
         }
     }
 
     /// Replaces the settings.
     pub fn with_settings(mut self, settings: HttpSettings) -> Self {
-        Arc::make_mut(&mut self.inner).settings = settings;
+        let inner = Arc::make_mut(&mut self.inner);
+        inner.queries = FlightQueries::new(
+            Arc::new(inner.airline.store().clone()),
+            Arc::clone(&inner.reads),
+            settings.read_wait,
+        );
+        inner.settings = settings;
         self
     }
 
@@ -159,6 +174,12 @@ impl<S: ProjectionStore + Clone> AppState<S> {
     /// The flight read side.
     pub fn reads(&self) -> &Arc<dyn FlightReads> {
         &self.inner.reads
+    }
+
+    /// The flight queries (shared with the gRPC API), waiting at most
+    /// [`HttpSettings::read_wait`] for a `min_position`.
+    pub fn queries(&self) -> &FlightQueries {
+        &self.inner.queries
     }
 
     /// The accepted tokens.

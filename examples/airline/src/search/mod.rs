@@ -7,7 +7,9 @@
 //! ([`MemoryFlights`]) and on Elasticsearch or OpenSearch ([`ElasticFlights`],
 //! whose documents [`FlightIndex`] folds and whose queries [`search_request`]
 //! builds); and the guard that keeps the API answering when the backend does
-//! not ([`GuardedReads`]).
+//! not ([`GuardedReads`]). What every API shares: the search parameters and
+//! their validation ([`SearchInput`]), and the queries themselves, with
+//! read-your-writes ([`FlightQueries`]).
 //!
 //! [`FlightEvent`]: crate::scheduling::FlightEvent
 
@@ -15,6 +17,8 @@ mod elastic;
 mod guard;
 mod index;
 mod memory;
+mod params;
+mod queries;
 mod query;
 mod reads;
 mod view;
@@ -23,6 +27,10 @@ pub use elastic::ElasticFlights;
 pub use guard::{GuardedReads, ReadGuard};
 pub use index::{FlightDoc, FlightIndex};
 pub use memory::{MemoryFlights, matches};
+pub use params::{
+    MAX_CURSOR, MAX_TEXT, Raw, SearchError, SearchInput, flight_id, position, sort_order,
+};
+pub use queries::{Answer, FlightQueries, QueryError};
 pub use query::search_request;
 pub use reads::{
     DEFAULT_LIMIT, FLIGHTS_PROJECTION, FlightPage, FlightReads, FlightSearch, MAX_LIMIT, ReadError,

@@ -234,6 +234,8 @@ impl Stage {
         command
             .arg("serve")
             .env("AIRLINE_LISTEN", format!("127.0.0.1:{port}"))
+            // Servers run side by side: each gets a free gRPC port.
+            .env("AIRLINE_GRPC_LISTEN", "0")
             .env("DATABASE_URL", self.pg.url())
             .env("ELASTICSEARCH_URL", search_url())
             .env("AIRLINE_INDEX_PREFIX", self.es.prefix())

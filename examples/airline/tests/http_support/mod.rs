@@ -13,8 +13,7 @@ use airline::app::Airline;
 use airline::background::Background;
 use airline::booking::{ResilientPayments, SimulatedPayments};
 use airline::http::{AppState, HttpSettings, RateLimit, Role, Tokens, router};
-use airline::search::ElasticFlights;
-use airline::search::MemoryFlights;
+use airline::search::{ElasticFlights, FlightQueries, MemoryFlights};
 use annals::memory::MemoryStore;
 use annals::projection::RunnerOptions;
 use annals::{EventStore, Position};
@@ -83,6 +82,8 @@ impl Default for Options {
 /// A running app: its router, its store (for the head), its background tasks.
 pub struct TestApp {
     router: Router,
+    /// The flight queries behind the REST search, to serve them over gRPC too.
+    queries: FlightQueries,
     store: Arc<dyn EventStore>,
     background: Option<Background>,
     /// The test's schema and index prefix, kept for the app's lifetime.
@@ -197,6 +198,7 @@ async fn memory_app(options: Options) -> TestApp {
         .with_runners(background.runners());
     running(&background).await;
     TestApp {
+        queries: state.queries().clone(),
         router: router(state),
         store: Arc::new(store),
         background: Some(background),
@@ -250,6 +252,7 @@ async fn postgres_elastic_app(options: Options) -> TestApp {
         .with_runners(background.runners());
     running(&background).await;
     TestApp {
+        queries: state.queries().clone(),
         router: router(state),
         store: Arc::new(store),
         background: Some(background),
@@ -261,6 +264,12 @@ impl TestApp {
     /// The app's router, to serve it over TCP (see `http_edges.rs`).
     pub fn router(&self) -> Router {
         self.router.clone()
+    }
+
+    /// The flight queries the REST search answers with (for the gRPC
+    /// server of `grpc_search.rs`).
+    pub fn queries(&self) -> FlightQueries {
+        self.queries.clone()
     }
 
     /// The app's event store, to check the log.
