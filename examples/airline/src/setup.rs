@@ -37,9 +37,10 @@ pub enum SetupError {
     /// The search server (`ELASTICSEARCH_URL`) is not usable.
     #[error("cannot reach Elasticsearch (ELASTICSEARCH_URL)")]
     Search(#[source] ElasticError),
-    /// The notifications' inbox could not be set up.
+    /// The notifications' inbox could not be set up (boxed: the broker's
+    /// errors are large, and every other setup result would carry them).
     #[error("cannot set up the notifications' inbox")]
-    Inbox(#[source] InboxError),
+    Inbox(#[source] Box<InboxError>),
 }
 
 /// The write side over `store`, charging through the simulated payment
@@ -182,7 +183,10 @@ pub async fn start_notifications(
 ) -> Result<(), SetupError> {
     let url = config.amqp_url()?;
     let inbox = Inbox::new(store.pool().clone(), CONSUMER);
-    inbox.migrate().await.map_err(SetupError::Inbox)?;
+    inbox
+        .migrate()
+        .await
+        .map_err(|error| SetupError::Inbox(Box::new(error)))?;
     let mut subscription = notifications::subscription(url, &config.exchange, &config.notify_queue);
     subscription.workers = config.notify_workers.max(1);
     subscription.prefetch = u16::try_from(subscription.workers * 16).unwrap_or(u16::MAX);
