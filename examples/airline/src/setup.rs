@@ -174,8 +174,8 @@ pub fn start_relay<S: ProjectionStore + Clone>(
     Ok(())
 }
 
-/// Migrates the notifications' inbox and starts its consumer in
-/// `background`: the queue `AIRLINE_NOTIFY_QUEUE` on `AMQP_URL`.
+/// Migrates the notifications' inbox, declares its queue and starts its
+/// consumer in `background`: the queue `AIRLINE_NOTIFY_QUEUE` on `AMQP_URL`.
 pub async fn start_notifications(
     config: &Config,
     store: PgEventStore,
@@ -190,6 +190,12 @@ pub async fn start_notifications(
     let mut subscription = notifications::subscription(url, &config.exchange, &config.notify_queue);
     subscription.workers = config.notify_workers.max(1);
     subscription.prefetch = u16::try_from(subscription.workers * 16).unwrap_or(u16::MAX);
+    // The queue exists before this returns: what the relay publishes from
+    // then on is kept for the notifications even while they are down.
+    inbox
+        .declare(&subscription)
+        .await
+        .map_err(|error| SetupError::Inbox(Box::new(error)))?;
     background.notifications(inbox, store, subscription);
     Ok(())
 }

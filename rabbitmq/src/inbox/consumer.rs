@@ -213,6 +213,34 @@ impl Inbox {
         }
     }
 
+    /// Declares `subscription`'s queue, its bindings and its dead letters,
+    /// then disconnects. [`consume`](Self::consume) declares them too; a
+    /// service calls this first when its queue must exist before events are
+    /// published (the broker drops what no queue is bound to).
+    pub async fn declare(&self, subscription: &Subscription) -> Result<(), InboxError> {
+        let timeout = subscription.timeout;
+        let connection = broker::connect(&subscription.url, &self.consumer, timeout)
+            .await
+            .map_err(InboxError::Broker)?;
+        let declared = async {
+            let channel =
+                broker::bounded("opening a channel", timeout, connection.create_channel()).await?;
+            declare(&channel, subscription).await
+        }
+        .await;
+        let _ = tokio::time::timeout(timeout, connection.close(200, "OK".into())).await;
+        declared.map_err(|error| {
+            if refused(&error) {
+                InboxError::Subscription {
+                    queue: subscription.queue.clone(),
+                    source: error,
+                }
+            } else {
+                InboxError::Broker(error)
+            }
+        })
+    }
+
     /// Connects, declares the topology and starts consuming.
     async fn open(&self, subscription: &Subscription) -> Result<Session, BrokerError> {
         let timeout = subscription.timeout;

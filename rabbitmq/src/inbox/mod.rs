@@ -207,6 +207,9 @@ pub enum InboxError {
         #[source]
         source: crate::BrokerError,
     },
+    /// The broker could not be reached to declare the subscription.
+    #[error("cannot reach the broker")]
+    Broker(#[source] crate::BrokerError),
 }
 
 /// Whether a database error is a lost or refused connection, a shutdown,
