@@ -137,6 +137,9 @@ struct Session {
     dead_letters: Channel,
 }
 
+/// How often a session checks that its connection is still up.
+const CONNECTION_CHECK: Duration = Duration::from_secs(1);
+
 /// What every worker shares.
 struct Shared<H: ?Sized> {
     inbox: Inbox,
@@ -225,7 +228,14 @@ impl Inbox {
         let declared = async {
             let channel =
                 broker::bounded("opening a channel", timeout, connection.create_channel()).await?;
-            declare(&channel, subscription).await
+            declare(&channel, subscription).await?;
+            // Closed before its connection, which would otherwise report it.
+            bounded_unit(
+                "closing a channel",
+                timeout,
+                channel.close(200, "OK".into()),
+            )
+            .await
         }
         .await;
         let _ = tokio::time::timeout(timeout, connection.close(200, "OK".into())).await;
@@ -292,7 +302,7 @@ impl Inbox {
         shutdown: &CancellationToken,
     ) -> End {
         let Session {
-            _connection,
+            _connection: connection,
             mut consumer,
             channel,
             dead_letters,
@@ -313,11 +323,22 @@ impl Inbox {
             senders.push(send);
             tasks.spawn(work(Arc::clone(&shared), receive));
         }
+        // The consumer's stream does not always end when the connection
+        // dies (seen when the broker goes down just after consuming began):
+        // the connection's status is checked as well.
+        let mut watchdog = tokio::time::interval(CONNECTION_CHECK);
+        watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let end = loop {
             let next = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break End::Shutdown,
                 next = consumer.next() => next,
+                _ = watchdog.tick() => {
+                    if broker::usable(&connection, &channel) {
+                        continue;
+                    }
+                    break End::Broken(BrokerError::Ended("the connection"));
+                }
             };
             let delivery = match next {
                 Some(Ok(delivery)) => delivery,
@@ -393,10 +414,17 @@ async fn handle<H: Handler + ?Sized>(shared: &Shared<H>, delivery: Delivery) {
                     Processed::Duplicate => "annals_inbox_duplicates_total",
                 };
                 metrics::counter!(counter, "consumer" => consumer.to_owned()).increment(1);
-                if let Err(error) = delivery.ack(BasicAckOptions::default()).await {
-                    // Committed but not acknowledged: it comes again, and
-                    // the inbox drops it then.
-                    tracing::debug!(consumer, message_id = %message.message_id, %error, "cannot acknowledge");
+                // Bounded: an acknowledgement on a dead connection may never
+                // complete. Committed but not acknowledged, it comes again,
+                // and the inbox drops it then.
+                let acked = broker::bounded(
+                    "acknowledging",
+                    options.timeout,
+                    delivery.ack(BasicAckOptions::default()),
+                )
+                .await;
+                if let Err(error) = acked {
+                    tracing::debug!(consumer, message_id = %message.message_id, error = %report(&error), "cannot acknowledge");
                 }
                 return;
             }
@@ -472,8 +500,15 @@ async fn dead_letter<H: Handler + ?Sized>(
         Ok(()) => {
             metrics::counter!("annals_inbox_dead_lettered_total", "consumer" => consumer.to_owned())
                 .increment(1);
-            if let Err(error) = delivery.ack(BasicAckOptions::default()).await {
-                tracing::warn!(consumer, message_id, %error, "dead-lettered but not acknowledged: it comes again");
+            let timeout = shared.subscription.timeout;
+            let acked = broker::bounded(
+                "acknowledging",
+                timeout,
+                delivery.ack(BasicAckOptions::default()),
+            )
+            .await;
+            if let Err(error) = acked {
+                tracing::warn!(consumer, message_id, error = %report(&error), "dead-lettered but not acknowledged: it comes again");
             }
         }
         Err(error) => {
@@ -482,7 +517,7 @@ async fn dead_letter<H: Handler + ?Sized>(
                 requeue: true,
                 ..BasicNackOptions::default()
             };
-            let _ = delivery.nack(requeue).await;
+            let _ = tokio::time::timeout(shared.subscription.timeout, delivery.nack(requeue)).await;
         }
     }
 }
