@@ -96,7 +96,7 @@ async fn rabbitmq_confirmed_and_cancelled_bookings_reach_the_notifications_once(
     let stats = inbox_until(&inbox, |stats| stats.messages >= 3).await;
     assert_eq!(stats.messages, 3, "{stats:?}");
 
-    let notices = notices(&store).await;
+    let notices = notices_reach(&store, 3, Duration::from_secs(30)).await;
     assert_eq!(notices.len(), 3, "{notices:?}");
     assert!(!notices.contains_key(&pending));
     for id in confirmed {

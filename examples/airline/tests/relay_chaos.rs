@@ -318,7 +318,7 @@ async fn rabbitmq_twenty_thousand_events_survive_broker_restarts_and_a_killed_re
         received.difference(&expected).count(),
         expected.difference(&received).count()
     );
-    let notices = notices(&store).await;
+    let notices = notices_reach(&store, BOOKINGS, Duration::from_secs(60)).await;
     assert_eq!(notices.len(), BOOKINGS, "one notice stream per booking");
     let twice: Vec<_> = notices.iter().filter(|(_, sent)| sent.len() != 1).collect();
     assert!(

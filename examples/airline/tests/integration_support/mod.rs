@@ -117,3 +117,22 @@ pub async fn notices(store: &PgEventStore) -> BTreeMap<Uuid, Vec<(String, String
     }
     notices
 }
+
+/// The notices, once at least `count` of them can be read, or after
+/// `limit`: the log shows a committed notice only once the transactions
+/// that began before it ended (a gap-free log), so it may trail the inbox,
+/// whose row is visible at its commit.
+pub async fn notices_reach(
+    store: &PgEventStore,
+    count: usize,
+    limit: std::time::Duration,
+) -> BTreeMap<Uuid, Vec<(String, String)>> {
+    let started = std::time::Instant::now();
+    loop {
+        let notices = notices(store).await;
+        if notices.values().map(Vec::len).sum::<usize>() >= count || started.elapsed() > limit {
+            return notices;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
