@@ -8,6 +8,7 @@
 //! |---|---|
 //! | `DATABASE_URL` | PostgreSQL the tests may use (`postgres://user:pass@host:port/db`). |
 //! | `ELASTICSEARCH_URL` | Elasticsearch or OpenSearch the tests may use (`http://127.0.0.1:9251`). |
+//! | `AMQP_URL` (or `RABBITMQ_URL`) | RabbitMQ the tests may use (`amqp://guest:guest@127.0.0.1:5673/%2f`). |
 //! | `ANNALS_REQUIRE_SERVICES` | `1`: a missing or unreachable server **fails** the test (panics) instead of skipping it. Set by `scripts/test` when `CI` is set. |
 //! | `ANNALS_SEARCH_FLAVOR` | `elasticsearch` (the default) or `opensearch`: what `ELASTICSEARCH_URL` is expected to be. |
 //! | `ANNALS_EXPECT_SEARCH_VERSION` | Set by `scripts/test` when it started the search node itself: the exact version the smoke tests expect, and that the cluster has exactly one node. |
@@ -19,11 +20,14 @@
 //!   connection has `search_path` set to it ([`PgTest`]).
 //! * [`search()`] hands out a client and a fresh lowercase index prefix `t<uuid>_`
 //!   ([`SearchTest`]); name every index, alias and index template of the test with it.
+//! * [`rabbitmq()`] hands out the broker's URL and a fresh name prefix `t<uuid>.`
+//!   ([`RabbitTest`]); name every exchange and queue of the test with [`RabbitTest::name`].
 //!
-//! When the test's value is dropped without a panic in flight, its schema, or its
-//! indexes and index templates, are deleted (best effort). When the test panics they
-//! are kept, and their name is printed, so a failure can be inspected. [`PgTest::cleanup`]
-//! and [`SearchTest::cleanup`] do the same explicitly and report errors.
+//! When the test's value is dropped without a panic in flight, its schema, its
+//! indexes and index templates, or its queues and exchanges, are deleted (best effort).
+//! When the test panics they are kept, and their name is printed, so a failure can be
+//! inspected. [`PgTest::cleanup`], [`SearchTest::cleanup`] and [`RabbitTest::cleanup`] do
+//! the same explicitly and report errors.
 //!
 //! # The `search_` naming convention
 //!
@@ -82,9 +86,11 @@
 #![warn(missing_docs)]
 
 mod postgres;
+mod rabbitmq;
 mod search;
 
 pub use postgres::{PgTest, postgres};
+pub use rabbitmq::{RabbitTest, rabbitmq};
 pub use search::{SearchFlavor, SearchTest, search};
 
 use std::future::Future;
@@ -94,6 +100,10 @@ use std::time::Duration;
 pub const DATABASE_URL_ENV: &str = "DATABASE_URL";
 /// `ELASTICSEARCH_URL`: the Elasticsearch or OpenSearch server tests may use.
 pub const ELASTICSEARCH_URL_ENV: &str = "ELASTICSEARCH_URL";
+/// `AMQP_URL`: the RabbitMQ broker tests may use.
+pub const AMQP_URL_ENV: &str = "AMQP_URL";
+/// `RABBITMQ_URL`: read when `AMQP_URL` is not set.
+pub const RABBITMQ_URL_ENV: &str = "RABBITMQ_URL";
 /// `ANNALS_REQUIRE_SERVICES`: when `1`, missing servers fail tests instead of skipping them.
 pub const REQUIRE_SERVICES_ENV: &str = "ANNALS_REQUIRE_SERVICES";
 /// `ANNALS_SEARCH_FLAVOR`: `elasticsearch` (default) or `opensearch`, what `ELASTICSEARCH_URL` is.

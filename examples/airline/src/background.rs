@@ -1,5 +1,6 @@
 //! The background work of a serving process: projection runners, the
-//! booking saga and its deadlines, started together and stopped together.
+//! booking saga and its deadlines, the integration relay and the
+//! notifications' consumer, started together and stopped together.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +12,12 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use annals_postgres::PgEventStore;
+use annals_rabbitmq::{Inbox, Subscription};
+
 use crate::app::Airline;
+use crate::integration;
+use crate::notifications::Notifications;
 use crate::search::{ElasticFlights, FLIGHTS_PROJECTION};
 
 /// A projection runner's name and live progress, for `/health` and `/metrics`.
@@ -128,6 +134,39 @@ impl Background {
         });
         self.runners.push(info.clone());
         info
+    }
+
+    /// Starts the integration relay: the airline's integration events
+    /// ([`integration`]) published to `exchange` on the broker at `url`.
+    /// Like every projection it takes its lease first, so one process
+    /// publishes at a time.
+    pub fn relay<S>(
+        &mut self,
+        store: S,
+        url: &str,
+        exchange: &str,
+        options: RunnerOptions,
+    ) -> RunnerInfo
+    where
+        S: ProjectionStore + Clone,
+    {
+        let relay = integration::relay(store.clone(), url, exchange);
+        self.projection(store, Arc::new(relay), options)
+    }
+
+    /// Starts the notifications' consumer: `subscription`'s messages through
+    /// `inbox` (migrated already), each notice appended to `store`.
+    pub fn notifications(&mut self, inbox: Inbox, store: PgEventStore, subscription: Subscription) {
+        let stop = self.shutdown.clone();
+        self.tasks.spawn(async move {
+            let handler = Arc::new(Notifications::new(store));
+            match inbox.consume(subscription, handler, stop).await {
+                Ok(()) => tracing::info!("notifications stopped"),
+                Err(error) => {
+                    tracing::error!(error = %annals::error::report(&error), "notifications failed")
+                }
+            }
+        });
     }
 
     /// The runners started so far.

@@ -20,6 +20,10 @@
 //! | `DATABASE_URL` | `--database-url` | none |
 //! | `ELASTICSEARCH_URL` | `--elasticsearch-url` | none |
 //! | `AIRLINE_PAYMENTS_OUTAGE_SECS` | `--payments-outage-secs` | 0: the simulated payment provider is unavailable this long after start |
+//! | `AMQP_URL` (or `RABBITMQ_URL`) | `--amqp-url` | none: no integration events; set, `serve` and `project` run the relay |
+//! | `AIRLINE_EXCHANGE` | `--exchange` | `airline.events`: the topic exchange of the integration events |
+//! | `AIRLINE_NOTIFY_QUEUE` | `--notify-queue` | `airline.notifications`: the notifications' queue (`airline notify`) |
+//! | `AIRLINE_NOTIFY_WORKERS` | `--notify-workers` | 4: messages the notifications process at once |
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -145,6 +149,27 @@ pub struct Config {
     /// unavailable (to watch the saga ride out an outage); 0 for none.
     #[arg(long, env = "AIRLINE_PAYMENTS_OUTAGE_SECS", default_value_t = 0.0)]
     pub payments_outage_secs: f64,
+
+    /// RabbitMQ URL (`amqp://user:pass@host:port/vhost`; `RABBITMQ_URL` is
+    /// read when unset): where integration events are published.
+    #[arg(long, env = "AMQP_URL", hide_env_values = true)]
+    pub amqp_url: Option<String>,
+
+    /// The topic exchange of the airline's integration events.
+    #[arg(long, env = "AIRLINE_EXCHANGE", default_value = "airline.events")]
+    pub exchange: String,
+
+    /// The queue the notifications consume (`airline notify`).
+    #[arg(
+        long,
+        env = "AIRLINE_NOTIFY_QUEUE",
+        default_value = "airline.notifications"
+    )]
+    pub notify_queue: String,
+
+    /// Messages the notifications process at once (one worker per group of bookings).
+    #[arg(long, env = "AIRLINE_NOTIFY_WORKERS", default_value_t = 4)]
+    pub notify_workers: usize,
 }
 
 impl fmt::Debug for Config {
@@ -168,6 +193,10 @@ impl fmt::Debug for Config {
                 "elasticsearch_url",
                 &self.elasticsearch_url.as_ref().map(|_| "<set>"),
             )
+            .field("amqp_url", &self.amqp_url.as_ref().map(|_| "<set>"))
+            .field("exchange", &self.exchange)
+            .field("notify_queue", &self.notify_queue)
+            .field("notify_workers", &self.notify_workers)
             .finish()
     }
 }
@@ -225,7 +254,16 @@ impl Config {
         self.tokens = non_empty(std::env::var("AIRLINE_TOKENS").ok());
         self.database_url = non_empty(self.database_url);
         self.elasticsearch_url = non_empty(self.elasticsearch_url);
+        self.amqp_url =
+            non_empty(self.amqp_url).or_else(|| non_empty(std::env::var("RABBITMQ_URL").ok()));
         self
+    }
+
+    /// `AMQP_URL`, required by the integration relay and the notifications.
+    pub fn amqp_url(&self) -> Result<&str, ConfigError> {
+        self.amqp_url.as_deref().ok_or(ConfigError::Missing(
+            "integration events need AMQP_URL (or RABBITMQ_URL)",
+        ))
     }
 
     /// The configured tokens, `None` when `AIRLINE_TOKENS` is not set.

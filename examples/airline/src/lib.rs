@@ -6,6 +6,10 @@
 //! - [`search`]: the flight read side: its view, the port the API reads through, in memory and on Elasticsearch.
 //! - [`app`]: the application layer that composes them; [`http`]: the REST API;
 //!   [`grpc`]: the flight search over gRPC.
+//! - [`integration`]: the integration events other services consume over RabbitMQ (the
+//!   public contract, mapped from the domain events and published by a relay);
+//!   [`notifications`]: a small consuming service that records a notice per booking through
+//!   an inbox.
 //! - [`invariants`]: what must hold of seats, money, bookings and the read model,
 //!   checked against the whole log (by tests, and by `airline check`).
 //!
@@ -52,7 +56,9 @@ pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod integration;
 pub mod invariants;
+pub mod notifications;
 pub mod scheduling;
 pub mod search;
 pub mod seed;

@@ -8,6 +8,11 @@
 //! `airline check` reads the whole log and reports what breaks the
 //! airline's invariants ([`airline::invariants`]); it exits with 1 when
 //! anything does.
+//!
+//! With `AMQP_URL`, `serve` and `project` also publish the integration
+//! events ([`airline::integration`]); `airline relay` runs only that
+//! relay, and `airline notify` the notifications' consumer
+//! ([`airline::notifications`]).
 
 use std::error::Error;
 use std::time::Duration;
@@ -21,7 +26,8 @@ use airline::invariants::Checker;
 use airline::search::{FLIGHTS_PROJECTION, FlightReads, flight_events};
 use airline::seed::seed_flights;
 use airline::setup::{
-    airline_on, airline_on_postgres, elastic_flights, postgres, start_projections,
+    airline_on, airline_on_postgres, elastic_flights, postgres, start_notifications,
+    start_projections, start_relay,
 };
 use annals::EventStore;
 use annals::memory::MemoryStore;
@@ -59,6 +65,13 @@ enum Command {
     Serve(Config),
     /// Run the projections only (a projection daemon, no API).
     Project(Config),
+    /// Publish the integration events only: the relay from the log to
+    /// RabbitMQ (needs DATABASE_URL and AMQP_URL). Another process running
+    /// the relay (`serve`, `project`) makes this one a hot standby.
+    Relay(Config),
+    /// Run the notifications: consume the integration events through an
+    /// inbox and record a notice per booking (needs DATABASE_URL and AMQP_URL).
+    Notify(Config),
     /// Apply the database migrations (needs DATABASE_URL).
     Migrate(Config),
     /// Schedule realistic flights into the configured store.
@@ -105,6 +118,8 @@ async fn main() -> std::process::ExitCode {
         None => serve_command(cli.config.with_environment()).await,
         Some(Command::Serve(config)) => serve_command(config.with_environment()).await,
         Some(Command::Project(config)) => project_command(config.with_environment()).await,
+        Some(Command::Relay(config)) => relay_command(config.with_environment()).await,
+        Some(Command::Notify(config)) => notify_command(config.with_environment()).await,
         Some(Command::Migrate(config)) => migrate_command(config.with_environment()).await,
         Some(Command::Seed { flights, config }) => {
             seed_command(config.with_environment(), flights).await
@@ -366,6 +381,64 @@ async fn project_command(config: Config) -> Result<()> {
     Ok(())
 }
 
+/// How often `airline relay` logs its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// `airline relay`: the integration relay alone, until a signal.
+async fn relay_command(config: Config) -> Result<()> {
+    if config.store_kind() != StoreKind::Postgres {
+        return Err(
+            "`airline relay` needs DATABASE_URL: it publishes from the PostgreSQL log".into(),
+        );
+    }
+    config.amqp_url()?;
+    let store = postgres(&config).await?;
+    let shutdown = CancellationToken::new();
+    watch_signals(shutdown.clone());
+    let mut background = Background::new(CancellationToken::new());
+    start_relay(&config, store, &mut background)?;
+    tracing::info!("airline relay running");
+    let runners = background.runners();
+    let mut tick = tokio::time::interval(PROGRESS_EVERY);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = tick.tick() => {
+                for runner in &runners {
+                    let progress = runner.progress.borrow().clone();
+                    tracing::info!(
+                        relay = %runner.name, state = ?progress.state, checkpoint = %progress.checkpoint,
+                        published = progress.events_applied, lag_seconds = progress.lag_seconds(),
+                        retries = progress.retries, last_error = progress.last_error.as_deref().unwrap_or(""),
+                        "relay progress"
+                    );
+                }
+            }
+        }
+    }
+    background.shutdown(SHUTDOWN_GRACE).await;
+    tracing::info!("bye");
+    Ok(())
+}
+
+/// `airline notify`: the notifications' consumer, until a signal.
+async fn notify_command(config: Config) -> Result<()> {
+    if config.store_kind() != StoreKind::Postgres {
+        return Err("`airline notify` needs DATABASE_URL: its inbox and notices live there".into());
+    }
+    config.amqp_url()?;
+    let store = postgres(&config).await?;
+    let shutdown = CancellationToken::new();
+    watch_signals(shutdown.clone());
+    let mut background = Background::new(CancellationToken::new());
+    start_notifications(&config, store, &mut background).await?;
+    tracing::info!(queue = %config.notify_queue, "airline notifications running");
+    shutdown.cancelled().await;
+    background.shutdown(SHUTDOWN_GRACE).await;
+    tracing::info!("bye");
+    Ok(())
+}
+
 /// `airline migrate`: applies the embedded migrations.
 async fn migrate_command(config: Config) -> Result<()> {
     postgres(&config).await?;
@@ -529,6 +602,8 @@ mod tests {
             ],
             vec!["airline", "project"],
             vec!["airline", "migrate"],
+            vec!["airline", "relay"],
+            vec!["airline", "notify", "--notify-workers", "8"],
             vec!["airline", "seed", "--flights", "10"],
             vec!["airline", "rebuild", "flights"],
             vec!["airline", "check"],

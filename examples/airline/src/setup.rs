@@ -5,14 +5,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use annals::projection::{ProjectionStore, RunnerOptions};
+use annals::projection::{Backoff, ProjectionStore, RunnerOptions};
 use annals_elastic::{ElasticError, ReadModel, ReadModelOptions, WriterOptions};
 use annals_postgres::{PgError, PgEventStore};
+use annals_rabbitmq::{Inbox, InboxError};
 
 use crate::app::Airline;
 use crate::background::Background;
 use crate::booking::{ResilientPayments, SimulatedPayments};
 use crate::config::{Config, ConfigError, ReadModelKind};
+use crate::notifications::{self, CONSUMER};
 use crate::search::{
     ElasticFlights, FlightIndex, FlightReads, GuardedReads, MemoryFlights, ReadGuard,
 };
@@ -35,6 +37,10 @@ pub enum SetupError {
     /// The search server (`ELASTICSEARCH_URL`) is not usable.
     #[error("cannot reach Elasticsearch (ELASTICSEARCH_URL)")]
     Search(#[source] ElasticError),
+    /// The notifications' inbox could not be set up (boxed: the broker's
+    /// errors are large, and every other setup result would carry them).
+    #[error("cannot set up the notifications' inbox")]
+    Inbox(#[source] Box<InboxError>),
 }
 
 /// The write side over `store`, charging through the simulated payment
@@ -138,5 +144,58 @@ pub fn start_projections<S: ProjectionStore + Clone>(
         RunnerOptions::default(),
         Duration::from_millis(250),
     );
+    if config.amqp_url.is_some() {
+        start_relay(config, airline.store().clone(), background)?;
+    }
     Ok(Arc::new(GuardedReads::new(reads, ReadGuard::default())))
+}
+
+/// How the relay batches and retries: a broker back after a restart is
+/// found within about two seconds.
+pub fn relay_options() -> RunnerOptions {
+    RunnerOptions {
+        backoff: Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(2),
+        },
+        ..RunnerOptions::default()
+    }
+}
+
+/// Starts the integration relay (`AMQP_URL`) in `background`.
+pub fn start_relay<S: ProjectionStore + Clone>(
+    config: &Config,
+    store: S,
+    background: &mut Background,
+) -> Result<(), SetupError> {
+    let url = config.amqp_url()?;
+    background.relay(store, url, &config.exchange, relay_options());
+    tracing::info!(exchange = %config.exchange, "publishing integration events");
+    Ok(())
+}
+
+/// Migrates the notifications' inbox, declares its queue and starts its
+/// consumer in `background`: the queue `AIRLINE_NOTIFY_QUEUE` on `AMQP_URL`.
+pub async fn start_notifications(
+    config: &Config,
+    store: PgEventStore,
+    background: &mut Background,
+) -> Result<(), SetupError> {
+    let url = config.amqp_url()?;
+    let inbox = Inbox::new(store.pool().clone(), CONSUMER);
+    inbox
+        .migrate()
+        .await
+        .map_err(|error| SetupError::Inbox(Box::new(error)))?;
+    let mut subscription = notifications::subscription(url, &config.exchange, &config.notify_queue);
+    subscription.workers = config.notify_workers.max(1);
+    subscription.prefetch = u16::try_from(subscription.workers * 16).unwrap_or(u16::MAX);
+    // The queue exists before this returns: what the relay publishes from
+    // then on is kept for the notifications even while they are down.
+    inbox
+        .declare(&subscription)
+        .await
+        .map_err(|error| SetupError::Inbox(Box::new(error)))?;
+    background.notifications(inbox, store, subscription);
+    Ok(())
 }

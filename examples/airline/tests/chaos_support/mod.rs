@@ -119,7 +119,8 @@ pub struct RunDir {
 }
 
 impl RunDir {
-    fn new(scenario: &str) -> Self {
+    /// A fresh folder for `scenario` under the target's temporary folder.
+    pub fn new(scenario: &str) -> Self {
         let path = Path::new(env!("CARGO_TARGET_TMPDIR"))
             .join("chaos")
             .join(format!(
@@ -587,7 +588,7 @@ impl Drop for Outage {
     }
 }
 
-/// How long a command that stops or starts the database may take.
+/// How long a command that stops or starts a server may take.
 const SHELL_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Runs a shell command, at most [`SHELL_TIMEOUT`], failing the test (not
