@@ -282,6 +282,7 @@ mod tests {
             payload: json!(null).into(),
             metadata: Metadata::default().correlated(Uuid::from_u128(7)),
             recorded_at: Utc::now(),
+            tags: Vec::new(),
         }
     }
 

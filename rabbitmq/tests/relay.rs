@@ -66,6 +66,7 @@ async fn append(store: &PgEventStore, stream: &str, event_type: &str, seats: u64
         schema_version: 1,
         payload: json!({ "seats": seats }).into(),
         metadata: Metadata::default(),
+        tags: Vec::new(),
     };
     store
         .append(stream, ExpectedVersion::Any, vec![event])

@@ -113,6 +113,7 @@ fn event(sent_at: u64) -> NewEvent {
         schema_version: 1,
         payload: body(sent_at).into(),
         metadata: Metadata::default(),
+        tags: Vec::new(),
     }
 }
 
