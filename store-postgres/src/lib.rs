@@ -308,7 +308,7 @@ pub use append::conditional::AppendIfTimeout;
 pub use error::PgError;
 pub use handle::PgEventStore;
 pub use log_lag::{LogLag, RunningTransaction};
-pub use migrate::migrations;
+pub use migrate::{apply_migrations, migrations};
 pub use notify::NotifyMode;
 pub use options::{
     DEFAULT_APPEND_IF_TIMEOUT, DEFAULT_APPLICATION_NAME, DEFAULT_CHANNEL,
