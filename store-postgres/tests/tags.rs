@@ -13,6 +13,7 @@ use annals::{
     Query, QueryItem, RecordedEvent, StoreError,
 };
 use annals_postgres::PgEventStore;
+use annals_testkit::PgTest;
 use sqlx::types::Json;
 use tokio::sync::Barrier;
 use uuid::Uuid;
@@ -30,8 +31,11 @@ fn tagged(path: &str, n: u64) -> NewEvent {
     event
 }
 
-/// Every read of the store returns exactly these events with their tags.
-async fn assert_read_back(store: &PgEventStore, expected: &[NewEvent]) {
+/// Every read of the store returns exactly these events with their tags
+/// (once every event written is readable: another test's open transaction
+/// holds the log's readable end back).
+async fn assert_read_back(pg: &PgTest, store: &PgEventStore, expected: &[NewEvent]) {
+    pg.settle().await;
     let check = |what: &str, read: &[RecordedEvent]| {
         for event in expected {
             let found = read
@@ -124,7 +128,7 @@ async fn postgres_tags_round_trip_through_the_hot_path_and_the_fallback() {
 
     let mut expected = batch;
     expected.push(untagged);
-    assert_read_back(&store, &expected).await;
+    assert_read_back(&pg, &store, &expected).await;
     pg.cleanup().await;
 }
 
@@ -172,7 +176,7 @@ async fn postgres_tags_round_trip_through_the_group_commit() {
         (transactions as usize) < TASKS,
         "{TASKS} appends in {transactions} transactions: no group formed"
     );
-    assert_read_back(&store, &expected).await;
+    assert_read_back(&pg, &store, &expected).await;
     pg.cleanup().await;
 }
 
@@ -233,7 +237,7 @@ async fn postgres_tags_round_trip_through_annals_append() {
 
     let mut expected = in_tx;
     expected.push(direct);
-    assert_read_back(&store, &expected).await;
+    assert_read_back(&pg, &store, &expected).await;
     pg.cleanup().await;
 }
 
@@ -271,7 +275,7 @@ async fn postgres_tags_round_trip_through_conditional_appends_and_dead_letters()
     for task in tasks {
         expected.extend(task.await.expect("task"));
     }
-    assert_read_back(&store, &expected).await;
+    assert_read_back(&pg, &store, &expected).await;
 
     let event = store.read_stream("if-3", 1, 1).await.expect("read")[0].clone();
     store
