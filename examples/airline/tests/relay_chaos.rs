@@ -289,7 +289,8 @@ async fn rabbitmq_twenty_thousand_events_survive_broker_restarts_and_a_killed_re
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // The chaos reached both processes: each relay published, lost its
-    // connection and connected again; the consumer consumed three times.
+    // connection and connected again; the consumer lost its connection and
+    // came back (once or twice: its backoff may span both restarts).
     const CONNECTED: &str = "connected to the broker";
     assert!(
         lines_with(&relay_1, CONNECTED) >= 2,
@@ -301,8 +302,8 @@ async fn rabbitmq_twenty_thousand_events_survive_broker_restarts_and_a_killed_re
         relay.tail()
     );
     assert!(
-        lines_with(&notify.output(), "consumer: consuming") >= 3,
-        "the consumer came back after each restart\n{}",
+        lines_with(&notify.output(), "consumer: consuming") >= 2,
+        "the consumer came back after losing the broker\n{}",
         notify.tail()
     );
 
