@@ -159,6 +159,7 @@ async fn main() -> Result<(), BoxError> {
 }
 
 /// The run's exchange and queue.
+#[derive(Clone)]
 struct Names {
     exchange: String,
     queue: String,
@@ -408,6 +409,21 @@ async fn raw_backlog(
     Ok(started.elapsed())
 }
 
+/// Starts a consumer of `count` messages; returns once it consumes.
+async fn consumer(
+    amqp: &str,
+    names: &Names,
+    count: usize,
+) -> Result<tokio::task::JoinHandle<Result<Vec<u64>, BoxError>>, BoxError> {
+    let (ready, mut consuming) = mpsc::channel(1);
+    let consumer = tokio::spawn({
+        let (amqp, names) = (amqp.to_owned(), names.clone());
+        async move { consume(&amqp, &names, count, ready).await }
+    });
+    consuming.recv().await.ok_or("the consumer started")?;
+    Ok(consumer)
+}
+
 /// Consumes the queue until `count` messages came; each one's delay since
 /// the `sent_at_us` of its body, in microseconds.
 async fn consume(
@@ -476,18 +492,7 @@ async fn latency_relay(
         async move { runner.run(shutdown).await }
     });
     let count = latency_count();
-    let (ready, mut consuming) = mpsc::channel(1);
-    let consumer = tokio::spawn({
-        let (amqp, names) = (
-            amqp.to_owned(),
-            Names {
-                exchange: names.exchange.clone(),
-                queue: names.queue.clone(),
-            },
-        );
-        async move { consume(&amqp, &names, count, ready).await }
-    });
-    consuming.recv().await.ok_or("the consumer started")?;
+    let consumer = consumer(amqp, names, count).await?;
     let mut ticks = tokio::time::interval(Duration::from_micros(1_000_000 / RATE));
     for i in 0..count {
         ticks.tick().await;
@@ -509,18 +514,7 @@ async fn latency_relay(
 /// before the next.
 async fn latency_raw(channel: &Channel, amqp: &str, names: &Names) -> Result<Vec<u64>, BoxError> {
     let count = latency_count();
-    let (ready, mut consuming) = mpsc::channel(1);
-    let consumer = tokio::spawn({
-        let (amqp, names) = (
-            amqp.to_owned(),
-            Names {
-                exchange: names.exchange.clone(),
-                queue: names.queue.clone(),
-            },
-        );
-        async move { consume(&amqp, &names, count, ready).await }
-    });
-    consuming.recv().await.ok_or("the consumer started")?;
+    let consumer = consumer(amqp, names, count).await?;
     let mut ticks = tokio::time::interval(Duration::from_micros(1_000_000 / RATE));
     for i in 0..count {
         ticks.tick().await;
