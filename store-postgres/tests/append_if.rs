@@ -36,6 +36,15 @@ fn about(name: &str, after: Option<Position>) -> AppendCondition {
     }
 }
 
+/// "No `UsernameReleased` event after `after`": an item without a tag, so
+/// the append waits for older transactions instead of locking tags.
+fn untagged(after: Option<Position>) -> AppendCondition {
+    AppendCondition {
+        fail_if_events_match: Query::new().or(QueryItem::types(["UsernameReleased"])),
+        after,
+    }
+}
+
 fn failed_at(result: Result<annals::Appended, StoreError>) -> Position {
     match result {
         Err(StoreError::ConditionFailed { position }) => position,
@@ -326,8 +335,9 @@ async fn postgres_append_if_waits_for_older_transactions_and_sees_their_events()
     }
 }
 
-/// A transaction that stays open makes a conditional append give up after
-/// the timeout, naming it; once it ends, the append goes through.
+/// A transaction that stays open makes a conditional append that waits (a
+/// condition item without a tag) give up after the timeout, naming it; once
+/// it ends, the append goes through.
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_append_if_times_out_naming_the_long_transaction() {
     for group_commit in [true, false] {
@@ -345,7 +355,7 @@ async fn postgres_append_if_times_out_naming_the_long_transaction() {
             .append_if(
                 "jay",
                 vec![claim("jay")],
-                about("jay", None),
+                untagged(None),
                 Default::default(),
             )
             .await;
@@ -380,7 +390,7 @@ async fn postgres_append_if_times_out_naming_the_long_transaction() {
             .append_if(
                 "jay",
                 vec![claim("jay")],
-                about("jay", None),
+                untagged(None),
                 Default::default(),
             )
             .await
@@ -390,7 +400,8 @@ async fn postgres_append_if_times_out_naming_the_long_transaction() {
 }
 
 /// A younger transaction appends to the conditional append's stream and
-/// commits while the conditional append waits: the conditional append's
+/// commits while the conditional append waits (a condition item without a
+/// tag): the conditional append's
 /// events cannot take its transaction's id as label any more (the stream's
 /// events must stay in version order), so it runs again, and lands after.
 #[tokio::test(flavor = "multi_thread")]
@@ -407,7 +418,7 @@ async fn postgres_append_if_runs_again_when_its_stream_moved() {
                     .append_if(
                         "kim",
                         vec![claim("kim")],
-                        about("kim", None),
+                        untagged(None),
                         Default::default(),
                     )
                     .await
@@ -543,7 +554,7 @@ async fn postgres_append_if_holds_no_lock_while_it_waits() {
                     .append_if(
                         "lee",
                         vec![claim("lee")],
-                        about("nobody", None),
+                        untagged(None),
                         Default::default(),
                     )
                     .await
@@ -568,6 +579,93 @@ async fn postgres_append_if_holds_no_lock_while_it_waits() {
         let done = conditional.await.expect("task").expect("appended");
         assert_eq!(done.first_version, 2);
         assert!(done.position > older.position);
+        pg.cleanup().await;
+    }
+}
+
+/// A condition on tags locks them instead of waiting: a long transaction
+/// that wrote nothing with those tags holds it back not at all, one that
+/// appended an event with such a tag holds it until it ends (then the
+/// append sees that event and fails), and past the timeout the append
+/// gives up, saying a lock held it.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_append_if_on_tags_waits_only_for_the_writers_of_its_tags() {
+    for group_commit in [true, false] {
+        let Some((pg, store)) = common::store_with(|o| {
+            o.group_commit(group_commit)
+                .append_if_timeout(Duration::from_millis(800))
+        })
+        .await
+        else {
+            return;
+        };
+        let (mut tx, _) = long_transaction(&store).await;
+        let started = Instant::now();
+        store
+            .append_if(
+                "may",
+                vec![claim("may")],
+                about("may", None),
+                Default::default(),
+            )
+            .await
+            .expect("an unrelated long transaction holds nothing back");
+        assert!(started.elapsed() < Duration::from_millis(800));
+
+        let theirs = store
+            .append_in_transaction(
+                &mut tx,
+                "older",
+                ExpectedVersion::Any,
+                vec![claim("ned")],
+                AppendOptions::default(),
+            )
+            .await
+            .expect("an event with the tag, in the long transaction");
+        let result = store
+            .append_if(
+                "ned",
+                vec![claim("ned")],
+                about("ned", None),
+                Default::default(),
+            )
+            .await;
+        let Err(StoreError::Unavailable(error)) = result else {
+            panic!("expected Unavailable, got {result:?}");
+        };
+        assert!(
+            matches!(
+                error.downcast_ref::<AppendIfTimeout>(),
+                Some(AppendIfTimeout::Locked { waited }) if *waited >= Duration::from_millis(700)
+            ),
+            "{error}"
+        );
+        assert_eq!(
+            store.stream_version("ned").await.unwrap(),
+            0,
+            "nothing written"
+        );
+
+        let conditional = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .append_if(
+                        "ned",
+                        vec![claim("ned")],
+                        about("ned", None),
+                        Default::default(),
+                    )
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !conditional.is_finished(),
+            "it waits for the writer of its tag"
+        );
+        tx.commit().await.expect("commit");
+        assert_eq!(failed_at(conditional.await.expect("task")), theirs.position);
         pg.cleanup().await;
     }
 }

@@ -136,8 +136,11 @@ async fn attempt(
     }
 }
 
-/// One task of the overlapping load, until `deadline`.
-async fn overlapping(store: PgEventStore, seed: u64, deadline: Instant) -> Tally {
+/// One task of the overlapping load, until `deadline`. `waiting`: half the
+/// seat decisions also ask about a type nobody writes (an item without a
+/// tag, so those appends wait for older transactions instead of locking
+/// their tags), racing the others.
+async fn overlapping(store: PgEventStore, seed: u64, deadline: Instant, waiting: bool) -> Tally {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut tally = Tally::default();
     while Instant::now() < deadline {
@@ -152,7 +155,10 @@ async fn overlapping(store: PgEventStore, seed: u64, deadline: Instant) -> Tally
             // Reserve a free seat, or release a taken one, after reading it.
             let f = rng.random_range(0..FLIGHTS);
             let id = format!("{f}-{}", rng.random_range(0..SEATS));
-            let query = seat(&id);
+            let mut query = seat(&id);
+            if waiting && rng.random_bool(0.5) {
+                query = query.or(QueryItem::types(["SeatAudited"]));
+            }
             let (taken, after) = read_seat(&store, &query).await;
             let kind = if taken {
                 "SeatReleased"
@@ -355,13 +361,13 @@ fn assert_streams_in_order(log: &[RecordedEvent]) {
     }
 }
 
-async fn overlapping_load(group_commit: bool, duration: Duration) {
+async fn overlapping_load(group_commit: bool, waiting: bool, duration: Duration) {
     let Some((pg, store)) = store(group_commit).await else {
         return;
     };
     let started = Instant::now();
     let tally = run(&store, duration, |store, n, deadline| {
-        overlapping(store, n as u64, deadline)
+        overlapping(store, n as u64, deadline, waiting)
     })
     .await;
     let elapsed = started.elapsed();
@@ -386,7 +392,7 @@ async fn overlapping_load(group_commit: bool, duration: Duration) {
         *claims_per_name.entry(event.tags[0].as_str()).or_default() += 1;
     }
     eprintln!(
-        "overlapping load, group commit {group_commit}: {} conditional attempts in {elapsed:.1?} \
+        "overlapping load, group commit {group_commit}, waiting {waiting}: {} conditional attempts in {elapsed:.1?} \
          ({:.0}/s), {} succeeded, {} conflicts, {} plain appends, {} events, {violations} violations",
         tally.attempts,
         tally.attempts as f64 / elapsed.as_secs_f64(),
@@ -407,12 +413,17 @@ async fn overlapping_load(group_commit: bool, duration: Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_conditional_appends_race_without_violations() {
-    overlapping_load(true, Duration::from_secs(10)).await;
+    overlapping_load(true, false, Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_conditional_appends_that_lock_and_that_wait_race_without_violations() {
+    overlapping_load(true, true, Duration::from_secs(6)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_conditional_appends_race_without_violations_alone() {
-    overlapping_load(false, Duration::from_secs(4)).await;
+    overlapping_load(false, false, Duration::from_secs(4)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

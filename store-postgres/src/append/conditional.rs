@@ -100,13 +100,6 @@ use crate::query::Items;
 use crate::xid::{self, Xid8};
 
 const APPEND_IF: &str = include_str!("../sql/append_if.sql");
-/// The transaction of conditional appends plans its statements generically:
-/// the statement's plan does not depend on its values (its index choices are
-/// made per query item at run time), and planning it anew (what PostgreSQL
-/// keeps doing when a generic plan's estimates, made for arrays of unknown
-/// length, look costlier than a custom plan for one append) costs more than
-/// running it.
-const BEGIN: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan";
 const POLL: &str = "SELECT pg_snapshot_xmin(pg_current_snapshot()) >= pg_current_xact_id()";
 
 /// The first pause between polls of the wait, doubled up to [`MAX_PAUSE`].
@@ -214,6 +207,16 @@ pub enum AppendIfTimeout {
         /// The oldest transaction still running when it gave up.
         oldest_transaction: Option<RunningTransaction>,
     },
+    /// Another transaction held the row of a tag or stream the append must
+    /// lock (most likely an append inside a long transaction of the
+    /// caller's) as long as the timeout allowed.
+    #[error(
+        "a conditional append waited {waited:.1?} for a lock on one of its tags or streams, held by another transaction (PgEventStore::log_lag shows the oldest running one)"
+    )]
+    Locked {
+        /// How long it waited.
+        waited: Duration,
+    },
     /// Every attempt found its stream appended to by a younger transaction
     /// (whose events must follow the stream's earlier ones), until the time
     /// ran out.
@@ -258,6 +261,9 @@ struct Params<'a> {
     tags: Vec<Json<&'a Vec<String>>>,
     items: Items,
     payload_bytes: usize,
+    /// Whether some condition item names no tag: the transaction then waits
+    /// for every older one instead of locking tags.
+    wait: bool,
 }
 
 impl<'a> Params<'a> {
@@ -280,6 +286,7 @@ impl<'a> Params<'a> {
             tags: Vec::with_capacity(events),
             items: Items::default(),
             payload_bytes: 0,
+            wait: false,
         };
         for (k, member) in (1i32..).zip(members) {
             let batch = &member.batch;
@@ -306,14 +313,19 @@ impl<'a> Params<'a> {
             }
             params.items.push(k, &member.condition.fail_if_events_match);
         }
+        params.wait = params.items.tags.iter().any(|tags| tags.0.is_empty());
         params
     }
 
+    /// Runs the statement; `lock_timeout` bounds each lock wait.
     async fn run(
         &self,
         conn: &mut sqlx::PgConnection,
         channel: &str,
+        lock_timeout: Duration,
     ) -> Result<Vec<PgRow>, sqlx::Error> {
+        // PostgreSQL's lock_timeout of 0 means none: wait at least 1 ms.
+        let lock_timeout = format!("{}ms", lock_timeout.as_millis().max(1));
         sqlx::query(APPEND_IF)
             .bind(channel)
             .bind(&self.streams)
@@ -333,6 +345,8 @@ impl<'a> Params<'a> {
             .bind(&self.items.owners)
             .bind(&self.items.types)
             .bind(&self.items.tags)
+            .bind(self.wait)
+            .bind(lock_timeout)
             .fetch_all(conn)
             .await
     }
@@ -359,6 +373,7 @@ pub(crate) async fn transaction(
     result
 }
 
+/// One call in autocommit when the conditions lock their tags; else
 /// `BEGIN`, the statement, polls until the transactions older than this one
 /// have ended, the statement again, `COMMIT`.
 async fn run(
@@ -368,7 +383,16 @@ async fn run(
     started: Instant,
 ) -> Result<Vec<Settled>, Failure> {
     let deadline = started + env.timeout;
-    let mut tx = conn.begin_with(BEGIN).await?;
+    let left = || deadline.saturating_duration_since(Instant::now());
+    let locked = |error| lock_timed_out(error, started);
+    if !params.wait {
+        let rows = params
+            .run(conn, env.channel, left())
+            .await
+            .map_err(locked)?;
+        return Ok(settle(&rows, params.streams.len())?);
+    }
+    let mut tx = conn.begin().await?;
     // A large batch is sent once, when the wait is over; a small one at
     // once, in case there is nothing to wait for, and again whenever an
     // append of this store ends (most often the one it waited for).
@@ -381,7 +405,10 @@ async fn run(
         let mut ended = pin!(env.ended.notified());
         ended.as_mut().enable();
         if full {
-            let rows = params.run(&mut tx, env.channel).await?;
+            let rows = params
+                .run(&mut tx, env.channel, left())
+                .await
+                .map_err(locked)?;
             if !waits(&rows)? {
                 break rows;
             }
@@ -416,6 +443,19 @@ async fn run(
         tx.rollback().await?;
     }
     Ok(settled)
+}
+
+/// A lock wait that ran out of time as [`AppendIfTimeout::Locked`]; any
+/// other error as it is.
+fn lock_timed_out(error: sqlx::Error, started: Instant) -> Failure {
+    match &error {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("55P03") => {
+            Failure::TimedOut(AppendIfTimeout::Locked {
+                waited: started.elapsed(),
+            })
+        }
+        _ => Failure::Sql(error),
+    }
 }
 
 /// Whether the statement answered only that it must wait.

@@ -45,11 +45,11 @@ use super::conditional::{Env, Failure, Member, Settled, transaction};
 use super::queue::{GroupQueue, Waiting};
 use crate::connections::Connections;
 
-/// Writer tasks. One: conditional transactions write one after the other
-/// anyway (each waits for the older ones to commit), so a second writer
-/// would only split the waiting appends into two groups, two commits; the
-/// appends that arrive while a group is written make the next one.
-const WRITERS: usize = 1;
+/// Writer tasks: two, so that one group's commit overlaps the next group's
+/// statement. Groups whose conditions lock their tags run side by side
+/// (waiting only where they share a tag or a stream); a group that waits for
+/// older transactions waits for the other writer's too.
+const WRITERS: usize = 2;
 /// Most appends in one group.
 const MAX_APPENDS: usize = 64;
 /// Most events in one group (a larger append makes a group of its own).

@@ -2,8 +2,8 @@
 //! ([`super`]) and the group commit ([`super::group`]): the batch as bound
 //! arrays, the SQL, and the decoding of what the server answers.
 //!
-//! The hot path (`sql/append_*.sql`, assembled by `hot_path!`) checks the
-//! expected version by moving the stream row, inserts the batch from arrays,
+//! The hot path (`sql/append_*.sql`, assembled by `hot_path!`) locks the
+//! events' tags, checks the expected version by moving the stream row, inserts the batch from arrays,
 //! records the command id and notifies, as one statement of data-modifying
 //! CTEs in autocommit mode: one round trip, one transaction. When it writes
 //! nothing, the `annals_append` SQL function (`migrations/0002_append.sql`,
@@ -29,6 +29,8 @@ macro_rules! hot_path {
     ($stream:literal) => {
         concat!(
             "WITH\n",
+            include_str!("../sql/append_tags.sql"),
+            ",\n",
             include_str!($stream),
             ",\n",
             include_str!("../sql/append_events.sql"),
@@ -38,6 +40,8 @@ macro_rules! hot_path {
     ($stream:literal, command) => {
         concat!(
             "WITH\n",
+            include_str!("../sql/append_tags.sql"),
+            ",\n",
             include_str!($stream),
             ",\n",
             include_str!("../sql/append_events.sql"),

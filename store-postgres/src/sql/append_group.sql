@@ -12,6 +12,11 @@
 -- id is recorded, yields no row and writes nothing, while the others are
 -- written. One row per written append.
 WITH
+-- Every event's tags, locked before the streams (annals_lock_tags,
+-- migrations/0007); `floor` raises the label of every append of the group.
+tag AS MATERIALIZED (
+    SELECT annals_lock_tags($13::jsonb[]) AS floor
+),
 req AS (
     SELECT r.stream_id, r.expected, r.command_id, r.n, r.k
       FROM unnest($1::text[], $2::bigint[], $3::uuid[], $4::int[])
@@ -21,7 +26,7 @@ req AS (
 ),
 any_stream AS (
     INSERT INTO annals_streams AS s (stream_id, version, transaction_id)
-    SELECT r.stream_id, r.n, pg_current_xact_id() FROM req r WHERE r.expected < 0
+    SELECT r.stream_id, r.n, greatest(pg_current_xact_id(), (SELECT floor FROM tag)) FROM req r WHERE r.expected < 0
     ON CONFLICT (stream_id) DO UPDATE
        SET version = s.version + excluded.version,
            transaction_id = greatest(excluded.transaction_id, s.transaction_id)
@@ -29,14 +34,14 @@ any_stream AS (
 ),
 new_stream AS (
     INSERT INTO annals_streams AS s (stream_id, version, transaction_id)
-    SELECT r.stream_id, r.n, pg_current_xact_id() FROM req r WHERE r.expected = 0
+    SELECT r.stream_id, r.n, greatest(pg_current_xact_id(), (SELECT floor FROM tag)) FROM req r WHERE r.expected = 0
     ON CONFLICT (stream_id) DO NOTHING
     RETURNING s.stream_id, s.version, s.transaction_id
 ),
 exact_stream AS (
     UPDATE annals_streams AS s
        SET version = s.version + r.n,
-           transaction_id = greatest(pg_current_xact_id(), s.transaction_id)
+           transaction_id = greatest(pg_current_xact_id(), s.transaction_id, (SELECT floor FROM tag))
       FROM req r
      WHERE r.expected > 0 AND s.stream_id = r.stream_id AND s.version = r.expected
     RETURNING s.stream_id, s.version, s.transaction_id

@@ -4,7 +4,7 @@
 stream AS (
     UPDATE annals_streams AS s
        SET version = s.version + cardinality($5::uuid[]),
-           transaction_id = greatest(pg_current_xact_id(), s.transaction_id)
+           transaction_id = greatest(pg_current_xact_id(), s.transaction_id, (SELECT floor FROM tag))
      WHERE s.stream_id = $1
        AND s.version = $2
        AND NOT EXISTS (SELECT 1 FROM annals_processed_commands c WHERE c.command_id = $3)
