@@ -265,7 +265,7 @@ SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     v_id      xid8 := pg_current_xact_id();
-    v_checked jsonb;
+    v_checked text[];
     v_floor   xid8;
     v_label   xid8;
     v_written boolean := false;
@@ -281,10 +281,10 @@ BEGIN
 
     -- The tags the conditions check, then every tag, then the streams: the
     -- order every append locks in.
-    v_checked := (SELECT coalesce(jsonb_agg(DISTINCT x.tag), '[]'::jsonb)
-                    FROM unnest(p_item_tags) AS i(tags)
-                   CROSS JOIN LATERAL jsonb_array_elements_text(i.tags) AS x(tag));
-    v_floor := greatest(annals_lock_tags(p_tags || v_checked),
+    v_checked := ARRAY(SELECT DISTINCT x.tag
+                         FROM unnest(p_item_tags) AS i(tags)
+                        CROSS JOIN LATERAL jsonb_array_elements_text(i.tags) AS x(tag));
+    v_floor := greatest(annals_lock_tags(p_tags || to_jsonb(v_checked)),
                         (SELECT max(s.transaction_id)
                            FROM (SELECT s.transaction_id FROM annals_streams s
                                   WHERE s.stream_id = ANY (p_streams)
@@ -487,7 +487,7 @@ BEGIN
     IF v_written THEN
         UPDATE annals_tags AS t
            SET transaction_id = v_label
-         WHERE t.tag IN (SELECT jsonb_array_elements_text(v_checked))
+         WHERE t.tag = ANY (v_checked) -- by the primary key, in a generic plan too
            AND t.transaction_id < v_label;
     END IF;
 END;

@@ -26,6 +26,8 @@
 //!    by a `Decider`), next to `read_stream` of the same 1,000 events: p50
 //!    and p99 latency.
 //!
+//! `PG_BENCH_SECTIONS=6,7` runs only the sections listed.
+//!
 //! The raw baseline table is `LIKE annals_events INCLUDING ALL` (same columns,
 //! defaults, constraints and indexes). Store and baseline phases alternate in
 //! short rounds so that drift on the machine affects both alike.
@@ -105,114 +107,132 @@ async fn run(options: &PgConnectOptions) -> Result<(), BoxError> {
         .execute(store.pool())
         .await?;
     print_machine(&store).await?;
+    // PG_BENCH_SECTIONS=6,7 runs only those sections (default: all).
+    let sections = std::env::var("PG_BENCH_SECTIONS").unwrap_or_default();
+    let wanted =
+        |n: u32| sections.is_empty() || sections.split(',').any(|s| s.trim() == n.to_string());
 
-    // 1. Single-event appends.
-    let (mut raw, mut in_tx, mut after) = (0, 0, 0);
-    for round in 0..ROUNDS {
-        raw += raw_single_inserts(options, round).await?;
-        in_tx += store_single_appends(&store, &format!("tx-{round}")).await?;
-        after += store_single_appends(&after_commit, &format!("ac-{round}")).await?;
-    }
-    report(
-        &format!("single-event appends, {SINGLE_WRITERS} writers on distinct streams"),
-        "raw INSERT + commit",
-        [raw, in_tx, after],
-        70.0,
-    );
-
-    // 2. 100-event batches.
-    let (mut raw, mut in_tx, mut after) = (0, 0, 0);
-    for round in 0..ROUNDS {
-        raw += raw_batch_inserts(options, round).await?;
-        in_tx += store_batch_appends(&store, &format!("tx-{round}")).await?;
-        after += store_batch_appends(&after_commit, &format!("ac-{round}")).await?;
-    }
-    report(
-        &format!("{BATCH_SIZE}-event batch appends, {BATCH_WRITERS} writers"),
-        "raw INSERT (unnest)",
-        [raw, in_tx, after],
-        80.0,
-    );
-
-    // 3. Reading a 1,000-event stream.
-    let stream = "read-1000";
-    for chunk in 0..READ_STREAM_EVENTS / BATCH_SIZE {
-        store
-            .append(
-                stream,
-                ExpectedVersion::Exact((chunk * BATCH_SIZE) as u64),
-                events(BATCH_SIZE),
-            )
-            .await?;
-    }
-    for _ in 0..20 {
-        store.read_stream(stream, 1, READ_STREAM_EVENTS).await?;
-    }
-    let mut latencies = Vec::with_capacity(READ_SAMPLES);
-    for _ in 0..READ_SAMPLES {
-        let started = Instant::now();
-        let read = store.read_stream(stream, 1, READ_STREAM_EVENTS).await?;
-        latencies.push(started.elapsed());
-        if read.len() != READ_STREAM_EVENTS {
-            return Err(format!("read {} events, not {READ_STREAM_EVENTS}", read.len()).into());
+    if wanted(1) {
+        // 1. Single-event appends.
+        let (mut raw, mut in_tx, mut after) = (0, 0, 0);
+        for round in 0..ROUNDS {
+            raw += raw_single_inserts(options, round).await?;
+            in_tx += store_single_appends(&store, &format!("tx-{round}")).await?;
+            after += store_single_appends(&after_commit, &format!("ac-{round}")).await?;
         }
+        report(
+            &format!("single-event appends, {SINGLE_WRITERS} writers on distinct streams"),
+            "raw INSERT + commit",
+            [raw, in_tx, after],
+            70.0,
+        );
     }
-    latencies.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    println!();
-    println!("read_stream of a {READ_STREAM_EVENTS}-event stream ({READ_SAMPLES} reads):");
-    println!(
-        "  p50 {:.2} ms   p99 {:.2} ms   max {:.2} ms   (target p99 < 5 ms)",
-        ms(latencies[READ_SAMPLES / 2]),
-        ms(latencies[READ_SAMPLES * 99 / 100]),
-        ms(latencies[READ_SAMPLES - 1])
-    );
 
-    // 4. Catching up with the global log.
-    let mut after = Position::START;
-    let mut read = 0usize;
-    let started = Instant::now();
-    loop {
-        let page = store
-            .read_all(after, CATCH_UP_PAGE, &EventFilter::all())
-            .await?;
-        let Some(last) = page.last() else { break };
-        after = last.position;
-        read += page.len();
+    if wanted(2) {
+        // 2. 100-event batches.
+        let (mut raw, mut in_tx, mut after) = (0, 0, 0);
+        for round in 0..ROUNDS {
+            raw += raw_batch_inserts(options, round).await?;
+            in_tx += store_batch_appends(&store, &format!("tx-{round}")).await?;
+            after += store_batch_appends(&after_commit, &format!("ac-{round}")).await?;
+        }
+        report(
+            &format!("{BATCH_SIZE}-event batch appends, {BATCH_WRITERS} writers"),
+            "raw INSERT (unnest)",
+            [raw, in_tx, after],
+            80.0,
+        );
     }
-    let elapsed = started.elapsed();
-    println!();
-    println!("catch-up read of the global log (read_all, pages of {CATCH_UP_PAGE}):");
-    println!(
-        "  {read} events in {:.2} s = {:.0} events/s   (target >= 200,000)",
-        elapsed.as_secs_f64(),
-        read as f64 / elapsed.as_secs_f64()
-    );
 
-    // 5. A command that decides nothing.
-    noop_commands(&store, options).await?;
-
-    // 6. Conditional appends.
-    let (mut plain, mut conditional) = (0, 0);
-    for round in 0..ROUNDS {
-        plain += tagged_appends(&store, round, false).await?;
-        conditional += tagged_appends(&store, round, true).await?;
+    if wanted(3) {
+        // 3. Reading a 1,000-event stream.
+        let stream = "read-1000";
+        for chunk in 0..READ_STREAM_EVENTS / BATCH_SIZE {
+            store
+                .append(
+                    stream,
+                    ExpectedVersion::Exact((chunk * BATCH_SIZE) as u64),
+                    events(BATCH_SIZE),
+                )
+                .await?;
+        }
+        for _ in 0..20 {
+            store.read_stream(stream, 1, READ_STREAM_EVENTS).await?;
+        }
+        let mut latencies = Vec::with_capacity(READ_SAMPLES);
+        for _ in 0..READ_SAMPLES {
+            let started = Instant::now();
+            let read = store.read_stream(stream, 1, READ_STREAM_EVENTS).await?;
+            latencies.push(started.elapsed());
+            if read.len() != READ_STREAM_EVENTS {
+                return Err(format!("read {} events, not {READ_STREAM_EVENTS}", read.len()).into());
+            }
+        }
+        latencies.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        println!();
+        println!("read_stream of a {READ_STREAM_EVENTS}-event stream ({READ_SAMPLES} reads):");
+        println!(
+            "  p50 {:.2} ms   p99 {:.2} ms   max {:.2} ms   (target p99 < 5 ms)",
+            ms(latencies[READ_SAMPLES / 2]),
+            ms(latencies[READ_SAMPLES * 99 / 100]),
+            ms(latencies[READ_SAMPLES - 1])
+        );
     }
-    let seconds = ROUND.as_secs_f64() * ROUNDS as f64;
-    println!();
-    println!("single-event appends with one tag, {SINGLE_WRITERS} writers:");
-    println!(
-        "  unconditional (append_with)            {:>9.0} events/s",
-        plain as f64 / seconds
-    );
-    println!(
-        "  conditional, one-tag condition (append_if) {:>9.0} events/s  {:>5.1} % of unconditional   (target >= 80 %)",
-        conditional as f64 / seconds,
-        100.0 * conditional as f64 / plain.max(1) as f64
-    );
+
+    if wanted(4) {
+        // 4. Catching up with the global log.
+        let mut after = Position::START;
+        let mut read = 0usize;
+        let started = Instant::now();
+        loop {
+            let page = store
+                .read_all(after, CATCH_UP_PAGE, &EventFilter::all())
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = last.position;
+            read += page.len();
+        }
+        let elapsed = started.elapsed();
+        println!();
+        println!("catch-up read of the global log (read_all, pages of {CATCH_UP_PAGE}):");
+        println!(
+            "  {read} events in {:.2} s = {:.0} events/s   (target >= 200,000)",
+            elapsed.as_secs_f64(),
+            read as f64 / elapsed.as_secs_f64()
+        );
+    }
+
+    if wanted(5) {
+        // 5. A command that decides nothing.
+        noop_commands(&store, options).await?;
+    }
+
+    if wanted(6) {
+        // 6. Conditional appends.
+        let (mut plain, mut conditional) = (0, 0);
+        for round in 0..ROUNDS {
+            plain += tagged_appends(&store, round, false).await?;
+            conditional += tagged_appends(&store, round, true).await?;
+        }
+        let seconds = ROUND.as_secs_f64() * ROUNDS as f64;
+        println!();
+        println!("single-event appends with one tag, {SINGLE_WRITERS} writers:");
+        println!(
+            "  unconditional (append_with)            {:>9.0} events/s",
+            plain as f64 / seconds
+        );
+        println!(
+            "  conditional, one-tag condition (append_if) {:>9.0} events/s  {:>5.1} % of unconditional   (target >= 80 %)",
+            conditional as f64 / seconds,
+            100.0 * conditional as f64 / plain.max(1) as f64
+        );
+    }
 
     // 7. A decision over a 1,000-event query.
-    decision_reads(&store).await?;
+    if wanted(7) {
+        decision_reads(&store).await?;
+    }
     store.close().await;
     Ok(())
 }
