@@ -262,13 +262,13 @@ LANGUAGE plpgsql
 -- when a generic plan's estimates, made for arrays of unknown length, look
 -- costlier than a custom plan) costs more than running it.
 SET plan_cache_mode = force_generic_plan
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 AS $$
 DECLARE
-    v_id      xid8 := pg_current_xact_id();
-    v_checked text[];
-    v_floor   xid8;
-    v_label   xid8;
-    v_written boolean := false;
+    v_id    xid8 := pg_current_xact_id();
+    v_floor xid8;
+    v_label xid8;
 BEGIN
     -- A lock held by a long transaction (an append inside a caller's
     -- transaction) fails the call instead of holding it indefinitely.
@@ -279,17 +279,10 @@ BEGIN
         RETURN;
     END IF;
 
-    -- The tags the conditions check, then every tag, then the streams: the
-    -- order every append locks in.
-    v_checked := ARRAY(SELECT DISTINCT x.tag
-                         FROM unnest(p_item_tags) AS i(tags)
-                        CROSS JOIN LATERAL jsonb_array_elements_text(i.tags) AS x(tag));
-    v_floor := greatest(annals_lock_tags(p_tags || to_jsonb(v_checked)),
-                        (SELECT max(s.transaction_id)
-                           FROM (SELECT s.transaction_id FROM annals_streams s
-                                  WHERE s.stream_id = ANY (p_streams)
-                                  ORDER BY s.stream_id
-                                    FOR UPDATE) s));
+    -- The events' tags and the tags the conditions check (the same shape:
+    -- one jsonb array per event or item), before the streams, which the
+    -- write below locks: the order every append locks in.
+    v_floor := annals_lock_tags(p_tags || p_item_tags);
     IF p_wait THEN
         v_label := v_id;
         IF v_floor > v_id THEN
@@ -302,8 +295,7 @@ BEGIN
         v_label := greatest(v_id, v_floor);
     END IF;
 
-    FOR r_k, r_kind, r_label, r_first_version, r_stream_version, r_transaction_id,
-        r_global_position, r_event_id, r_event_stream, r_positions IN
+    RETURN QUERY
     WITH
     member AS MATERIALIZED (
         SELECT m.k, m.stream_id, m.command_id, m.n, m.after_tx, m.after_gp, m.hold
@@ -457,6 +449,17 @@ BEGIN
     ),
     notified AS (
         SELECT CASE WHEN p_channel <> '' AND EXISTS (SELECT 1 FROM inserted) THEN pg_notify(p_channel, '') END
+    ),
+    -- When anything was written, later appends of the checked tags follow
+    -- it: the label goes on their rows (locked above). By the primary key
+    -- (= ANY of an array), whatever the generic plan thinks of the join.
+    relabel AS (
+        UPDATE annals_tags AS t
+           SET transaction_id = v_label
+         WHERE t.tag = ANY (ARRAY(SELECT DISTINCT x.tag
+                                    FROM item i CROSS JOIN LATERAL unnest(i.tags) AS x(tag)))
+           AND t.transaction_id < v_label
+           AND EXISTS (SELECT 1 FROM inserted)
     )
     SELECT m.k,
            CASE WHEN rp.k IS NOT NULL THEN rp.o_outcome
@@ -477,18 +480,7 @@ BEGIN
       LEFT JOIN repeated rp ON rp.k = m.k
       LEFT JOIN hit h ON h.k = m.k
       LEFT JOIN written x ON x.k = m.k
-     ORDER BY k
-    LOOP
-        v_written := v_written OR r_kind = 'appended';
-        RETURN NEXT;
-    END LOOP;
+     ORDER BY k;
 
-    -- Appends of the checked tags that come later follow these events.
-    IF v_written THEN
-        UPDATE annals_tags AS t
-           SET transaction_id = v_label
-         WHERE t.tag = ANY (v_checked) -- by the primary key, in a generic plan too
-           AND t.transaction_id < v_label;
-    END IF;
 END;
 $$;

@@ -59,8 +59,13 @@
 //! decider.execute(Register { username: "ada".into() }).await.unwrap();
 //! assert!(decider.execute(Register { username: "ada".into() }).await.is_err());
 //! decider.execute(Register { username: "grace".into() }).await.unwrap();
+//! // What the rule sees now, without deciding.
+//! let (ada, _) = decider.load(Taken { username: "ada".into(), taken: false }).await.unwrap();
+//! assert!(ada.taken);
 //! # });
 //! ```
+
+use std::time::Duration;
 
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::event::{DomainEvent, EventError};
@@ -71,6 +76,9 @@ use crate::store::{AppendCondition, AppendOptions, EventStore, StoreError};
 
 /// Events read per call while a decision reads its query.
 const READ_PAGE: usize = 4096;
+/// How long a decision waits for an event (its own, or the one its condition
+/// failed on) to become readable.
+const READABLE_PATIENCE: Duration = Duration::from_secs(5);
 
 /// What one rule of a decision needs to know: a fold of the events that
 /// match its query, like [`Aggregate::apply`](crate::Aggregate::apply).
@@ -154,7 +162,10 @@ pub trait Decision: Send + Sync {
 
 /// Runs [`Decision`]s over a store: reads the events of the decision's
 /// query, decides, and appends on the condition that nothing matching the
-/// query was recorded since; decides again on a conflict.
+/// query was recorded since; decides again on a conflict. A decision that
+/// appended returns once its events are readable (a store may hold a
+/// committed event back from readers while an older transaction runs; the
+/// wait is bounded), so that the caller's next decision sees them.
 #[derive(Debug, Clone)]
 pub struct Decider<S> {
     store: S,
@@ -179,6 +190,18 @@ impl<S: EventStore> Decider<S> {
     /// The store behind this decider.
     pub fn store(&self) -> &S {
         &self.store
+    }
+
+    /// The state a decision would decide on now: every event matching the
+    /// state's query, folded, and the position of the last one (`None`
+    /// when none matched). Reads only; for showing what a rule sees.
+    pub async fn load<St: DecisionState>(
+        &self,
+        mut state: St,
+    ) -> Result<(St, Option<Position>), ExecuteError<std::convert::Infallible>> {
+        let query = state.query();
+        let after = self.read(&query, &mut state).await?;
+        Ok((state, after))
     }
 
     /// Runs a decision.
@@ -243,6 +266,8 @@ impl<S: EventStore> Decider<S> {
             {
                 Ok(done) if done.repeated => return self.repeated(&stream, done, attempts).await,
                 Ok(done) => {
+                    // The next decision reads what this one wrote.
+                    self.readable(done.position).await?;
                     return Ok(Executed {
                         events,
                         stream_version: done.stream_version,
@@ -253,11 +278,32 @@ impl<S: EventStore> Decider<S> {
                 }
                 Err(StoreError::ConditionFailed { position }) if attempts < self.max_attempts => {
                     tracing::debug!(stream, attempts, %position, "condition failed, deciding again");
+                    self.readable(position).await?;
                     attempts += 1;
                 }
                 Err(error) => return Err(error.into()),
             }
         }
+    }
+
+    /// Waits (a while) until the event at `position` is readable, so that the
+    /// next read sees it: a store may keep a committed event from readers
+    /// while a transaction older than its own is still running. Used after
+    /// a decision appended (the caller's next decision sees its events) and
+    /// after a condition failed (reading again before the event it failed on
+    /// is readable would decide on the same state and fail on it again).
+    /// After [`READABLE_PATIENCE`] it goes on regardless.
+    async fn readable<E: std::error::Error + 'static>(
+        &self,
+        position: Position,
+    ) -> Result<(), ExecuteError<E>> {
+        let deadline = tokio::time::Instant::now() + READABLE_PATIENCE;
+        let mut pause = Duration::from_millis(1);
+        while self.store.head().await? < position && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+        Ok(())
     }
 
     /// Folds every event of `query` into `state`; the position of the last one.

@@ -228,6 +228,26 @@ async fn postgres_selective_queries_use_indexes() {
         "{both}"
     );
     assert!(!both.contains("Seq Scan"), "{both}");
+    // A query of one tagged item has its own statement.
+    let tagged_only = include_str!("../src/sql/read_query_tagged.sql")
+        .replace("($1, $2)", "($1::text::xid8, $2)");
+    let rows: Vec<String> = sqlx::query_scalar(&format!(
+        "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) {tagged_only}"
+    ))
+    .bind("0")
+    .bind(0_i64)
+    .bind(100_i64)
+    .bind(["Type0"])
+    .bind(["user:42"])
+    .fetch_all(store.pool())
+    .await
+    .expect("explain");
+    let one = rows.join("\n");
+    assert!(
+        one.contains("Bitmap Index Scan on annals_events_tags_idx"),
+        "{one}"
+    );
+    assert!(!one.contains("Seq Scan"), "{one}");
     let typed = explain(json!(["Rare"]), json!([])).await;
     assert!(typed.contains("on annals_events_type_idx"), "{typed}");
     assert!(!typed.contains("Rows Removed by Filter: 100000"), "{typed}");

@@ -22,9 +22,10 @@
 //! 6. conditional single-event appends (`append_if`, a one-tag condition that
 //!    holds) by 8 writers, next to the same tagged events appended
 //!    unconditionally, in alternating rounds;
-//! 7. a decision over a 1,000-event query (`read_query`, decoded and folded
-//!    by a `Decider`), next to `read_stream` of the same 1,000 events: p50
-//!    and p99 latency.
+//! 7. loading a decision over a 1,000-event query (`Decider::load`:
+//!    `read_query`, decode, fold), next to loading the same 1,000 events as
+//!    an aggregate does (`read_stream`, decode, fold), and the two reads
+//!    alone: p50 and p99 latency.
 //!
 //! `PG_BENCH_SECTIONS=6,7` runs only the sections listed.
 //!
@@ -410,28 +411,6 @@ impl annals::DomainEvent for Untyped {
     }
 }
 
-/// Reads a tag's events and decides nothing.
-struct CountTag(String);
-
-impl annals::decision::Decision for CountTag {
-    type State = Tally;
-    type Event = Untyped;
-    type Error = std::convert::Infallible;
-    fn state(&self) -> Tally {
-        Tally {
-            tag: self.0.clone(),
-            seen: 0,
-        }
-    }
-    fn stream(&self) -> String {
-        "decision-reads".into()
-    }
-    fn decide(&self, state: &Tally) -> Result<Vec<Untyped>, std::convert::Infallible> {
-        debug_assert_eq!(state.seen, READ_STREAM_EVENTS as u64);
-        Ok(vec![])
-    }
-}
-
 /// Section 7: a decision over 1,000 events against `read_stream` of them.
 async fn decision_reads(store: &PgEventStore) -> Result<(), BoxError> {
     let stream = "tagged-1000";
@@ -450,52 +429,72 @@ async fn decision_reads(store: &PgEventStore) -> Result<(), BoxError> {
             .await?;
     }
     let decider = annals::decision::Decider::new(store.clone());
-    let mut samples: [Vec<Duration>; 3] = Default::default();
-    for i in 0..READ_SAMPLES * 3 + 30 {
+    let tally = || Tally {
+        tag: tag.to_owned(),
+        seen: 0,
+    };
+    let query = annals::Query::new().or(annals::QueryItem::tagged([tag]));
+    let mut samples: [Vec<Duration>; 4] = Default::default();
+    for i in 0..READ_SAMPLES * 4 + 40 {
         let started = Instant::now();
-        match i % 3 {
-            0 => {
-                let read = store.read_stream(stream, 1, READ_STREAM_EVENTS).await?;
-                if read.len() != READ_STREAM_EVENTS {
-                    return Err("read_stream read too few".into());
+        let seen = match i % 4 {
+            0 => store
+                .read_stream(stream, 1, READ_STREAM_EVENTS)
+                .await?
+                .len(),
+            1 => store
+                .read_query(&query, Position::START, READ_STREAM_EVENTS + 1)
+                .await?
+                .len(),
+            2 => {
+                // What an aggregate's load does: read its stream, decode
+                // and fold each event.
+                let mut state = tally();
+                for recorded in store.read_stream(stream, 1, READ_STREAM_EVENTS).await? {
+                    annals::decision::DecisionState::apply(
+                        &mut state,
+                        &recorded.decode::<Untyped>()?,
+                    );
                 }
+                state.seen as usize
             }
-            1 => {
-                let query = annals::Query::new().or(annals::QueryItem::tagged([tag]));
-                let read = store
-                    .read_query(&query, Position::START, READ_STREAM_EVENTS + 1)
-                    .await?;
-                if read.len() != READ_STREAM_EVENTS {
-                    return Err(format!("read_query read {} events", read.len()).into());
-                }
-            }
-            _ => {
-                decider.execute(CountTag(tag.to_owned())).await?;
-            }
+            _ => decider.load(tally()).await?.0.seen as usize,
+        };
+        if seen != READ_STREAM_EVENTS {
+            return Err(format!("read {seen} events, not {READ_STREAM_EVENTS}").into());
         }
-        if i >= 30 {
-            samples[i % 3].push(started.elapsed());
+        if i >= 40 {
+            samples[i % 4].push(started.elapsed());
         }
     }
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!();
     println!("reading 1,000 events ({READ_SAMPLES} each, interleaved):");
-    for (name, mut latencies) in [
+    let mut p50 = [0.0; 4];
+    for (k, (name, mut latencies)) in [
         "read_stream of their stream",
         "read_query of their tag",
-        "decision: read_query, decode, fold",
+        "aggregate load: read_stream, decode, fold",
+        "decision load: read_query, decode, fold",
     ]
     .into_iter()
     .zip(samples)
+    .enumerate()
     {
         latencies.sort();
         let n = latencies.len();
+        p50[k] = ms(latencies[n / 2]);
         println!(
-            "  {name:<36} p50 {:.2} ms   p99 {:.2} ms",
-            ms(latencies[n / 2]),
+            "  {name:<42} p50 {:.2} ms   p99 {:.2} ms",
+            p50[k],
             ms(latencies[n * 99 / 100])
         );
     }
+    println!(
+        "  read_query / read_stream p50 {:.2}; decision load / aggregate load p50 {:.2}   (target <= 1)",
+        p50[1] / p50[0],
+        p50[3] / p50[2]
+    );
     Ok(())
 }
 

@@ -7,7 +7,9 @@
 -- required). An event matches when it matches any item.
 --
 -- Each item is looked up on its own, through the index that suits its shape,
--- and the first $3 of each are merged:
+-- and the first $3 of each are merged (whole rows: a second lookup of each
+-- by its key would cost as much as the first). A query of one tagged item
+-- has a statement of its own (read_query_tagged.sql), without the merge.
 --   * tagged: the GIN index on tags, the types and the position as filters.
 --     The OFFSET 0 fence keeps the planner from walking the primary key in
 --     log order and filtering every row (which a LIMIT makes look cheap), and
@@ -29,12 +31,12 @@ bound AS MATERIALIZED (
     SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin
 ),
 found AS (
-    SELECT f.transaction_id, f.global_position
+    SELECT f.*
       FROM item i
      CROSS JOIN bound b
      CROSS JOIN LATERAL (
-        (SELECT t.transaction_id, t.global_position
-           FROM (SELECT e.transaction_id, e.global_position
+        (SELECT t.*
+           FROM (SELECT e.*
                    FROM annals_events e
                   WHERE cardinality(i.tags) > 0
                     AND e.tags @> i.tags
@@ -46,11 +48,11 @@ found AS (
           ORDER BY t.transaction_id, t.global_position
           LIMIT $3)
         UNION ALL
-        (SELECT o.transaction_id, o.global_position
+        (SELECT o.*
            FROM unnest(i.types) AS ty(event_type)
           CROSS JOIN LATERAL (
-              SELECT t.transaction_id, t.global_position
-                FROM (SELECT e.transaction_id, e.global_position
+              SELECT t.*
+                FROM (SELECT e.*
                         FROM annals_events e
                        WHERE e.event_type = ty.event_type
                          AND (e.transaction_id, e.global_position) > ($1, $2)
@@ -61,7 +63,7 @@ found AS (
                LIMIT $3) o
           WHERE cardinality(i.tags) = 0)
         UNION ALL
-        (SELECT e.transaction_id, e.global_position
+        (SELECT e.*
            FROM annals_events e
           WHERE cardinality(i.tags) = 0 AND cardinality(i.types) = 0
             AND (e.transaction_id, e.global_position) > ($1, $2)
@@ -69,22 +71,11 @@ found AS (
           ORDER BY e.transaction_id, e.global_position
           LIMIT $3)
      ) f
-),
-page AS (
-    SELECT DISTINCT transaction_id, global_position
-      FROM found
-     ORDER BY transaction_id, global_position
-     LIMIT $3
 )
--- Each row of the page by its primary key: the fenced lateral subquery makes
--- that a lookup per row, not a join against a scan of the log.
-SELECT e.transaction_id, e.global_position, e.event_id, e.stream_id, e.stream_version,
-       e.event_type, e.schema_version, e.payload, e.metadata, e.recorded_at,
-       e.tags
-  FROM page p
- CROSS JOIN LATERAL (
-    SELECT * FROM annals_events r
-     WHERE r.transaction_id = p.transaction_id AND r.global_position = p.global_position
-    OFFSET 0
- ) e
- ORDER BY e.transaction_id, e.global_position
+-- An event matching several items is found once per item.
+SELECT DISTINCT ON (f.transaction_id, f.global_position)
+       f.transaction_id, f.global_position, f.event_id, f.stream_id, f.stream_version,
+       f.event_type, f.schema_version, f.payload, f.metadata, f.recorded_at, f.tags
+  FROM found f
+ ORDER BY f.transaction_id, f.global_position
+ LIMIT $3
