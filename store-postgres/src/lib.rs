@@ -53,7 +53,7 @@
 //! |---|---|
 //! | `store`: [`EventStore`](annals::EventStore) | `store.rs`: `impl EventStore for PgEventStore`, delegating by name to the modules below |
 //! | [`EventStore::append_with`](annals::EventStore::append_with) | `append/`: `mod.rs` (the entry point: group commit or alone, retries), `statement.rs` (the statements of one append, the batch, the decoding of answers), `group.rs` (the group commit queue), `in_transaction.rs` ([`PgEventStore::append_in_transaction`]) |
-//! | [`EventStore::append_if`](annals::EventStore::append_if) | `append/`: `conditional.rs` (the transaction that waits for older ones, checks and writes), `conditional_group.rs` (concurrent ones share it); `mod.rs` sends them through the group or alone |
+//! | [`EventStore::append_if`](annals::EventStore::append_if) | `append/`: `conditional.rs` (the call that locks the checked tags, or waits for older transactions, then checks and writes), `conditional_group.rs` (concurrent ones share it); `mod.rs` sends them through the group or alone |
 //! | `read_stream`, `read_all`, `head`, `stream_version`, `command_outcome` | `read.rs` (and, for what holds readers back, `log_lag.rs`: [`PgEventStore::log_lag`]) |
 //! | `query`: [`Query`](annals::Query), [`EventStore::read_query`](annals::EventStore::read_query) | `query.rs`: `read_query`, and a query's items as the arrays SQL takes |
 //! | `subscription`: [`catch_up_then_live`](annals::subscription::catch_up_then_live) | `subscription.rs`: `subscribe`, and the `LISTEN` task that wakes subscriptions |
@@ -199,64 +199,60 @@
 //!
 //! ## Conditional appends
 //!
-//! (`append/conditional.rs`.) [`EventStore::append_if`](annals::EventStore::append_if)
-//! appends unless an event matching a query was recorded after a position,
-//! atomically against every writer, without SERIALIZABLE and without any
-//! lock that ordinary appends would wait for. A conditional append is one
-//! READ COMMITTED transaction whose events are labelled with **its own id**
-//! `X`, and which checks its condition only when **every transaction with a
-//! smaller id has ended**:
+//! (`append/conditional.rs`, `migrations/0007_tag_locks.sql`.)
+//! [`EventStore::append_if`](annals::EventStore::append_if) appends unless an
+//! event matching a query was recorded after a position, atomically against
+//! every writer, without SERIALIZABLE. `annals_tags` holds a row per tag:
+//! every append locks the rows of its events' tags (in tag order, before its
+//! stream's row) and labels its events at least as high as the label a
+//! conditional append left on them.
 //!
-//! 1. its statement takes `X` and answers `wait` while
-//!    `pg_snapshot_xmin(pg_current_snapshot()) < X`;
-//! 2. it polls that in fresh statements (each a new snapshot), woken when an
-//!    append of the store ends, or after a short sleep (100 µs, doubling up
-//!    to 2 ms) for other processes' transactions;
-//! 3. it runs the statement again: its snapshot, taken after the wait, sees
-//!    every committed transaction with an id below `X`. Idempotency first (a
-//!    recorded command id, or the event ids stored in order in this stream,
-//!    answers the first outcome, `repeated`), then the first event matching
-//!    the condition after its position ([`StoreError::ConditionFailed`](annals::StoreError::ConditionFailed)
-//!    names it, nothing is written), else the append, as
-//!    `ExpectedVersion::Any`, labelled `X`;
-//! 4. it commits. If the stream's label has moved above `X` meanwhile (a
-//!    younger transaction appended to it and committed: the stream's events
-//!    must stay in version order), it runs again in a new transaction.
+//! **Conditions on tags lock them.** When every item of the condition names
+//! a tag (a rule about an entity: a username, a flight number on a day, a
+//! seat), one call in autocommit locks the rows of the tags it checks and of
+//! its events' tags, then, in a statement whose snapshot is taken after the
+//! locks were granted, answers idempotent retries first (a recorded command
+//! id, or the event ids stored in order in this stream: `repeated`), checks
+//! for an event matching the condition after its position
+//! ([`StoreError::ConditionFailed`](annals::StoreError::ConditionFailed)
+//! names the first, nothing is written), writes, and leaves its label on the
+//! checked tags' rows. An event matching the condition carries one of its
+//! tags; its writer locked that tag's row either before (this call waited
+//! for it and sees its event) or after this call committed (then it read
+//! this call's label: its event follows in the log). Appends that share no
+//! tag and no stream never wait for each other; appends whose events carry
+//! one tag take turns on its row, as appends to one stream do.
 //!
-//! **Why it holds.** An event that precedes ours in the log has a label below
-//! `X` (or `X` itself and a smaller global position, which only our own
-//! transaction writes). A label is at least its writer's id, so its writer
-//! had an id below `X`, had ended before the check, and the check saw the
-//! event; and nothing labelled below `X` can be written after. A younger
-//! transaction labels its events above `X`: they follow ours. Two
-//! conditional appends whose queries overlap cannot both pass: the younger
-//! waits for the older and sees its events. Appends whose queries share
-//! nothing never fail each other (they may wait for each other's commits,
-//! never conflict), and ordinary appends are untouched.
+//! **Conditions with an item without a tag wait.** An item of types only
+//! (or `Query::all()`) is about events that lock nothing in common: such an
+//! append runs in a transaction whose events are labelled with its own id
+//! `X`, and checks only once every transaction with a smaller id has ended
+//! (it polls `pg_snapshot_xmin`, woken when an append of the store ends):
+//! then its snapshot sees every event that can precede it, and nothing
+//! labelled below `X` can be written later. It holds nothing while it waits,
+//! and waits only for older ids, so waits never form a circle; a stream or
+//! tag labelled above `X` meanwhile (a younger append) makes it run again in
+//! a new transaction.
 //!
-//! The transaction holds no lock while it waits, and waits only for older
-//! ids than its own, so waits never form a circle. (Locking the stream row
-//! first, so that its label could not move, would deadlock where PostgreSQL
-//! cannot see it: an ordinary append to that stream that took its id before
-//! ours would wait for our lock while we wait for it to end.)
+//! **Group commit.** Concurrent conditional appends share a call
+//! (`append/conditional_group.rs`, two writers): one statement checks every
+//! condition against the log and writes the appends whose conditions hold.
+//! The appends of a group are in the log in group order; an append whose
+//! condition matches the events of an earlier append of its group is held
+//! back and fails at that event's position once it is written.
+//! [`PgStoreOptions::group_commit`] turns it off.
 //!
-//! **Group commit.** Conditional appends write one after the other (each
-//! waits for the older ones), so concurrent ones share one transaction
-//! (`append/conditional_group.rs`): one id, one wait, one statement that
-//! checks every condition against the log and writes the appends whose
-//! conditions hold, one commit. The appends of a group are in the log in
-//! group order; an append whose condition matches the events of an earlier
-//! append of its group is held back from the statement and fails at that
-//! event's position once it is written. [`PgStoreOptions::group_commit`]
-//! turns it off.
-//!
-//! **The trade-off:** a transaction that stays open holds conditional
-//! appends back, as it holds readers back: each waits for every transaction
-//! older than its own, anywhere on the server. [`PgEventStore::log_lag`]
-//! shows the culprit; after [`PgStoreOptions::append_if_timeout`] (10 s by
-//! default) the append fails with
-//! [`StoreError::Unavailable`](annals::StoreError::Unavailable) holding an
-//! [`AppendIfTimeout`] that names it (pid, application, state, age).
+//! **The trade-offs.** A transaction that appended an event with a tag (an
+//! append inside the caller's transaction) holds conditional appends about
+//! that tag back until it ends; a transaction that stays open anywhere on
+//! the server holds conditional appends with an untagged item back, as it
+//! holds readers back ([`PgEventStore::log_lag`] shows it). After
+//! [`PgStoreOptions::append_if_timeout`] (10 s by default) the append fails
+//! with [`StoreError::Unavailable`](annals::StoreError::Unavailable) holding
+//! an [`AppendIfTimeout`] that says which. And a conditional append on tags
+//! may commit while an older transaction is still running: its events become
+//! readable when that one ends, as an ordinary append's do
+//! ([`Decider`](annals::decision::Decider) waits for that before it returns).
 //!
 //! ## Subscriptions
 //!

@@ -26,8 +26,9 @@ pub const DEFAULT_APPLICATION_NAME: &str = "annals";
 /// The default `application_name` of the subscription listener's connection.
 pub const DEFAULT_LISTENER_APPLICATION_NAME: &str = "annals-listener";
 
-/// How long a conditional append waits, by default, for the transactions
-/// older than its own to end (see [`PgStoreOptions::append_if_timeout`]).
+/// How long a conditional append waits, by default, for the locks on its
+/// tags or for the transactions older than its own (see
+/// [`PgStoreOptions::append_if_timeout`]).
 pub const DEFAULT_APPEND_IF_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How [`PgEventStore`] connects, validates, notifies and polls.
@@ -190,11 +191,15 @@ impl PgStoreOptions {
     }
 
     /// How long a conditional append ([`EventStore::append_if`](annals::EventStore::append_if))
-    /// may wait for the transactions older than its own to end, and try
-    /// again when its stream moved, before it fails with
+    /// may wait for the locks on its tags (held by transactions that
+    /// appended events with them), or for the transactions older than its
+    /// own to end (a condition with an item without a tag), and try again
+    /// when its stream moved, before it fails with
     /// [`StoreError::Unavailable`](annals::StoreError::Unavailable) holding an
-    /// [`AppendIfTimeout`](crate::AppendIfTimeout) that names the oldest
-    /// running transaction. [`DEFAULT_APPEND_IF_TIMEOUT`] (10 s) by default.
+    /// [`AppendIfTimeout`](crate::AppendIfTimeout) that says which (naming
+    /// the oldest running transaction when it waited for one; see the
+    /// [crate documentation](crate#conditional-appends)).
+    /// [`DEFAULT_APPEND_IF_TIMEOUT`] (10 s) by default.
     pub fn append_if_timeout(mut self, timeout: Duration) -> Self {
         self.append_if_timeout = timeout;
         self

@@ -1,85 +1,93 @@
 //! Conditional appends ([`EventStore::append_if`](annals::EventStore::append_if)):
 //! append unless an event matching a query was recorded after a position,
-//! atomically against every writer, without SERIALIZABLE and without a lock
-//! that ordinary appends would wait for.
-//!
-//! # How
+//! atomically against every writer, without SERIALIZABLE.
 //!
 //! A position in the log is `(label, global_position)`, an event's label is
-//! `greatest(its transaction's id, its stream's last label)`, and readers
-//! only read below `pg_snapshot_xmin`. A conditional append (one, or a group
-//! of them: [`super::conditional_group`]) is one READ COMMITTED transaction
-//! whose events are labelled with **its own id**, and which checks its
-//! condition only once **every transaction with a smaller id has ended**:
+//! at least its transaction's id and its stream's last label, and readers
+//! only read below `pg_snapshot_xmin`. Every append locks the rows of its
+//! events' tags in `annals_tags` (in tag order, before its stream's row:
+//! `annals_lock_tags`, `migrations/0007_tag_locks.sql`) and labels its
+//! events at least as high as the label a conditional append left there.
+//! The check and the write are one call of `annals_append_if` (`sql/append_if.sql`),
+//! for one append or a group of them ([`super::conditional_group`]). It
+//! works one of two ways.
 //!
-//! 1. `BEGIN` (with generic plans: see [`BEGIN`]), then the statement of
-//!    `sql/append_if.sql`, which takes the transaction's id `X` and compares
-//!    it with `pg_snapshot_xmin` of its own snapshot. While transactions with
-//!    smaller ids are running, it does nothing but answer `wait`. (A batch of
-//!    more than [`SEND_AT_ONCE`] bytes of payload starts with a bare poll
+//! # Conditions on tags: lock them
+//!
+//! When every item of every condition names a tag (a rule about an entity:
+//! a username, a flight number on a day, a seat), the call runs in
+//! autocommit and
+//!
+//! 1. locks the rows of the tags its conditions check and of its events'
+//!    tags, creating the missing ones;
+//! 2. in a later statement, whose snapshot is taken after the locks were
+//!    granted: idempotency first (a recorded command id, or the event ids
+//!    stored in order in this stream, answers the first outcome,
+//!    `repeated`), then the first event matching each condition after its
+//!    position, and, when there is none, the append, labelled at least the
+//!    transaction's id and every label on those rows and streams (a stream
+//!    labelled higher meanwhile, by an append that created it concurrently,
+//!    answers `moved`: the append runs again);
+//! 3. leaves that label on the rows of the checked tags, and commits.
+//!
+//! **Why it holds.** An event matching an item carries the item's tags, so
+//! its writer locked the row of one of them, `t`, as this call did. If it
+//! locked `t` first, this call waited for it to end, and the check's
+//! snapshot sees its event. If it locked `t` after this call committed, it
+//! read this call's label from the row: its event is labelled at least as
+//! high and drew a larger global position, so it follows this call's events
+//! in the log, and the condition is not about it. Two conditional appends
+//! whose conditions share a tag take turns on its row; the second sees the
+//! first's events. Appends that share no tag (and no stream) never wait for
+//! each other. The price: appends whose events carry one tag take turns on
+//! its row, as appends to one stream do, and a transaction that appended an
+//! event with a tag (an append inside the caller's transaction) holds
+//! conditional appends about that tag back until it ends: after
+//! [`PgStoreOptions::append_if_timeout`](crate::PgStoreOptions::append_if_timeout)
+//! they fail with [`AppendIfTimeout::Locked`].
+//!
+//! # Conditions with an item without a tag: wait for older transactions
+//!
+//! An item of types only (or no item at all: `Query::all()`) is about
+//! events that lock nothing in common. Then the call runs in a transaction
+//! whose events are labelled with **its own id** `X`, and checks only once
+//! **every transaction with a smaller id has ended**:
+//!
+//! 1. `BEGIN`, then the call, which takes `X` and, while transactions with
+//!    smaller ids are running, answers `wait` and does nothing else. (A batch
+//!    of more than [`SEND_AT_ONCE`] bytes of payload starts with a bare poll
 //!    instead, so that it is sent once.)
 //! 2. Wait: poll `pg_snapshot_xmin(pg_current_snapshot()) >= X` in fresh
 //!    statements (each takes a new snapshot), after every append of this
-//!    store ends (an in-process signal; a small batch then tries the full
-//!    statement at once) or a short sleep (100 µs, doubling up to 2 ms) for
-//!    transactions of other processes; give up after
-//!    [`PgStoreOptions::append_if_timeout`](crate::PgStoreOptions::append_if_timeout)
-//!    (10 s by default) with [`StoreError::Unavailable`] naming the oldest
-//!    running transaction (`pg_stat_activity`, as [`PgEventStore::log_lag`](crate::PgEventStore::log_lag)).
-//! 3. Run the statement again: its snapshot, taken after the wait, sees every
-//!    committed transaction with an id below `X`. In that one statement:
-//!    idempotency first (a recorded command id, or the event ids stored in
-//!    order in this stream, answers the first outcome, `repeated`, whatever
-//!    the condition says), then the first event matching the condition's
-//!    query after its position (through the indexes, as `read_query`), and,
-//!    when there is none, the append: the stream row moved as
-//!    `ExpectedVersion::Any` does, but only while its label is not above `X`,
-//!    so that the events are labelled `X`; the events with their tags; the
-//!    command id; the notification.
-//! 4. `COMMIT` (or `ROLLBACK` when nothing was written). A stream whose label
-//!    is above `X` (a younger transaction appended to it and committed) makes
-//!    the append run again in a new transaction, whose id is larger.
+//!    store ends (an in-process signal; a small batch then tries the call at
+//!    once) or a short sleep (100 µs, doubling up to 2 ms) for transactions
+//!    of other processes; give up after `append_if_timeout` with
+//!    [`AppendIfTimeout::HeldBack`] naming the oldest running transaction
+//!    (`pg_stat_activity`, as [`PgEventStore::log_lag`](crate::PgEventStore::log_lag)).
+//! 3. Call again: it locks the tags as above (a tag labelled above `X`, by
+//!    a younger conditional append, answers `moved`), and its check's
+//!    snapshot sees every committed transaction with an id below `X`; the
+//!    append is labelled `X`, its streams moved only while their label is
+//!    not above `X` (else `moved`).
+//! 4. `COMMIT` (or `ROLLBACK` when nothing was written); `moved` runs the
+//!    append again in a new transaction, whose id is larger.
 //!
-//! # Why it holds
+//! An event that precedes these in the log has a label below `X` (or `X`
+//! and a smaller global position, which only this transaction writes); a
+//! label is at least its writer's id, so its writer had ended before the
+//! check, which saw the event; and nothing labelled below `X` can be written
+//! later. The transaction holds nothing while it waits, and waits only for
+//! older ids than its own, so waits never form a circle. The price: a
+//! transaction that stays open anywhere on the server holds these appends
+//! back, as it holds readers back.
 //!
-//! An event that precedes ours in the log has a label below `X`, or the label
-//! `X` and a smaller global position. A label is at least its writer's id,
-//! and no other transaction can have the id `X`, so that event was written by
-//! a transaction with an id below `X`: that transaction had ended before the
-//! check's snapshot was taken, so the check saw the event. Nothing labelled
-//! below `X` can be written later: its writer has ended. A transaction with
-//! an id above `X` labels its events above `X`: they follow ours, and the
-//! condition does not concern them (the check still counts those committed
-//! before it, which were recorded first: failing then is never wrong). Two conditional appends whose
-//! queries overlap cannot both pass: the one with the larger id waits for the
-//! other to end and then sees its events. Appends whose queries share nothing
-//! never fail each other (they may wait for each other's commits, never
-//! conflict), and ordinary appends wait for nothing new.
+//! # Reading what was written
 //!
-//! # Why not lock the stream row while waiting
-//!
-//! A first sketch locked the stream row (`FOR UPDATE`, or the upsert of
-//! `ExpectedVersion::Any`) before waiting, so that its label could not move.
-//! That can deadlock where PostgreSQL cannot see it: an ordinary append to
-//! the same stream that took its id before ours (its statement evaluates
-//! `pg_current_xact_id()` before it reaches the row) waits for our row lock,
-//! while we poll for it to end, until the timeout. Likewise a conditional
-//! append whose stream's label was above its own id would wait for younger
-//! transactions, which may be waiting for it. So the transaction holds
-//! nothing while it waits, and only waits for ids below its own: waits go
-//! from younger to older transactions, never in a circle. The price is the
-//! rare retry of step 4.
-//!
-//! # The trade-off
-//!
-//! A transaction that stays open holds conditional appends back as it holds
-//! readers of the log back (see the [crate documentation](crate)): a
-//! conditional append waits for every transaction older than its own,
-//! anywhere on the server. [`PgEventStore::log_lag`](crate::PgEventStore::log_lag)
-//! shows the culprit; the timeout turns a stuck wait into an error that names
-//! it. And conditional appends' writes are ordered: each waits for the
-//! conditional appends older than it to commit, which is why concurrent ones
-//! share transactions ([`super::conditional_group`]).
+//! A conditional append on tags may commit while an older transaction is
+//! still running; its events become readable (`read_query`, `read_all`)
+//! when that one ends, as an ordinary append's do.
+//! [`Decider`](annals::decision::Decider) waits for that before it returns,
+//! so that the next decision sees them.
 
 use std::pin::pin;
 use std::sync::Arc;
@@ -191,9 +199,9 @@ impl From<sqlx::Error> for Failure {
 /// allows. Nothing was written; retrying later may succeed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum AppendIfTimeout {
-    /// A transaction older than the append's own stayed open: the append
-    /// cannot check its condition until it ends (see the [crate
-    /// documentation](crate#conditional-appends)).
+    /// A transaction older than the append's own stayed open: an append
+    /// whose condition has an item without a tag cannot check it until that
+    /// one ends (see the [crate documentation](crate#conditional-appends)).
     #[error(
         "a conditional append waited {waited:.1?} for older transactions to end; {}",
         match oldest_transaction {

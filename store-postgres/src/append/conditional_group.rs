@@ -1,17 +1,17 @@
 //! Group commit of conditional appends: concurrent
 //! [`append_if`](annals::EventStore::append_if) calls share one transaction.
 //!
-//! A conditional append waits for every transaction with a smaller id to end
-//! before it checks its condition ([`super::conditional`]), so conditional
-//! appends write one after the other, each after the previous one's commit.
-//! Alone, each would pay a transaction, a wait and a WAL flush. The queue
-//! here ([`super::queue`], as under [`super::group`]) collects the conditional appends
-//! that arrive while earlier ones are being written and runs them as one
-//! transaction: one id, one wait, one statement that checks every condition
+//! Alone, each conditional append ([`super::conditional`]) would pay a
+//! transaction, its locks or its wait, and a WAL flush (which, for
+//! transactions that notify, PostgreSQL does one at a time). The queue here
+//! ([`super::queue`], as under [`super::group`]) collects the conditional
+//! appends that arrive while earlier ones are being written and runs them
+//! as one call: one transaction, one statement that checks every condition
 //! against the log and writes the appends whose conditions hold, one commit.
+//! Two writers: one group's statement runs while the other's commits.
 //!
 //! The appends of a group are in the log in group order (they share the
-//! transaction's label, and are inserted in that order), so an append's
+//! call's label, and are inserted in that order), so an append's
 //! condition must also hold against the events of the appends before it in
 //! the group. That is decided in Rust, with [`Query::matches`](annals::Query::matches)
 //! on the earlier appends' types and tags: an append whose condition matches
@@ -29,7 +29,7 @@
 //! fails a group's transaction as a whole (a racing duplicate id, a deadlock
 //! with a caller's transaction, a lost connection) sends each of its appends
 //! back to run on its own; an append whose stream moved
-//! ([`super::conditional`], step 4) joins a later group. An append's time
+//! ([`super::conditional`]: `moved`) joins a later group. An append's time
 //! ([`PgStoreOptions::append_if_timeout`](crate::PgStoreOptions::append_if_timeout))
 //! runs from when it was asked for, across groups; a group waits no longer
 //! than its earliest append may.
