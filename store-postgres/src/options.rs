@@ -242,9 +242,17 @@ impl PgStoreOptions {
     }
 
     fn connect_options(&self, url: &str) -> Result<PgConnectOptions, PgError> {
-        Ok(PgConnectOptions::from_str(url)
-            .map_err(PgError::InvalidUrl)?
-            .application_name(&self.application_name))
+        Ok(self.session(PgConnectOptions::from_str(url).map_err(PgError::InvalidUrl)?))
+    }
+
+    /// The store's session settings on `options`: its `application_name`,
+    /// and no JIT (the store's statements run in a fraction of a
+    /// millisecond; on a large log their estimated cost can pass
+    /// `jit_above_cost`, and compiling them took up to a second each).
+    fn session(&self, options: PgConnectOptions) -> PgConnectOptions {
+        options
+            .application_name(&self.application_name)
+            .options([("jit", "off")])
     }
 
     /// Opens a pool on `url` (a `postgres://` URL, as in `DATABASE_URL`) and
@@ -265,7 +273,7 @@ impl PgStoreOptions {
         self.validate()?;
         let pool = self
             .pool_options()
-            .connect_with(options.application_name(&self.application_name))
+            .connect_with(self.session(options))
             .await
             .map_err(PgError::Connect)?;
         Ok(self.build(pool))
@@ -282,7 +290,8 @@ impl PgStoreOptions {
     }
 
     /// Uses an existing pool (its own settings apply; the pool options here
-    /// are ignored).
+    /// are ignored, and so is the session setting the store's own pools
+    /// have: `jit = off`, which such a pool's connections should set too).
     pub fn from_pool(self, pool: PgPool) -> Result<PgEventStore, PgError> {
         self.validate()?;
         Ok(self.build(pool))
