@@ -248,6 +248,15 @@ async fn postgres_append_if_semantics_without_group_commit() {
     pg.cleanup().await;
 }
 
+/// A store whose conditional appends give up after 800 ms.
+async fn impatient(group_commit: bool) -> Option<(annals_testkit::PgTest, PgEventStore)> {
+    common::store_with(|o| {
+        o.group_commit(group_commit)
+            .append_if_timeout(Duration::from_millis(800))
+    })
+    .await
+}
+
 /// Opens a transaction that has an id (so every younger transaction waits
 /// for it before checking a condition); returns it with its backend's pid.
 async fn long_transaction(
@@ -341,12 +350,7 @@ async fn postgres_append_if_waits_for_older_transactions_and_sees_their_events()
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_append_if_times_out_naming_the_long_transaction() {
     for group_commit in [true, false] {
-        let Some((pg, store)) = common::store_with(|o| {
-            o.group_commit(group_commit)
-                .append_if_timeout(Duration::from_millis(800))
-        })
-        .await
-        else {
+        let Some((pg, store)) = impatient(group_commit).await else {
             return;
         };
         let opened = Instant::now();
@@ -591,12 +595,7 @@ async fn postgres_append_if_holds_no_lock_while_it_waits() {
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_append_if_on_tags_waits_only_for_the_writers_of_its_tags() {
     for group_commit in [true, false] {
-        let Some((pg, store)) = common::store_with(|o| {
-            o.group_commit(group_commit)
-                .append_if_timeout(Duration::from_millis(800))
-        })
-        .await
-        else {
+        let Some((pg, store)) = impatient(group_commit).await else {
             return;
         };
         let (mut tx, _) = long_transaction(&store).await;
