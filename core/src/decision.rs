@@ -95,14 +95,16 @@ pub trait DecisionState: Send {
     /// Evolves the state by one event that matches its query.
     fn apply(&mut self, event: &Self::Event);
 
-    /// Folds a recorded event: decodes and applies it when it matches this
-    /// state's query and is one of its event types, ignores it otherwise (a
-    /// query by tag alone may match events of other enums).
+    /// Folds a recorded event that matches this state's query: decodes and
+    /// applies it when it is one of the state's event types, ignores it
+    /// otherwise (a query by tag alone may match events of other enums).
+    /// (The [`Decider`] passes only events its read of this query returned;
+    /// a tuple of states passes each member the events of its own query.)
     fn fold(&mut self, recorded: &RecordedEvent) -> Result<(), EventError> {
         let known = <Self::Event as DomainEvent>::TYPES
             .iter()
             .any(|t| t.name == recorded.event_type);
-        if known && self.query().matches(&recorded.event_type, &recorded.tags) {
+        if known {
             self.apply(&recorded.decode::<Self::Event>()?);
         }
         Ok(())
@@ -129,7 +131,11 @@ macro_rules! combine {
             }
 
             fn fold(&mut self, recorded: &RecordedEvent) -> Result<(), EventError> {
-                $(self.$n.fold(recorded)?;)+
+                $(
+                    if self.$n.query().matches(&recorded.event_type, &recorded.tags) {
+                        self.$n.fold(recorded)?;
+                    }
+                )+
                 Ok(())
             }
         }

@@ -9,9 +9,12 @@
 //! for an item of types only, the primary key for an empty item (every
 //! event); it merges the first `limit` events of each item in log order and
 //! reads only below `pg_snapshot_xmin`, as `read_all` does. A query of one
-//! tagged item (what a decision about one entity reads) has a statement of
-//! its own without the merge (`sql/read_query_tagged.sql`): as fast as
-//! reading a stream.
+//! tagged item (what a decision about one entity reads) is read first with a
+//! statement of its own (`sql/read_query_tagged.sql`), without the merge and
+//! without sorting on the server: one row more than the limit, in any
+//! order; when fewer come back they are all there, and are sorted here (the
+//! server's sort of whole rows cost more than the read); else the general
+//! statement reads them in order.
 
 use annals::{Position, Query, RecordedEvent, StoreError};
 use sqlx::types::Json;
@@ -97,22 +100,32 @@ pub(crate) async fn read_query(
     }
     let (transaction, sequence) = xid::after_params(after);
     let capacity = limit.min(PREALLOCATE);
-    let limit = limit_param(limit);
-    retry_lost(|| {
-        let query = match items.one_tagged() {
-            Some((types, tags)) => sqlx::query(READ_QUERY_TAGGED)
+    if let Some((types, tags)) = items.one_tagged() {
+        // One more than wanted, in any order: fewer means all of them.
+        let events = retry_lost(|| {
+            let query = sqlx::query(READ_QUERY_TAGGED)
                 .bind(transaction)
                 .bind(sequence)
-                .bind(limit)
+                .bind(limit_param(limit.saturating_add(1)))
                 .bind(types)
-                .bind(tags),
-            None => sqlx::query(READ_QUERY)
-                .bind(transaction)
-                .bind(sequence)
-                .bind(limit)
-                .bind(&items.types)
-                .bind(&items.tags),
-        };
+                .bind(tags);
+            fetch_events(query, &store.inner.conns, capacity)
+        })
+        .await
+        .map_err(store_error)?;
+        if events.len() <= limit {
+            let mut events = events;
+            events.sort_unstable_by_key(|e| e.position);
+            return Ok(events);
+        }
+    }
+    retry_lost(|| {
+        let query = sqlx::query(READ_QUERY)
+            .bind(transaction)
+            .bind(sequence)
+            .bind(limit_param(limit))
+            .bind(&items.types)
+            .bind(&items.tags);
         fetch_events(query, &store.inner.conns, capacity)
     })
     .await

@@ -8,8 +8,9 @@
 --
 -- Each item is looked up on its own, through the index that suits its shape,
 -- and the first $3 of each are merged (whole rows: a second lookup of each
--- by its key would cost as much as the first). A query of one tagged item
--- has a statement of its own (read_query_tagged.sql), without the merge.
+-- by its key would cost as much as the first). A query of one tagged item is
+-- read first by read_query_tagged.sql, in any order, and by this statement
+-- only when it has more matches than the page holds.
 --   * tagged: the GIN index on tags, the types and the position as filters.
 --     The OFFSET 0 fence keeps the planner from walking the primary key in
 --     log order and filtering every row (which a LIMIT makes look cheap), and
