@@ -115,7 +115,11 @@ pub(crate) async fn read_query(
         .map_err(store_error)?;
         if events.len() <= limit {
             let mut events = events;
-            events.sort_unstable_by_key(|e| e.position);
+            // Most often in order already: rows come in the order they were
+            // written, which is the log's unless transactions interleaved.
+            if !events.is_sorted_by_key(|e| e.position) {
+                events.sort_unstable_by_key(|e| e.position);
+            }
             return Ok(events);
         }
     }
