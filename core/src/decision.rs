@@ -67,11 +67,11 @@
 
 use std::time::Duration;
 
-use crate::envelope::{NewEvent, RecordedEvent};
+use crate::envelope::RecordedEvent;
 use crate::event::{DomainEvent, EventError};
 use crate::position::Position;
 use crate::query::Query;
-use crate::repository::{CommandContext, ExecuteError, Executed};
+use crate::repository::{CommandContext, ExecuteError, Executed, encode, replay};
 use crate::store::{AppendCondition, AppendOptions, EventStore, StoreError};
 
 /// Events read per call while a decision reads its query.
@@ -245,7 +245,7 @@ impl<S: EventStore> Decider<S> {
                     if let Some(id) = context.command_id
                         && let Some(first) = self.store.command_outcome(id).await?
                     {
-                        return self.repeated(&stream, first, attempts).await;
+                        return replay(&self.store, &stream, &first, attempts).await;
                     }
                     return Ok(Executed {
                         events: decided.map_err(ExecuteError::Rejected)?,
@@ -256,11 +256,7 @@ impl<S: EventStore> Decider<S> {
                     });
                 }
             };
-            let new = events
-                .iter()
-                .map(|e| NewEvent::from_domain(e, metadata.clone()))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(ExecuteError::Encode)?;
+            let new = encode(&events, &metadata)?;
             let condition = AppendCondition {
                 fail_if_events_match: query,
                 after,
@@ -270,7 +266,9 @@ impl<S: EventStore> Decider<S> {
                 .append_if(&stream, new, condition, options.clone())
                 .await
             {
-                Ok(done) if done.repeated => return self.repeated(&stream, done, attempts).await,
+                Ok(done) if done.repeated => {
+                    return replay(&self.store, &stream, &done, attempts).await;
+                }
                 Ok(done) => {
                     // The next decision reads what this one wrote.
                     self.readable(done.position).await?;
@@ -338,36 +336,5 @@ impl<S: EventStore> Decider<S> {
                 return Ok(after);
             }
         }
-    }
-
-    /// The first run's outcome of a repeated decision, with its events.
-    async fn repeated<E: DomainEvent, R: std::error::Error + 'static>(
-        &self,
-        stream: &str,
-        first: crate::store::Appended,
-        attempts: u32,
-    ) -> Result<Executed<E>, ExecuteError<R>> {
-        let count = (first.stream_version + 1).saturating_sub(first.first_version) as usize;
-        let recorded = self
-            .store
-            .read_stream(stream, first.first_version, count)
-            .await?;
-        let events = recorded
-            .iter()
-            .map(|r| {
-                r.decode::<E>().map_err(|source| ExecuteError::Decode {
-                    stream: r.stream_id.clone(),
-                    stream_version: r.stream_version,
-                    source,
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Executed {
-            events,
-            stream_version: first.stream_version,
-            position: first.position,
-            repeated: true,
-            attempts,
-        })
     }
 }

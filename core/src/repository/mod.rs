@@ -280,15 +280,7 @@ where
                         self.first_outcome(context.command_id)
                     );
                     if let Some(first) = first? {
-                        return self
-                            .repeated(
-                                &stream,
-                                first.first_version,
-                                first.stream_version,
-                                first.position,
-                                attempts,
-                            )
-                            .await;
+                        return replay(&self.store, &stream, &first, attempts).await;
                     }
                     if newer? {
                         tracing::debug!(stream, "kept state was stale, deciding again");
@@ -313,11 +305,7 @@ where
                     });
                 }
             };
-            let new = events
-                .iter()
-                .map(|e| NewEvent::from_domain(e, metadata.clone()))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(ExecuteError::Encode)?;
+            let new = encode(&events, &metadata)?;
             let expected = ExpectedVersion::Exact(loaded.version);
             match self
                 .store
@@ -325,15 +313,7 @@ where
                 .await
             {
                 Ok(done) if done.repeated => {
-                    return self
-                        .repeated(
-                            &stream,
-                            done.first_version,
-                            done.stream_version,
-                            done.position,
-                            attempts,
-                        )
-                        .await;
+                    return replay(&self.store, &stream, &done, attempts).await;
                 }
                 Ok(done) => {
                     let Loaded {
@@ -409,7 +389,7 @@ where
                 .await?;
             let full = page.len() == LOAD_PAGE;
             for recorded in &page {
-                loaded.state.apply(&decode::<A>(recorded)?);
+                loaded.state.apply(&decode::<A::Event, A::Error>(recorded)?);
                 loaded.version = recorded.stream_version;
                 loaded.position = Some(recorded.position);
                 newer = true;
@@ -429,29 +409,6 @@ where
             Some(id) => self.store.command_outcome(id).await,
             None => Ok(None),
         }
-    }
-
-    async fn repeated(
-        &self,
-        stream: &str,
-        first_version: u64,
-        stream_version: u64,
-        position: Position,
-        attempts: u32,
-    ) -> Result<Executed<A::Event>, ExecuteError<A::Error>> {
-        let count = (stream_version + 1).saturating_sub(first_version) as usize;
-        let recorded = self.store.read_stream(stream, first_version, count).await?;
-        let events = recorded
-            .iter()
-            .map(decode::<A>)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Executed {
-            events,
-            stream_version,
-            position,
-            repeated: true,
-            attempts,
-        })
     }
 
     async fn maybe_snapshot(&self, stream: &str, state: &A, before: u64, after: u64) {
@@ -477,15 +434,55 @@ where
     }
 }
 
-fn decode<A: Aggregate>(recorded: &RecordedEvent) -> Result<A::Event, ExecuteError<A::Error>> {
-    <A::Event as DomainEvent>::decode(
-        &recorded.event_type,
-        recorded.schema_version,
-        &recorded.payload,
-    )
-    .map_err(|source| ExecuteError::Decode {
-        stream: recorded.stream_id.clone(),
-        stream_version: recorded.stream_version,
-        source,
+fn decode<E: DomainEvent, R: std::error::Error + 'static>(
+    recorded: &RecordedEvent,
+) -> Result<E, ExecuteError<R>> {
+    recorded
+        .decode::<E>()
+        .map_err(|source| ExecuteError::Decode {
+            stream: recorded.stream_id.clone(),
+            stream_version: recorded.stream_version,
+            source,
+        })
+}
+
+/// Decided events as the store takes them, each with `metadata`.
+pub(crate) fn encode<E: DomainEvent, R: std::error::Error + 'static>(
+    events: &[E],
+    metadata: &Metadata,
+) -> Result<Vec<NewEvent>, ExecuteError<R>> {
+    events
+        .iter()
+        .map(|e| NewEvent::from_domain(e, metadata.clone()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ExecuteError::Encode)
+}
+
+/// A repeated command's answer: its first outcome, with the events it
+/// recorded, read back from `stream`.
+pub(crate) async fn replay<
+    S: EventStore + ?Sized,
+    E: DomainEvent,
+    R: std::error::Error + 'static,
+>(
+    store: &S,
+    stream: &str,
+    first: &Appended,
+    attempts: u32,
+) -> Result<Executed<E>, ExecuteError<R>> {
+    let count = (first.stream_version + 1).saturating_sub(first.first_version) as usize;
+    let recorded = store
+        .read_stream(stream, first.first_version, count)
+        .await?;
+    let events = recorded
+        .iter()
+        .map(decode::<E, R>)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Executed {
+        events,
+        stream_version: first.stream_version,
+        position: first.position,
+        repeated: true,
+        attempts,
     })
 }
