@@ -53,6 +53,7 @@ pub enum Operation {
 type ReadRewrite = dyn Fn(Vec<RecordedEvent>, usize) -> Vec<RecordedEvent> + Send + Sync;
 type AppendRewrite = dyn Fn(ExpectedVersion) -> ExpectedVersion + Send + Sync;
 type ConditionRewrite = dyn Fn(AppendCondition) -> AppendCondition + Send + Sync;
+type Hook = Box<dyn FnOnce() -> futures::future::BoxFuture<'static, ()> + Send>;
 
 /// Wraps a store and passes every call through, except for the faults it
 /// is told to inject; counts every call. Clones share their faults.
@@ -88,6 +89,7 @@ struct Faults {
     read_all: Option<Arc<ReadRewrite>>,
     append: Option<Arc<AppendRewrite>>,
     append_if: Option<Arc<ConditionRewrite>>,
+    before_append_if: Option<Hook>,
 }
 
 impl<S> Faulty<S> {
@@ -150,6 +152,17 @@ impl<S> Faulty<S> {
         rewrite: impl Fn(AppendCondition) -> AppendCondition + Send + Sync + 'static,
     ) {
         self.faults().append_if = Some(Arc::new(rewrite));
+    }
+
+    /// Runs `hook`, once, just before the next conditional append reaches
+    /// the store inside: a writer slipping in between a decision's read and
+    /// its append, say.
+    pub fn before_next_append_if<F, Fut>(&self, hook: F)
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.faults().before_append_if = Some(Box::new(move || Box::pin(hook())));
     }
 
     /// How many times `operation` was called, failed calls included.
@@ -290,6 +303,10 @@ impl<S: EventStore + Clone> EventStore for Faulty<S> {
         options: AppendOptions,
     ) -> Result<Appended, StoreError> {
         self.enter(Operation::AppendIf)?;
+        let hook = self.faults().before_append_if.take();
+        if let Some(hook) = hook {
+            hook().await;
+        }
         let rewrite = self.faults().append_if.clone();
         let condition = match rewrite {
             Some(rewrite) => rewrite(condition),

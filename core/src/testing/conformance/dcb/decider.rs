@@ -4,7 +4,6 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use async_trait::async_trait;
 use tokio::sync::Barrier;
 use uuid::Uuid;
 
@@ -15,10 +14,8 @@ use crate::envelope::{Metadata, NewEvent, RecordedEvent};
 use crate::position::Position;
 use crate::query::{Query, QueryItem};
 use crate::repository::{CommandContext, ExecuteError, Executed};
-use crate::store::{
-    AppendCondition, AppendOptions, Appended, EventFilter, EventStore, EventStream,
-    ExpectedVersion, Snapshot, StoreError,
-};
+use crate::store::{Appended, EventStore, ExpectedVersion, StoreError};
+use crate::testing::Faulty;
 
 /// The events of this section's decisions.
 #[derive(Debug, Clone, PartialEq, crate::DomainEvent)]
@@ -358,19 +355,22 @@ pub async fn dcb_decider_decides_again_after_a_conflict<S: EventStore + Clone>(s
     );
     assert_eq!(first, 1, "the first seat");
 
-    let (p, interloper) = (passengers[1].clone(), unique("conformance-interloper"));
+    let (p, writer) = (passengers[1].clone(), unique("conformance-interloper"));
     let slipping = DcbEvent::Booked {
         flight: flight.clone(),
         passenger: p,
         seat: 2,
     };
-    let store_with = Interloper::new(store.clone(), &interloper, encode(&slipping));
-    let done = Decider::new(store_with.clone())
+    let (store_with, slipped_in) = interloper(store, &writer, encode(&slipping));
+    let done = Decider::new(store_with)
         .execute(book(&flight, &passengers[2], 3))
         .await;
     let done = done.unwrap_or_else(|e| panic!("a booking with a conflict: {e}"));
     assert!(
-        store_with.slipped_in().is_some(),
+        slipped_in
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some(),
         "the conflicting booking was not appended"
     );
     assert_eq!(done.attempts, 2, "attempts of a decision with one conflict");
@@ -394,11 +394,12 @@ pub async fn dcb_decider_decides_again_after_a_conflict<S: EventStore + Clone>(s
         passenger: unique("p"),
         seat: 1,
     };
-    let store_with = Interloper::new(store.clone(), &interloper, encode(&slipping));
-    let once = Decider::new(store_with.clone()).max_attempts(1);
+    let (store_with, slipped_in) = interloper(store, &writer, encode(&slipping));
+    let once = Decider::new(store_with).max_attempts(1);
     let result = once.execute(book(&other_flight, &unique("p"), 3)).await;
-    let slipped = store_with
-        .slipped_in()
+    let slipped = slipped_in
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
         .expect("the conflicting booking was appended");
     match result {
         Err(ExecuteError::Store(StoreError::ConditionFailed { position })) => {
@@ -580,129 +581,22 @@ pub async fn dcb_decider_command_idempotency<S: EventStore + Clone>(store: &S) {
     );
 }
 
-/// The store, and a writer slipping in: just before the first conditional
-/// append through it, its event is appended to its stream, as a concurrent
-/// writer would between a decision's read and its append.
-#[derive(Clone)]
-struct Interloper<S> {
-    inner: S,
-    pending: Arc<Mutex<Option<(String, NewEvent)>>>,
-    slipped_in: Arc<Mutex<Option<Appended>>>,
-}
-
-impl<S: EventStore> Interloper<S> {
-    fn new(inner: S, stream: &str, event: NewEvent) -> Self {
-        Self {
-            inner,
-            pending: Arc::new(Mutex::new(Some((stream.to_owned(), event)))),
-            slipped_in: Arc::default(),
-        }
-    }
-
-    /// The outcome of the interloper's append, once it happened.
-    fn slipped_in(&self) -> Option<Appended> {
-        *self
-            .slipped_in
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-#[async_trait]
-impl<S: EventStore + Clone> EventStore for Interloper<S> {
-    async fn append_with(
-        &self,
-        stream: &str,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-        options: AppendOptions,
-    ) -> Result<Appended, StoreError> {
-        self.inner
-            .append_with(stream, expected, events, options)
-            .await
-    }
-
-    async fn command_outcome(&self, command_id: Uuid) -> Result<Option<Appended>, StoreError> {
-        self.inner.command_outcome(command_id).await
-    }
-
-    async fn read_stream(
-        &self,
-        stream: &str,
-        from_version: u64,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_stream(stream, from_version, limit).await
-    }
-
-    async fn stream_version(&self, stream: &str) -> Result<u64, StoreError> {
-        self.inner.stream_version(stream).await
-    }
-
-    async fn read_all(
-        &self,
-        after: Position,
-        limit: usize,
-        filter: &EventFilter,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_all(after, limit, filter).await
-    }
-
-    async fn head(&self) -> Result<Position, StoreError> {
-        self.inner.head().await
-    }
-
-    fn subscribe(&self, after: Position, filter: EventFilter) -> EventStream {
-        self.inner.subscribe(after, filter)
-    }
-
-    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
-        self.inner.save_snapshot(snapshot).await
-    }
-
-    async fn load_snapshot(&self, stream: &str) -> Result<Option<Snapshot>, StoreError> {
-        self.inner.load_snapshot(stream).await
-    }
-
-    async fn save_checkpoint(&self, name: &str, position: Position) -> Result<(), StoreError> {
-        self.inner.save_checkpoint(name, position).await
-    }
-
-    async fn load_checkpoint(&self, name: &str) -> Result<Option<Position>, StoreError> {
-        self.inner.load_checkpoint(name).await
-    }
-
-    async fn read_query(
-        &self,
-        query: &Query,
-        after: Position,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.read_query(query, after, limit).await
-    }
-
-    async fn append_if(
-        &self,
-        stream: &str,
-        events: Vec<NewEvent>,
-        condition: AppendCondition,
-        options: AppendOptions,
-    ) -> Result<Appended, StoreError> {
-        let pending = self
-            .pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some((at, event)) = pending {
-            let done = append(&self.inner, &at, ExpectedVersion::Any, vec![event]).await;
-            settle(&self.inner, done.position).await;
-            *self
-                .slipped_in
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some(done);
-        }
-        self.inner
-            .append_if(stream, events, condition, options)
-            .await
-    }
+/// `store` with a writer slipping in: just before the first conditional
+/// append through it, `event` is appended to `stream` (as a concurrent writer
+/// would between a decision's read and its append); the second half holds
+/// that append's outcome once it happened.
+fn interloper<S: EventStore + Clone + 'static>(
+    store: &S,
+    stream: &str,
+    event: NewEvent,
+) -> (Faulty<S>, Arc<Mutex<Option<Appended>>>) {
+    let faulty = Faulty::new(store.clone());
+    let slipped_in: Arc<Mutex<Option<Appended>>> = Arc::default();
+    let (inner, stream, outcome) = (store.clone(), stream.to_owned(), slipped_in.clone());
+    faulty.before_next_append_if(move || async move {
+        let done = append(&inner, &stream, ExpectedVersion::Any, vec![event]).await;
+        settle(&inner, done.position).await;
+        *outcome.lock().unwrap_or_else(PoisonError::into_inner) = Some(done);
+    });
+    (faulty, slipped_in)
 }
