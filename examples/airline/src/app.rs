@@ -38,6 +38,17 @@ pub struct Done {
     pub stream_version: u64,
 }
 
+impl Done {
+    /// The answer to a command on `id` that ran as `done` did.
+    fn of<E>(id: Uuid, done: &annals::Executed<E>) -> Self {
+        Self {
+            id,
+            position: done.position,
+            stream_version: done.stream_version,
+        }
+    }
+}
+
 /// A booking to request: who travels, which flights and how many seats on
 /// each, and how they pay. No prices: the airline quotes them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,11 +193,7 @@ where
             .execute_with(command, context)
             .await
             .map_err(AppError::from_execute)?;
-        Ok(Done {
-            id,
-            position: done.position,
-            stream_version: done.stream_version,
-        })
+        Ok(Done::of(id, &done))
     }
 
     /// Moves a flight.
@@ -311,11 +318,7 @@ where
             .execute_with(id, command, context)
             .await
             .map_err(AppError::from_execute)?;
-        Ok(Done {
-            id,
-            position: done.position,
-            stream_version: done.stream_version,
-        })
+        Ok(Done::of(id, &done))
     }
 }
 
