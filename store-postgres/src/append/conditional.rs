@@ -183,7 +183,8 @@ pub(crate) enum Failure {
     /// The database failed the transaction (nothing of it was written, or,
     /// after a lost connection during the commit, its fate is unknown).
     Sql(sqlx::Error),
-    /// The wait for older transactions timed out (nothing written).
+    /// The wait for older transactions, or for a lock, timed out (nothing
+    /// written).
     TimedOut(AppendIfTimeout),
 }
 

@@ -16,6 +16,8 @@ WITH
 -- migrations/0007); `floor` raises the label of every append of the group.
 tag AS MATERIALIZED (
     SELECT annals_lock_tags($13::jsonb[]) AS floor
+     -- Untagged events (most) call nothing.
+     WHERE EXISTS (SELECT 1 FROM unnest($13::jsonb[]) AS e(tags) WHERE e.tags <> '[]'::jsonb)
 ),
 req AS (
     SELECT r.stream_id, r.expected, r.command_id, r.n, r.k

@@ -4,4 +4,6 @@
 -- this transaction's id, raises the events' label (NULL: nothing to raise).
 tag AS MATERIALIZED (
     SELECT annals_lock_tags($10::jsonb[]) AS floor
+     -- Untagged events (most) call nothing.
+     WHERE EXISTS (SELECT 1 FROM unnest($10::jsonb[]) AS e(tags) WHERE e.tags <> '[]'::jsonb)
 )
