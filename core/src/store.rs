@@ -283,6 +283,19 @@ pub enum StoreError {
         /// The first such event's position.
         position: Position,
     },
+    /// A runner wrote for a partition it no longer owns: another runner
+    /// claimed it since (a newer generation). Nothing was written.
+    #[error(
+        "partition {partition} of {projection:?} is no longer claimed with generation {generation}"
+    )]
+    Fenced {
+        /// The projection.
+        projection: String,
+        /// The partition.
+        partition: u32,
+        /// The writer's generation, now outdated.
+        generation: u64,
+    },
     /// Anything else the backend reported.
     #[error("event store error: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),

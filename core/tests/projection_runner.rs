@@ -936,6 +936,69 @@ async fn one_runner_holds_the_lease_and_a_standby_takes_over() {
     assert!(store.try_lease("leased").await.unwrap().is_some());
 }
 
+/// A runner whose claim another took (as after a freeze past its expiry)
+/// cannot move the checkpoint: its save is fenced, it goes back to standby,
+/// and it projects again once it holds the lease anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_that_lost_its_claim_cannot_move_the_checkpoint() {
+    let store = MemoryStore::new();
+    let projection = TestProjection::new("fenced");
+    let runner = ProjectionRunner::new(store.clone(), Arc::clone(&projection))
+        .with_options(fast(FailurePolicy::DeadLetter { max_attempts: 1 }));
+    let status = runner.progress();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { runner.run(shutdown).await }
+    });
+    let first = handled(&store, "s-1").await.position;
+    eventually("applied", || projection.has_applied(first)).await;
+    eventually_async("saved", || async {
+        checkpoint(&store, "fenced").await == Some(first)
+    })
+    .await;
+
+    // Another owner takes the claim behind the runner's back.
+    let owners = store.partition_owners("fenced").await.unwrap();
+    let holder = owners[0]
+        .owner
+        .clone()
+        .expect("the runner's lease is a claim");
+    store.release_claims("fenced", &holder).await.unwrap();
+    let thief = store
+        .claim("fenced", 1, "thief", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(thief[0].generation, owners[0].generation + 1);
+
+    let second = handled(&store, "s-1").await.position;
+    eventually("standby after the fenced save", || {
+        status.borrow().state == RunnerState::Standby
+    })
+    .await;
+    assert!(
+        projection.has_applied(second),
+        "the batch was applied before its save"
+    );
+    assert_eq!(
+        checkpoint(&store, "fenced").await,
+        Some(first),
+        "a fenced runner moved the checkpoint"
+    );
+
+    store.release_claims("fenced", "thief").await.unwrap();
+    eventually("running again", || {
+        status.borrow().state == RunnerState::Running
+    })
+    .await;
+    eventually_async("saved again", || async {
+        checkpoint(&store, "fenced").await == Some(second)
+    })
+    .await;
+    shutdown.cancel();
+    finished(task).await;
+}
+
 // ---------------------------------------------------------------------------
 // Read your own writes
 
@@ -1123,7 +1186,7 @@ async fn a_live_runner_rides_out_store_outages() {
     let mut last = first;
     for (operation, times) in [
         (Operation::ReadAll, 3),
-        (Operation::SaveCheckpoint, 3),
+        (Operation::SaveClaimedCheckpoint, 3),
         (Operation::DeadLetters, 2),
     ] {
         store.fail(operation, times);

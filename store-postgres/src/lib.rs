@@ -59,7 +59,7 @@
 //! | `subscription`: [`catch_up_then_live`](annals::subscription::catch_up_then_live) | `subscription.rs`: `subscribe`, and the `LISTEN` task that wakes subscriptions |
 //! | `save_snapshot`, `load_snapshot` | `snapshot.rs` |
 //! | `save_checkpoint`, `load_checkpoint` | `checkpoint.rs` |
-//! | `projection`: [`ProjectionStore`](annals::projection::ProjectionStore) | `projection/`: `mod.rs` (`impl ProjectionStore`, delegating by name), `dead_letters.rs`, `lease.rs`, `deadlines.rs` |
+//! | `projection`: [`ProjectionStore`](annals::projection::ProjectionStore) | `projection/`: `mod.rs` (`impl ProjectionStore`, delegating by name), `dead_letters.rs`, `claim.rs`, `lease.rs`, `deadlines.rs` |
 //! | `position`: [`Position`](annals::Position) | `xid.rs`: the `xid8` column type and the position pair's parameters |
 //! | `memory`: [`MemoryStore`](annals::memory::MemoryStore) | this crate as a whole: the other implementation of the same traits |
 //!

@@ -54,6 +54,7 @@
 //! # });
 //! ```
 
+mod claims;
 mod projection;
 
 use std::collections::HashMap;

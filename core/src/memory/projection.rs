@@ -1,6 +1,6 @@
-//! The in-memory store's dead letters, leases and deadlines.
+//! The in-memory store's dead letters, claims, leases and deadlines.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -9,8 +9,9 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::MemoryStore;
+use super::claims::Claims;
 use crate::position::Position;
-use crate::projection::{DeadLetter, Deadline, Lease, ProjectionStore};
+use crate::projection::{Claim, DeadLetter, Deadline, Lease, PartitionOwner, ProjectionStore};
 use crate::store::StoreError;
 
 /// A deadline and when it is next to fire (its due time, or after a claim
@@ -26,10 +27,16 @@ struct Pending {
 pub(super) struct Projections {
     dead_letters: HashMap<String, BTreeMap<Position, DeadLetter>>,
     deadlines: HashMap<String, HashMap<Uuid, Pending>>,
-    leases: Arc<Mutex<HashSet<String>>>,
+    claims: Arc<Mutex<Claims>>,
 }
 
 impl MemoryStore {
+    fn claims<T>(&self, f: impl FnOnce(&mut Claims) -> T) -> T {
+        let claims = self.projections(|p| Arc::clone(&p.claims));
+        let mut guard = claims.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut guard)
+    }
+
     fn projections<T>(&self, f: impl FnOnce(&mut Projections) -> T) -> T {
         let mut guard = self
             .shared
@@ -108,17 +115,56 @@ impl ProjectionStore for MemoryStore {
     }
 
     async fn try_lease(&self, projection: &str) -> Result<Option<Box<dyn Lease>>, StoreError> {
-        let leases = self.projections(|p| Arc::clone(&p.leases));
-        let taken = leases
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(projection.to_owned());
-        Ok(taken.then(|| {
-            Box::new(MemoryLease {
-                leases,
-                name: projection.to_owned(),
-            }) as Box<dyn Lease>
-        }))
+        let claims = self.projections(|p| Arc::clone(&p.claims));
+        let owner = format!("lease-{}", Uuid::new_v4().simple());
+        let mut guard = claims.lock().unwrap_or_else(PoisonError::into_inner);
+        // In one process a lease is never lost: it lasts until released.
+        let Some(claim) = guard.claim(projection, 1, &owner, Duration::MAX).pop() else {
+            guard.release(projection, &owner);
+            return Ok(None);
+        };
+        drop(guard);
+        Ok(Some(Box::new(MemoryLease { claims, claim })))
+    }
+
+    async fn claim(
+        &self,
+        projection: &str,
+        partitions: u32,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Vec<Claim>, StoreError> {
+        Ok(self.claims(|c| c.claim(projection, partitions, owner, ttl)))
+    }
+
+    async fn release_claims(&self, projection: &str, owner: &str) -> Result<(), StoreError> {
+        self.claims(|c| c.release(projection, owner));
+        Ok(())
+    }
+
+    async fn partition_owners(&self, projection: &str) -> Result<Vec<PartitionOwner>, StoreError> {
+        Ok(self.claims(|c| c.owners(projection)))
+    }
+
+    async fn save_claimed_checkpoint(
+        &self,
+        claim: &Claim,
+        position: Position,
+    ) -> Result<(), StoreError> {
+        // Checked and written under the claims' lock: no claimer in between.
+        self.claims(|c| {
+            if !c.holds(claim) {
+                return Err(StoreError::Fenced {
+                    projection: claim.projection.clone(),
+                    partition: claim.partition,
+                    generation: claim.generation,
+                });
+            }
+            self.write()
+                .checkpoints
+                .insert(claim.checkpoint_name(), position);
+            Ok(())
+        })
     }
 
     async fn schedule_deadline(&self, deadline: Deadline) -> Result<(), StoreError> {
@@ -249,12 +295,16 @@ impl ProjectionStore for MemoryStore {
 /// An in-process lease: held until released or dropped (a process that
 /// dies drops it), never lost otherwise.
 struct MemoryLease {
-    leases: Arc<Mutex<HashSet<String>>>,
-    name: String,
+    claims: Arc<Mutex<Claims>>,
+    claim: Claim,
 }
 
 #[async_trait]
 impl Lease for MemoryLease {
+    fn claim(&self) -> &Claim {
+        &self.claim
+    }
+
     async fn lost(&mut self) {
         std::future::pending::<()>().await;
     }
@@ -266,9 +316,9 @@ impl Lease for MemoryLease {
 
 impl Drop for MemoryLease {
     fn drop(&mut self) {
-        self.leases
+        self.claims
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.name);
+            .release(&self.claim.projection, &self.claim.owner);
     }
 }

@@ -15,6 +15,7 @@
 //! applies the dead letters in order. With [`FailurePolicy::Stop`] the
 //! projection stops at the poison event instead.
 
+mod claim;
 mod runner;
 mod store;
 mod wait;
@@ -25,6 +26,7 @@ use crate::envelope::RecordedEvent;
 use crate::error::BoxError;
 use crate::store::EventFilter;
 
+pub use claim::{Claim, PartitionOwner, checkpoint_name, owner_id, partition_of};
 pub use runner::{
     Backoff, FailurePolicy, ProjectionRunner, RunnerError, RunnerOptions, RunnerProgress,
     RunnerState,

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{BatchOutcome, DeadLetter, Projection, ProjectionError, ProjectionStore};
+use super::{BatchOutcome, Claim, DeadLetter, Projection, ProjectionError, ProjectionStore};
 use crate::envelope::RecordedEvent;
 use crate::error::{BoxError, report};
 use crate::position::Position;
@@ -213,6 +213,9 @@ pub struct ProjectionRunner<S, P> {
     name: String,
     options: RunnerOptions,
     status: watch::Sender<RunnerProgress>,
+    // The lease's claim while `run` holds it: checkpoint saves carry it, so
+    // that a runner that lost the lease cannot move the checkpoint.
+    claim: std::sync::Mutex<Option<Claim>>,
 }
 
 impl<S, P> ProjectionRunner<S, P>
@@ -229,6 +232,7 @@ where
             name,
             options: RunnerOptions::default(),
             status: watch::Sender::new(RunnerProgress::default()),
+            claim: std::sync::Mutex::new(None),
         }
     }
 
@@ -258,15 +262,27 @@ where
                 self.set(|s| s.state = RunnerState::Stopped);
                 return Ok(());
             };
-            tracing::info!(projection = %self.name, "lease taken, projecting");
+            tracing::info!(
+                projection = %self.name, generation = lease.claim().generation,
+                "lease taken, projecting"
+            );
+            self.hold(Some(lease.claim().clone()));
             self.set(|s| s.state = RunnerState::Running);
             let outcome = tokio::select! {
                 outcome = self.drive_live(&shutdown) => Some(outcome),
                 () = lease.lost() => None,
             };
+            self.hold(None);
             match outcome {
                 None => {
                     tracing::warn!(projection = %self.name, "lease lost, back to standby");
+                    self.set(|s| s.state = RunnerState::Standby);
+                }
+                Some(Err(RunnerError::Store(error @ StoreError::Fenced { .. }))) => {
+                    // Another runner claimed the projection while this one
+                    // was away (frozen, cut off): its write was refused.
+                    tracing::warn!(projection = %self.name, %error, "fenced, back to standby");
+                    lease.release().await;
                     self.set(|s| s.state = RunnerState::Standby);
                 }
                 Some(result) => {
@@ -559,9 +575,7 @@ where
                 };
                 // Everything before the poison event is applied: keep it.
                 if let Some(before) = index.checked_sub(1).and_then(|i| runnable.get(i)) {
-                    self.store
-                        .save_checkpoint(&self.name, before.position)
-                        .await?;
+                    self.store_checkpoint(before.position).await?;
                     self.set(|s| s.checkpoint = before.position);
                 }
                 return Err(RunnerError::Stopped {
@@ -681,7 +695,7 @@ where
     ) -> Result<(), RunnerError> {
         let mut delays = self.options.backoff.delays();
         loop {
-            match self.store.save_checkpoint(&self.name, position).await {
+            match self.store_checkpoint(position).await {
                 Ok(()) => return Ok(()),
                 Err(error) if error.is_transient() && !shutdown.is_cancelled() => {
                     self.note_failure(&error.to_string());
@@ -690,6 +704,26 @@ where
                 Err(error) => return Err(error.into()),
             }
         }
+    }
+
+    /// Saves the checkpoint, fenced by the lease's claim while `run` holds one.
+    async fn store_checkpoint(&self, position: Position) -> Result<(), StoreError> {
+        let claim = self
+            .claim
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        match claim {
+            Some(claim) => self.store.save_claimed_checkpoint(&claim, position).await,
+            None => self.store.save_checkpoint(&self.name, position).await,
+        }
+    }
+
+    fn hold(&self, claim: Option<Claim>) {
+        *self
+            .claim
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = claim;
     }
 
     /// Sleeps the next backoff delay; false when shutdown came first.

@@ -1,5 +1,6 @@
 //! What a store offers projections beyond events and checkpoints: dead
-//! letters, a single-runner lease, and process managers' deadlines.
+//! letters, claims on partitions and the single-runner lease, and process
+//! managers' deadlines.
 
 use async_trait::async_trait;
 use std::time::Duration;
@@ -7,7 +8,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::claim::{Claim, PartitionOwner};
 use crate::envelope::RecordedEvent;
+use crate::position::Position;
 use crate::store::{EventStore, StoreError};
 
 /// An event a projection set aside.
@@ -51,6 +54,42 @@ pub trait ProjectionStore: EventStore {
     /// Tries to become the projection's one active runner. `None` when
     /// another holds the lease.
     async fn try_lease(&self, projection: &str) -> Result<Option<Box<dyn Lease>>, StoreError>;
+
+    /// One heartbeat of `owner` for the `partitions` partitions of
+    /// `projection`: records that the owner is alive for `ttl`, renews its
+    /// claims, gives back those above its share (`ceil(partitions / live
+    /// owners)`, the highest partitions first), takes free or expired ones
+    /// up to its share (raising their generation), and returns the claims it
+    /// holds afterwards, by partition. An owner calls it well within `ttl`
+    /// (every third of it) while it runs; one that stops leaves its
+    /// partitions to the others after `ttl`.
+    async fn claim(
+        &self,
+        projection: &str,
+        partitions: u32,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Vec<Claim>, StoreError>;
+
+    /// Gives up every claim `owner` holds on `projection`, at once (the
+    /// others take its partitions at their next heartbeat).
+    async fn release_claims(&self, projection: &str, owner: &str) -> Result<(), StoreError>;
+
+    /// Every partition of `projection` ever claimed, by partition: for
+    /// operators.
+    async fn partition_owners(&self, projection: &str) -> Result<Vec<PartitionOwner>, StoreError>;
+
+    /// Saves the checkpoint of a claimed partition
+    /// ([`Claim::checkpoint_name`]) only while the partition is still the
+    /// claim's (same owner and generation); otherwise writes nothing and
+    /// fails with [`StoreError::Fenced`]. A new owner of the partition
+    /// waits for a save under way to commit, so it reads the checkpoint
+    /// after it.
+    async fn save_claimed_checkpoint(
+        &self,
+        claim: &Claim,
+        position: Position,
+    ) -> Result<(), StoreError>;
 
     /// Stores a process manager's deadline (idempotent by id), so it fires
     /// even after a restart.
@@ -147,11 +186,16 @@ impl Deadline {
     }
 }
 
-/// The right to run a projection, held until released or lost.
+/// The right to run a projection, held until released or lost: the claim on
+/// its one partition.
 #[async_trait]
 pub trait Lease: Send + Sync {
-    /// Resolves once the lease is lost (its connection dropped); the holder
-    /// must stop writing.
+    /// The claim behind the lease: what the holder's checkpoint saves carry
+    /// ([`ProjectionStore::save_claimed_checkpoint`]).
+    fn claim(&self) -> &Claim;
+
+    /// Resolves once the lease is lost (it could not be renewed, or another
+    /// runner holds it now); the holder must stop writing.
     async fn lost(&mut self);
 
     /// Gives the lease up.

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::envelope::{NewEvent, RecordedEvent};
 use crate::position::Position;
-use crate::projection::{DeadLetter, Deadline, Lease, ProjectionStore};
+use crate::projection::{Claim, DeadLetter, Deadline, Lease, PartitionOwner, ProjectionStore};
 use crate::query::Query;
 use crate::store::{
     AppendCondition, AppendOptions, Appended, EventFilter, EventStore, EventStream,
@@ -41,6 +41,10 @@ pub enum Operation {
     RemoveDeadLetters,
     RetryDeadLetters,
     TryLease,
+    Claim,
+    ReleaseClaims,
+    PartitionOwners,
+    SaveClaimedCheckpoint,
     ScheduleDeadline,
     Deadlines,
     NextDeadline,
@@ -351,6 +355,36 @@ impl<S: ProjectionStore + Clone> ProjectionStore for Faulty<S> {
     async fn try_lease(&self, projection: &str) -> Result<Option<Box<dyn Lease>>, StoreError> {
         self.enter(Operation::TryLease)?;
         self.inner.try_lease(projection).await
+    }
+
+    async fn claim(
+        &self,
+        projection: &str,
+        partitions: u32,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Vec<Claim>, StoreError> {
+        self.enter(Operation::Claim)?;
+        self.inner.claim(projection, partitions, owner, ttl).await
+    }
+
+    async fn release_claims(&self, projection: &str, owner: &str) -> Result<(), StoreError> {
+        self.enter(Operation::ReleaseClaims)?;
+        self.inner.release_claims(projection, owner).await
+    }
+
+    async fn partition_owners(&self, projection: &str) -> Result<Vec<PartitionOwner>, StoreError> {
+        self.enter(Operation::PartitionOwners)?;
+        self.inner.partition_owners(projection).await
+    }
+
+    async fn save_claimed_checkpoint(
+        &self,
+        claim: &Claim,
+        position: Position,
+    ) -> Result<(), StoreError> {
+        self.enter(Operation::SaveClaimedCheckpoint)?;
+        self.inner.save_claimed_checkpoint(claim, position).await
     }
 
     async fn schedule_deadline(&self, deadline: Deadline) -> Result<(), StoreError> {

@@ -1,79 +1,104 @@
 //! The single-runner lease ([`ProjectionStore::try_lease`](annals::projection::ProjectionStore::try_lease)):
-//! a session-level advisory lock held on a connection of its own, outside
-//! the pool. It is released when the holder releases it, when its process
-//! dies, or when the connection drops, and the holder learns of a drop
-//! within one heartbeat.
+//! the claim on the one partition of a projection ([`claim`](super::claim)),
+//! renewed every third of its time to live through the store's pool. It is
+//! lost when a renewal finds another owner (the holder froze or lost the
+//! database past the time to live, and a standby claimed it), or when no
+//! renewal succeeded for a whole time to live; the holder's checkpoint
+//! saves are fenced by the claim's generation either way.
 
 use std::time::Duration;
 
 use annals::StoreError;
-use annals::projection::Lease;
+use annals::projection::{Claim, Lease, owner_id};
 use async_trait::async_trait;
-use sqlx::Connection;
-use sqlx::postgres::PgConnection;
+use tokio::time::Instant;
 
-use crate::error::store_error;
+use super::claim;
 use crate::handle::PgEventStore;
 
-/// How often a lease holder checks its connection.
-const HEARTBEAT: Duration = Duration::from_millis(500);
+/// How long a lease outlives its last renewal: a standby takes over at
+/// most this long (plus its retry interval) after the holder died.
+pub(crate) const LEASE_TTL: Duration = Duration::from_secs(5);
 
-/// Takes the projection's advisory lock if it is free (the key is per
-/// schema and projection).
-const TRY_LEASE: &str = include_str!("../sql/try_lease.sql");
-const RELEASE: &str = "SELECT pg_advisory_unlock($1)";
-
-/// Takes the projection's lease on a new connection; `None` when another
-/// runner holds it.
+/// Takes the projection's lease; `None` when another runner holds it.
 pub(crate) async fn try_lease(
     store: &PgEventStore,
     projection: &str,
 ) -> Result<Option<Box<dyn Lease>>, StoreError> {
-    let options = store.inner.pool.connect_options().as_ref().clone();
-    let options = options.application_name(&format!("annals-lease:{projection}"));
-    let mut connection = PgConnection::connect_with(&options)
-        .await
-        .map_err(store_error)?;
-    let (key, taken): (i64, bool) = sqlx::query_as(TRY_LEASE)
-        .bind(projection)
-        .fetch_one(&mut connection)
-        .await
-        .map_err(store_error)?;
-    if !taken {
-        // Closing is best effort; the lock was not ours.
-        let _ = connection.close().await;
+    let owner = owner_id("lease");
+    let Some(claim) = claim::claim(store, projection, 1, &owner, LEASE_TTL)
+        .await?
+        .pop()
+    else {
+        // Not counted among the live owners any longer.
+        claim::release_claims(store, projection, &owner).await?;
         return Ok(None);
-    }
-    Ok(Some(Box::new(PgLease { connection, key })))
+    };
+    Ok(Some(Box::new(PgLease {
+        store: store.clone(),
+        claim,
+        renewed: Instant::now(),
+    })))
 }
 
-/// A projection's lease: an advisory lock on a dedicated connection.
+/// A projection's lease: its one partition's claim.
 struct PgLease {
-    connection: PgConnection,
-    key: i64,
+    store: PgEventStore,
+    claim: Claim,
+    renewed: Instant,
 }
 
 #[async_trait]
 impl Lease for PgLease {
+    fn claim(&self) -> &Claim {
+        &self.claim
+    }
+
     async fn lost(&mut self) {
+        let every = LEASE_TTL / 3;
         loop {
-            tokio::time::sleep(HEARTBEAT).await;
-            let alive = tokio::time::timeout(HEARTBEAT * 4, self.connection.ping()).await;
-            if !matches!(alive, Ok(Ok(()))) {
-                tracing::warn!(key = self.key, "lease connection lost");
-                return;
+            tokio::time::sleep(every).await;
+            let renewal = tokio::time::timeout(
+                every,
+                claim::claim(
+                    &self.store,
+                    &self.claim.projection,
+                    1,
+                    &self.claim.owner,
+                    LEASE_TTL,
+                ),
+            )
+            .await;
+            match renewal {
+                Ok(Ok(claims)) => {
+                    if !claims.iter().any(|c| c.generation == self.claim.generation) {
+                        tracing::warn!(
+                            projection = %self.claim.projection,
+                            generation = self.claim.generation,
+                            "lease taken by another runner"
+                        );
+                        return;
+                    }
+                    self.renewed = Instant::now();
+                }
+                Ok(Err(error)) if self.renewed.elapsed() >= LEASE_TTL => {
+                    tracing::warn!(projection = %self.claim.projection, %error, "lease not renewed in time");
+                    return;
+                }
+                Err(_) if self.renewed.elapsed() >= LEASE_TTL => {
+                    tracing::warn!(projection = %self.claim.projection, "lease not renewed in time");
+                    return;
+                }
+                _ => {}
             }
         }
     }
 
-    async fn release(mut self: Box<Self>) {
-        let unlocked = sqlx::query(RELEASE)
-            .bind(self.key)
-            .execute(&mut self.connection)
-            .await;
-        if let Err(error) = unlocked {
-            tracing::warn!(%error, "lease not released cleanly; it ends with its connection");
+    async fn release(self: Box<Self>) {
+        let released =
+            claim::release_claims(&self.store, &self.claim.projection, &self.claim.owner).await;
+        if let Err(error) = released {
+            tracing::warn!(%error, "lease not released cleanly; it expires on its own");
         }
-        let _ = self.connection.close().await;
     }
 }

@@ -3,21 +3,24 @@
 //! function of the same name in
 //!
 //! * [`dead_letters`]: dead letters (`annals_dead_letters`);
-//! * [`lease`]: the single-runner lease (an advisory lock on a connection
-//!   of its own);
+//! * [`claim`]: claims on partitions and the fenced checkpoint save
+//!   (`annals_claims`);
+//! * [`lease`]: the single-runner lease (the claim on a projection's one
+//!   partition);
 //! * [`deadlines`]: process managers' deadlines (`annals_deadlines`).
 //!
 //! [`retry_dead_letters`](ProjectionStore::retry_dead_letters) asks both the dead
 //! letters and the deadlines of the name.
 
+mod claim;
 mod dead_letters;
 mod deadlines;
 mod lease;
 
 use std::time::Duration;
 
-use annals::StoreError;
-use annals::projection::{DeadLetter, Deadline, Lease, ProjectionStore};
+use annals::projection::{Claim, DeadLetter, Deadline, Lease, PartitionOwner, ProjectionStore};
+use annals::{Position, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -54,6 +57,32 @@ impl ProjectionStore for PgEventStore {
 
     async fn try_lease(&self, projection: &str) -> Result<Option<Box<dyn Lease>>, StoreError> {
         lease::try_lease(self, projection).await
+    }
+
+    async fn claim(
+        &self,
+        projection: &str,
+        partitions: u32,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Vec<Claim>, StoreError> {
+        claim::claim(self, projection, partitions, owner, ttl).await
+    }
+
+    async fn release_claims(&self, projection: &str, owner: &str) -> Result<(), StoreError> {
+        claim::release_claims(self, projection, owner).await
+    }
+
+    async fn partition_owners(&self, projection: &str) -> Result<Vec<PartitionOwner>, StoreError> {
+        claim::partition_owners(self, projection).await
+    }
+
+    async fn save_claimed_checkpoint(
+        &self,
+        claim: &Claim,
+        position: Position,
+    ) -> Result<(), StoreError> {
+        claim::save_claimed_checkpoint(self, claim, position).await
     }
 
     async fn schedule_deadline(&self, deadline: Deadline) -> Result<(), StoreError> {

@@ -66,7 +66,11 @@
 //! - Dead letters: listed in log order, dead-lettered again without duplicates, kept
 //!   per projection, marked for a retry, removed from the dead letters by id.
 //! - The single-runner lease: one holder per name, free again once released,
-//!   not lost while held.
+//!   not lost while held (past the time to live it renews).
+//! - Claims on partitions: shared among live owners (none above
+//!   `ceil(partitions / owners)`), taken over once expired with a new
+//!   generation, fenced checkpoint saves (a former owner writes nothing),
+//!   released claims free at once.
 //! - Process managers' deadlines: idempotent scheduling, listing, the next
 //!   firing time, claims (due ones only, earliest first, per process, held
 //!   for a while, never shared by concurrent claimers), completion,
@@ -79,6 +83,7 @@
 //! [`ExpectedVersion`]: crate::store::ExpectedVersion
 
 mod append;
+mod claims;
 mod dcb;
 mod deadlines;
 mod helpers;
@@ -91,6 +96,7 @@ mod subscriptions;
 
 // A section's public functions are its cases, registered below.
 pub use append::*;
+pub use claims::*;
 pub use dcb::*;
 pub use deadlines::*;
 pub use idempotency::*;
@@ -211,6 +217,10 @@ suite! {
         lease_admits_one_holder_per_name,
         released_lease_is_free_again,
         held_lease_is_not_lost,
+        claims_share_partitions_among_live_owners,
+        expired_claims_go_to_another_owner,
+        fenced_checkpoint_save_writes_nothing,
+        released_claims_are_free_at_once,
         scheduling_a_deadline_is_idempotent,
         deadlines_are_listed_earliest_first,
         next_deadline_is_the_earliest_live_firing_time,

@@ -10,8 +10,9 @@ use crate::envelope::RecordedEvent;
 use crate::projection::{DeadLetter, Lease, ProjectionStore};
 use crate::store::{EventFilter, ExpectedVersion};
 
-/// How long a held lease is watched to make sure it is not lost.
-const LEASE_WATCH: Duration = Duration::from_millis(1200);
+/// How long a held lease is watched to make sure it is not lost: past the
+/// PostgreSQL lease's time to live (5 s), so that its renewals are watched.
+const LEASE_WATCH: Duration = Duration::from_millis(6000);
 
 // ---------------------------------------------------------------------------
 // Helpers
