@@ -690,3 +690,91 @@ async fn chaos_e_a_database_outage_answers_503_fast_and_loses_nothing() {
         started.elapsed().as_secs_f64()
     );
 }
+
+/// (f) The process running the saga frozen (SIGSTOP) past its lease's time
+/// to live while bookings keep arriving through another: the other takes
+/// the saga over. Woken, the frozen one finds its claim gone (its renewal
+/// finds the new owner, or its checkpoint save is refused as fenced) and
+/// goes back to standby instead of running beside the new holder; every
+/// booking settles, seats and money add up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_f_a_frozen_lease_holder_is_fenced_when_it_wakes() {
+    const BOOKINGS: usize = 60;
+    let started = Instant::now();
+    let Some(stage) = Stage::new("f-fenced").await else {
+        return;
+    };
+    let a = stage.serve("a", &[]).await;
+    healthy(&stage, &a, Duration::from_secs(60)).await;
+    runner_in(&stage, &a, SAGA, "running").await;
+    let b = stage.serve("b", &[]).await;
+    runner_in(&stage, &b, SAGA, "standby").await;
+    healthy(&stage, &b, Duration::from_secs(60)).await;
+    let mut flights = Vec::new();
+    for n in 0..3 {
+        flights.push(stage.schedule(&b, 30 + n, 40).await.0);
+    }
+    let book = |i: usize| {
+        let (stage, url, flight) = (&stage, &b.url, flights[i % flights.len()]);
+        async move {
+            let reply = stage
+                .book(url, &[(flight, 1)], "tok_visa")
+                .await
+                .expect("an answer");
+            assert_eq!(reply.status, 202, "{:?}", reply.json);
+            id_of(&reply)
+        }
+    };
+
+    // Half the bookings, then A freezes while its saga works on them.
+    let mut bookings: Vec<Uuid> = futures::stream::iter(0..BOOKINGS / 2)
+        .map(book)
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    let mut frozen = Freeze::new(a.pid());
+    let frozen_at = Instant::now();
+    bookings.extend(
+        futures::stream::iter(BOOKINGS / 2..BOOKINGS)
+            .map(book)
+            .buffer_unordered(8)
+            .collect::<Vec<_>>()
+            .await,
+    );
+    runner_in(&stage, &b, SAGA, "running").await;
+    let took_over = frozen_at.elapsed();
+    // Past the time to live, so that whatever A had in hand is stale.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    frozen.thaw();
+
+    runner_in(&stage, &a, SAGA, "standby").await;
+    for _ in 0..10 {
+        assert_eq!(
+            a.runner_state(&stage, SAGA).await.as_deref(),
+            Some("standby"),
+            "the woken holder runs the saga again beside the new one\n{}",
+            a.tail()
+        );
+        assert_eq!(
+            b.runner_state(&stage, SAGA).await.as_deref(),
+            Some("running")
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let log = a.log();
+    assert!(
+        log.contains("fenced, back to standby") || log.contains("lease taken by another runner"),
+        "the woken holder did not learn it lost its lease\n{}",
+        a.tail()
+    );
+
+    let statuses = settled_statuses(&stage, &b, &bookings, Duration::from_secs(120)).await;
+    let confirmed = statuses.iter().filter(|s| *s == "confirmed").count();
+    let report = stage.settled(Duration::from_secs(60)).await;
+    eprintln!(
+        "(f) {} bookings, {confirmed} confirmed; B took over {:.1} s after the freeze; {report} in {:.1} s",
+        bookings.len(),
+        took_over.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+}

@@ -446,6 +446,15 @@ impl Server {
         let _ = self.child.wait();
     }
 
+    /// Everything it wrote so far, stdout then stderr.
+    pub fn log(&self) -> String {
+        [&self.stdout, &self.stderr]
+            .iter()
+            .map(|path| std::fs::read_to_string(path).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// The last lines of its output, for failure messages.
     pub fn tail(&self) -> String {
         let mut out = String::new();
