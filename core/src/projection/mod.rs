@@ -16,6 +16,7 @@
 //! projection stops at the poison event instead.
 
 mod claim;
+mod partitioned;
 mod runner;
 mod store;
 mod wait;
@@ -27,6 +28,7 @@ use crate::error::BoxError;
 use crate::store::EventFilter;
 
 pub use claim::{Claim, PartitionOwner, checkpoint_name, owner_id, partition_of};
+pub use partitioned::{DEFAULT_CLAIM_TTL, PartitionedRunner};
 pub use runner::{
     Backoff, FailurePolicy, ProjectionRunner, RunnerError, RunnerOptions, RunnerProgress,
     RunnerState,
@@ -52,11 +54,21 @@ pub trait Projection: Send + Sync + 'static {
     async fn apply(&self, batch: &[RecordedEvent]) -> Result<BatchOutcome, ProjectionError>;
 
     /// The key that orders this projection's events: a dead-lettered event
-    /// holds back the later events of its key, and no others. The stream id
-    /// by default (one read-model document per stream); a process manager
-    /// orders by instance.
+    /// holds back the later events of its key, and no others; and the key
+    /// that places an event in a partition ([`partition_of`]). The stream
+    /// id by default (one read-model document per stream); a process
+    /// manager orders by instance.
     fn key(&self, event: &RecordedEvent) -> String {
         event.stream_id.clone()
+    }
+
+    /// How many partitions it runs as (1, the default: one runner at a
+    /// time, under a lease). Part of its definition: its checkpoints and
+    /// dead letters are per partition ([`checkpoint_name`]), so a change
+    /// starts them afresh, a rebuild. A [`PartitionedRunner`] runs the
+    /// partitions it claims.
+    fn partitions(&self) -> u32 {
+        1
     }
 }
 

@@ -294,6 +294,23 @@ where
         }
     }
 
+    /// Runs live under a claim someone else holds for it (a
+    /// [`PartitionedRunner`](super::PartitionedRunner)'s lane) until `stop`:
+    /// its checkpoint saves carry the claim, and a save refused as fenced
+    /// ends it with that error.
+    pub(super) async fn run_claimed(
+        &self,
+        claim: Claim,
+        stop: CancellationToken,
+    ) -> Result<(), RunnerError> {
+        self.hold(Some(claim));
+        self.set(|s| s.state = RunnerState::Running);
+        let outcome = self.drive_live(&stop).await;
+        self.hold(None);
+        self.set(|s| s.state = RunnerState::Standby);
+        outcome.map(|_| ())
+    }
+
     /// Applies everything stored after the checkpoint, then returns the new
     /// checkpoint. Holds no lease: for tests, tools and rebuilds.
     pub async fn catch_up(&self) -> Result<Position, RunnerError> {

@@ -1,14 +1,20 @@
 //! Claims on partitions ([`ProjectionStore::claim`](annals::projection::ProjectionStore::claim)
 //! and the rest): rows in `annals_claims` and `annals_claimants`, kept by
 //! the functions of `migrations/0008_claims.sql`, and the fenced checkpoint
-//! save. Every call is one statement in autocommit, so claims work through
-//! a connection pooler in transaction mode.
+//! save. Every call is one transaction of unprepared (unnamed) statements:
+//! a pooler in transaction mode (PgBouncer) gives a client a server
+//! connection for one transaction only, where neither a statement prepared
+//! in an earlier transaction nor one prepared outside it would be found. So
+//! claims, and what they fence, work through such a pooler.
 
 use std::time::Duration;
 
 use annals::projection::{Claim, PartitionOwner};
 use annals::{Position, StoreError};
 use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::query::Query;
+use sqlx::{Postgres, Row};
 
 use crate::error::{retry_lost, store_error};
 use crate::handle::PgEventStore;
@@ -18,6 +24,28 @@ const CLAIM: &str = include_str!("../sql/claim.sql");
 const RELEASE_CLAIMS: &str = include_str!("../sql/release_claims.sql");
 const PARTITION_OWNERS: &str = include_str!("../sql/partition_owners.sql");
 const SAVE_CLAIMED_CHECKPOINT: &str = include_str!("../sql/save_claimed_checkpoint.sql");
+
+/// A statement with its parameters bound.
+type Bound = Query<'static, Postgres, PgArguments>;
+
+/// Runs `sql` with the parameters `bind` adds, unprepared, in a transaction
+/// of its own (see the module's docs); its rows.
+async fn run(
+    store: &PgEventStore,
+    sql: &'static str,
+    bind: impl Fn(Bound) -> Bound,
+) -> Result<Vec<PgRow>, StoreError> {
+    retry_lost(|| async {
+        let mut transaction = store.inner.pool.begin().await?;
+        let rows = bind(sqlx::query(sql).persistent(false))
+            .fetch_all(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        Ok(rows)
+    })
+    .await
+    .map_err(store_error)
+}
 
 /// One heartbeat of `owner`: the claims it holds afterwards.
 pub(crate) async fn claim(
@@ -41,27 +69,27 @@ pub(crate) async fn claim(
             "a claim needs a projection and an owner".into(),
         ));
     }
-    let rows: Vec<(i32, i64, DateTime<Utc>)> = retry_lost(|| {
-        sqlx::query_as(CLAIM)
-            .bind(projection)
+    let rows = run(store, CLAIM, |query| {
+        query
+            .bind(projection.to_owned())
             .bind(count)
-            .bind(owner)
+            .bind(owner.to_owned())
             .bind(ttl.as_secs_f64())
-            .fetch_all(&store.inner.pool)
     })
-    .await
-    .map_err(store_error)?;
-    Ok(rows
-        .into_iter()
-        .map(|(partition, generation, expires_at)| Claim {
-            projection: projection.to_owned(),
-            partition: partition.unsigned_abs(),
-            partitions,
-            owner: owner.to_owned(),
-            generation: generation.unsigned_abs(),
-            expires_at,
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(Claim {
+                projection: projection.to_owned(),
+                partition: row.try_get::<i32, _>(0)?.unsigned_abs(),
+                partitions,
+                owner: owner.to_owned(),
+                generation: row.try_get::<i64, _>(1)?.unsigned_abs(),
+                expires_at: row.try_get(2)?,
+            })
         })
-        .collect())
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(store_error)
 }
 
 /// Gives up every claim of `owner` on `projection`.
@@ -70,43 +98,33 @@ pub(crate) async fn release_claims(
     projection: &str,
     owner: &str,
 ) -> Result<(), StoreError> {
-    retry_lost(|| {
-        sqlx::query(RELEASE_CLAIMS)
-            .bind(projection)
-            .bind(owner)
-            .execute(&store.inner.pool)
+    run(store, RELEASE_CLAIMS, |query| {
+        query.bind(projection.to_owned()).bind(owner.to_owned())
     })
-    .await
-    .map_err(store_error)?;
+    .await?;
     Ok(())
 }
-
-/// A row of `partition_owners.sql`: partition, owner, generation, expiry.
-type OwnerRow = (i32, Option<String>, i64, Option<DateTime<Utc>>);
 
 /// The projection's partitions and their owners.
 pub(crate) async fn partition_owners(
     store: &PgEventStore,
     projection: &str,
 ) -> Result<Vec<PartitionOwner>, StoreError> {
-    let rows: Vec<OwnerRow> = retry_lost(|| {
-        sqlx::query_as(PARTITION_OWNERS)
-            .bind(projection)
-            .fetch_all(&store.inner.pool)
+    let rows = run(store, PARTITION_OWNERS, |query| {
+        query.bind(projection.to_owned())
     })
-    .await
-    .map_err(store_error)?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(partition, owner, generation, expires_at)| PartitionOwner {
-                partition: partition.unsigned_abs(),
-                expires_at,
-                owner,
-                generation: generation.unsigned_abs(),
-            },
-        )
-        .collect())
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(PartitionOwner {
+                partition: row.try_get::<i32, _>(0)?.unsigned_abs(),
+                owner: row.try_get(1)?,
+                generation: row.try_get::<i64, _>(2)?.unsigned_abs(),
+                expires_at: row.try_get::<Option<DateTime<Utc>>, _>(3)?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(store_error)
 }
 
 /// Saves a claimed partition's checkpoint, fenced by its generation.
@@ -124,18 +142,19 @@ pub(crate) async fn save_claimed_checkpoint(
     let partition = i32::try_from(claim.partition).map_err(|_| fenced())?;
     let generation = i64::try_from(claim.generation).map_err(|_| fenced())?;
     let name = claim.checkpoint_name();
-    let saved: Option<i32> = retry_lost(|| {
-        sqlx::query_scalar(SAVE_CLAIMED_CHECKPOINT)
-            .bind(&claim.projection)
+    let saved = run(store, SAVE_CLAIMED_CHECKPOINT, |query| {
+        query
+            .bind(claim.projection.clone())
             .bind(partition)
-            .bind(&claim.owner)
+            .bind(claim.owner.clone())
             .bind(generation)
-            .bind(&name)
-            .bind(transaction)
+            .bind(name.clone())
+            .bind(transaction.0.to_string())
             .bind(sequence)
-            .fetch_optional(&store.inner.pool)
     })
-    .await
-    .map_err(store_error)?;
-    saved.map(|_| ()).ok_or_else(fenced)
+    .await?;
+    if saved.is_empty() {
+        return Err(fenced());
+    }
+    Ok(())
 }

@@ -1,0 +1,280 @@
+//! A projection run as partitions ([`Projection::partitions`]) by several
+//! runners at once, in one process or several: each [`PartitionedRunner`]
+//! claims its share of the partitions ([`ProjectionStore::claim`]) and runs
+//! one lane per partition it holds.
+//!
+//! A lane is a [`ProjectionRunner`] of its own over the events of its
+//! partition (those whose [`Projection::key`] falls in it, by
+//! [`partition_of`]): its own checkpoint and dead letters (both named
+//! [`checkpoint_name`]), its own batches, retries and lag. Order holds per
+//! key; events of different keys in different partitions are applied side
+//! by side, in no promised order. Each lane's checkpoint saves carry its
+//! claim, so a runner that lost a partition (frozen past its expiry, cut
+//! off from the database) cannot move that partition's checkpoint.
+//!
+//! Every lane reads the projection's events and skips those of other
+//! partitions: the reads grow with the partitions a runner holds.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::claim::{Claim, checkpoint_name, owner_id, partition_of};
+use super::runner::{ProjectionRunner, RunnerError, RunnerOptions, RunnerProgress};
+use super::{BatchOutcome, FailedEvent, Projection, ProjectionError, ProjectionStore};
+use crate::envelope::RecordedEvent;
+use crate::store::{EventFilter, StoreError};
+
+/// How long a partitioned runner's claims outlive its last heartbeat, by
+/// default: another runner takes its partitions at most this long (plus a
+/// heartbeat) after it died.
+pub const DEFAULT_CLAIM_TTL: Duration = Duration::from_secs(5);
+
+/// One partition of a projection, as a projection of its own: the events
+/// of the other partitions are skipped (applied as nothing).
+pub(super) struct Partition<P> {
+    inner: Arc<P>,
+    name: String,
+    partition: u32,
+    partitions: u32,
+}
+
+impl<P: Projection> Partition<P> {
+    fn holds(&self, event: &RecordedEvent) -> bool {
+        partition_of(&self.inner.key(event), self.partitions) == self.partition
+    }
+}
+
+#[async_trait]
+impl<P: Projection> Projection for Partition<P> {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn filter(&self) -> EventFilter {
+        self.inner.filter()
+    }
+
+    async fn apply(&self, batch: &[RecordedEvent]) -> Result<BatchOutcome, ProjectionError> {
+        let (indices, events): (Vec<usize>, Vec<RecordedEvent>) = batch
+            .iter()
+            .enumerate()
+            .filter(|(_, event)| self.holds(event))
+            .map(|(index, event)| (index, event.clone()))
+            .unzip();
+        if events.is_empty() {
+            return Ok(BatchOutcome::applied());
+        }
+        let outcome = self.inner.apply(&events).await?;
+        // Failures name indices into the partition's events: back to the batch's.
+        let failed = outcome
+            .failed
+            .into_iter()
+            .filter_map(|failed| {
+                Some(FailedEvent {
+                    index: *indices.get(failed.index)?,
+                    error: failed.error,
+                })
+            })
+            .collect();
+        Ok(BatchOutcome { failed })
+    }
+
+    fn key(&self, event: &RecordedEvent) -> String {
+        self.inner.key(event)
+    }
+}
+
+/// A running lane: its task and how to stop it.
+struct Lane {
+    generation: u64,
+    stop: CancellationToken,
+    task: JoinHandle<Result<(), RunnerError>>,
+}
+
+/// Runs a projection's partitions that this runner claims, beside other
+/// runners of the same projection (here or in other processes); see the
+/// [module](self) docs.
+pub struct PartitionedRunner<S, P> {
+    store: S,
+    name: String,
+    partitions: u32,
+    owner: String,
+    claim_ttl: Duration,
+    lanes: Vec<Arc<ProjectionRunner<S, Partition<P>>>>,
+}
+
+impl<S, P> PartitionedRunner<S, P>
+where
+    S: ProjectionStore + Clone,
+    P: Projection,
+{
+    /// A runner of `projection`'s [`partitions`](Projection::partitions),
+    /// each lane with `options`, claims renewed within [`DEFAULT_CLAIM_TTL`].
+    pub fn new(store: S, projection: Arc<P>, options: RunnerOptions) -> Self {
+        let name = projection.name();
+        let partitions = projection.partitions().max(1);
+        let lanes = (0..partitions)
+            .map(|partition| {
+                let lane = Partition {
+                    inner: Arc::clone(&projection),
+                    name: checkpoint_name(&name, partition, partitions),
+                    partition,
+                    partitions,
+                };
+                Arc::new(ProjectionRunner::new(store.clone(), Arc::new(lane)).with_options(options))
+            })
+            .collect();
+        Self {
+            store,
+            owner: owner_id(&name),
+            name,
+            partitions,
+            claim_ttl: DEFAULT_CLAIM_TTL,
+            lanes,
+        }
+    }
+
+    /// Claims outlive the last heartbeat by `ttl` (heartbeats come every
+    /// third of it).
+    pub fn with_claim_ttl(mut self, ttl: Duration) -> Self {
+        self.claim_ttl = ttl;
+        self
+    }
+
+    /// The projection's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// This runner's owner id, as the claims record it.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// How many partitions the projection has.
+    pub fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    /// Each partition's progress, by partition: a lane this runner does not
+    /// hold reads [`Standby`](super::RunnerState::Standby) or `Idle`.
+    pub fn progress(&self) -> Vec<tokio::sync::watch::Receiver<RunnerProgress>> {
+        self.lanes.iter().map(|lane| lane.progress()).collect()
+    }
+
+    /// Runs until `shutdown`: beats every third of the claim time to live,
+    /// starts a lane for each partition it gains and stops the lanes of
+    /// partitions it loses. On shutdown each lane finishes its batch and
+    /// saves its checkpoint, then the claims are given back at once.
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<(), RunnerError> {
+        let mut lanes: HashMap<u32, Lane> = HashMap::new();
+        let mut beaten = Instant::now();
+        let outcome = loop {
+            if let Some(error) = Self::fatal(&mut lanes).await {
+                break Err(error);
+            }
+            match self
+                .store
+                .claim(&self.name, self.partitions, &self.owner, self.claim_ttl)
+                .await
+            {
+                Ok(claims) => {
+                    beaten = Instant::now();
+                    self.follow(&mut lanes, claims);
+                }
+                Err(error) => {
+                    tracing::warn!(projection = %self.name, %error, "heartbeat failed");
+                    if beaten.elapsed() >= self.claim_ttl {
+                        // The claims may be someone else's by now: the lanes
+                        // would be fenced anyway.
+                        self.follow(&mut lanes, Vec::new());
+                    }
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break Ok(()),
+                () = tokio::time::sleep(self.claim_ttl / 3) => {}
+            }
+        };
+        for lane in lanes.values() {
+            lane.stop.cancel();
+        }
+        for (_, lane) in lanes.drain() {
+            let _ = lane.task.await;
+        }
+        if let Err(error) = self.store.release_claims(&self.name, &self.owner).await {
+            tracing::warn!(projection = %self.name, %error, "claims not released; they expire");
+        }
+        outcome
+    }
+
+    /// Starts the lanes of new claims (or of a claim taken anew, with a new
+    /// generation) and stops those of partitions no longer held.
+    fn follow(&self, lanes: &mut HashMap<u32, Lane>, claims: Vec<Claim>) {
+        let held: HashMap<u32, Claim> = claims.into_iter().map(|c| (c.partition, c)).collect();
+        lanes.retain(|partition, lane| {
+            let keep = held
+                .get(partition)
+                .is_some_and(|claim| claim.generation == lane.generation)
+                && !lane.task.is_finished();
+            if !keep {
+                lane.stop.cancel();
+            }
+            keep
+        });
+        for (partition, claim) in held {
+            if lanes.contains_key(&partition) {
+                continue;
+            }
+            let Some(runner) = self.lanes.get(partition as usize) else {
+                continue;
+            };
+            let runner = Arc::clone(runner);
+            let stop = CancellationToken::new();
+            let generation = claim.generation;
+            tracing::info!(projection = %self.name, partition, generation, "partition claimed");
+            let task = tokio::spawn({
+                let stop = stop.clone();
+                async move { runner.run_claimed(claim, stop).await }
+            });
+            lanes.insert(
+                partition,
+                Lane {
+                    generation,
+                    stop,
+                    task,
+                },
+            );
+        }
+    }
+
+    /// The error of a lane that ended on its own, other than a fence (the
+    /// partition went to another runner: not an error).
+    async fn fatal(lanes: &mut HashMap<u32, Lane>) -> Option<RunnerError> {
+        let ended: Vec<u32> = lanes
+            .iter()
+            .filter(|(_, lane)| lane.task.is_finished())
+            .map(|(&partition, _)| partition)
+            .collect();
+        for partition in ended {
+            let lane = lanes.remove(&partition)?;
+            match lane.task.await {
+                Ok(Ok(())) | Ok(Err(RunnerError::Store(StoreError::Fenced { .. }))) => {}
+                Ok(Err(error)) => return Some(error),
+                Err(join) => {
+                    return Some(RunnerError::Fatal {
+                        projection: format!("partition {partition}"),
+                        source: Box::new(join),
+                    });
+                }
+            }
+        }
+        None
+    }
+}
