@@ -1,19 +1,4 @@
-//! A projection run as partitions ([`Projection::partitions`]) by several
-//! runners at once, in one process or several: each [`PartitionedRunner`]
-//! claims its share of the partitions ([`ProjectionStore::claim`]) and runs
-//! one lane per partition it holds.
-//!
-//! A lane is a [`ProjectionRunner`] of its own over the events of its
-//! partition (those whose [`Projection::key`] falls in it, by
-//! [`partition_of`]): its own checkpoint and dead letters (both named
-//! [`checkpoint_name`]), its own batches, retries and lag. Order holds per
-//! key; events of different keys in different partitions are applied side
-//! by side, in no promised order. Each lane's checkpoint saves carry its
-//! claim, so a runner that lost a partition (frozen past its expiry, cut
-//! off from the database) cannot move that partition's checkpoint.
-//!
-//! Every lane reads the projection's events and skips those of other
-//! partitions: the reads grow with the partitions a runner holds.
+//! [`PartitionedRunner`]: a projection's partitions shared among runners.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -97,9 +82,22 @@ struct Lane {
     task: JoinHandle<Result<(), RunnerError>>,
 }
 
-/// Runs a projection's partitions that this runner claims, beside other
-/// runners of the same projection (here or in other processes); see the
-/// [module](self) docs.
+/// A projection run as partitions ([`Projection::partitions`]) by several
+/// runners at once, in one process or several: each [`PartitionedRunner`]
+/// claims its share of the partitions ([`ProjectionStore::claim`]) and runs
+/// one lane per partition it holds.
+///
+/// A lane is a [`ProjectionRunner`] of its own over the events of its
+/// partition (those whose [`Projection::key`] falls in it, by
+/// [`partition_of`]): its own checkpoint and dead letters (both named
+/// [`checkpoint_name`]), its own batches, retries and lag. Order holds per
+/// key; events of different keys in different partitions are applied side
+/// by side, in no promised order. Each lane's checkpoint saves carry its
+/// claim, so a runner that lost a partition (frozen past its expiry, cut
+/// off from the database) cannot move that partition's checkpoint.
+///
+/// Every lane reads the projection's events and skips those of other
+/// partitions: the reads grow with the partitions a runner holds.
 pub struct PartitionedRunner<S, P> {
     store: S,
     name: String,
