@@ -245,6 +245,7 @@ pub struct ProcessRunner<P, S, D> {
     /// When each event whose commands keep failing first failed, so that
     /// its retry budget spans the runner's re-deliveries.
     failing_since: Mutex<HashMap<Uuid, Instant>>,
+    partitions: u32,
 }
 
 impl<P, S, D> ProcessRunner<P, S, D>
@@ -260,7 +261,18 @@ where
             dispatcher,
             options: ProcessOptions::default(),
             failing_since: Mutex::new(HashMap::new()),
+            partitions: 1,
         }
+    }
+
+    /// Runs as `partitions` partitions by instance (see
+    /// [`Projection::partitions`]; a
+    /// [`PartitionedRunner`](crate::projection::PartitionedRunner) runs
+    /// them): instances in different partitions advance in parallel, in
+    /// one process or several. 1 (the default) runs under a lease.
+    pub fn partitions(mut self, partitions: u32) -> Self {
+        self.partitions = partitions.max(1);
+        self
     }
 
     /// Replaces the retry options.
@@ -610,6 +622,10 @@ where
         }
         applied.failed.sort_by_key(|f| f.index);
         Ok(applied)
+    }
+
+    fn partitions(&self) -> u32 {
+        self.partitions
     }
 
     fn key(&self, event: &RecordedEvent) -> String {

@@ -622,10 +622,16 @@ async fn start_service(
         Arc::clone(&flights),
         RunnerOptions::default(),
     );
+    // HBENCH_SAGA_PARTITIONS: the booking saga's partitions (1 by default).
+    let saga_partitions = std::env::var("HBENCH_SAGA_PARTITIONS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
     let saga_runner = background.booking_saga(
         &airline,
         RunnerOptions::default(),
         Duration::from_millis(250),
+        saga_partitions,
     );
     let reads: Arc<dyn FlightReads> = flights;
     let tokens = Tokens::new()

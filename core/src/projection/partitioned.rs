@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::claim::{Claim, checkpoint_name, owner_id, partition_of};
-use super::runner::{ProjectionRunner, RunnerError, RunnerOptions, RunnerProgress};
+use super::runner::{ProjectionRunner, RunnerError, RunnerOptions, RunnerProgress, RunnerState};
 use super::{BatchOutcome, FailedEvent, Projection, ProjectionError, ProjectionStore};
 use crate::envelope::RecordedEvent;
 use crate::store::{EventFilter, StoreError};
@@ -160,8 +160,8 @@ where
         self.partitions
     }
 
-    /// Each partition's progress, by partition: a lane this runner does not
-    /// hold reads [`Standby`](super::RunnerState::Standby) or `Idle`.
+    /// Each partition's progress, by partition: a partition this runner does
+    /// not hold reads [`Standby`](RunnerState::Standby) while it runs.
     pub fn progress(&self) -> Vec<tokio::sync::watch::Receiver<RunnerProgress>> {
         self.lanes.iter().map(|lane| lane.progress()).collect()
     }
@@ -171,6 +171,10 @@ where
     /// partitions it loses. On shutdown each lane finishes its batch and
     /// saves its checkpoint, then the claims are given back at once.
     pub async fn run(&self, shutdown: CancellationToken) -> Result<(), RunnerError> {
+        // Partitions another runner holds are this one's standbys.
+        for lane in &self.lanes {
+            lane.mark(RunnerState::Standby);
+        }
         let mut lanes: HashMap<u32, Lane> = HashMap::new();
         let mut beaten = Instant::now();
         let outcome = loop {
@@ -208,6 +212,9 @@ where
         }
         if let Err(error) = self.store.release_claims(&self.name, &self.owner).await {
             tracing::warn!(projection = %self.name, %error, "claims not released; they expire");
+        }
+        for lane in &self.lanes {
+            lane.mark(RunnerState::Stopped);
         }
         outcome
     }

@@ -141,6 +141,10 @@ pub struct RunnerProgress {
     pub retries: u64,
     /// The last failure, if the runner is retrying.
     pub last_error: Option<String>,
+    /// Who holds the claim it runs under (this runner, while it runs).
+    pub owner: Option<String>,
+    /// That claim's fencing generation.
+    pub generation: Option<u64>,
 }
 
 impl RunnerProgress {
@@ -736,7 +740,20 @@ where
         }
     }
 
+    /// Sets the state it reports (a partitioned runner's lanes it does not run).
+    pub(super) fn mark(&self, state: RunnerState) {
+        self.set(|s| s.state = state);
+    }
+
     fn hold(&self, claim: Option<Claim>) {
+        let (owner, generation) = claim
+            .as_ref()
+            .map(|c| (c.owner.clone(), c.generation))
+            .unzip();
+        self.set(|s| {
+            s.owner = owner;
+            s.generation = generation;
+        });
         *self
             .claim
             .lock()

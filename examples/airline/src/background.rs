@@ -2,11 +2,13 @@
 //! booking saga and its deadlines, the integration relay and the
 //! notifications' consumer, started together and stopped together.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use annals::projection::{
-    Projection, ProjectionRunner, ProjectionStore, RunnerOptions, RunnerProgress,
+    PartitionedRunner, Projection, ProjectionRunner, ProjectionStore, RunnerError, RunnerOptions,
+    RunnerProgress, checkpoint_name,
 };
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -49,7 +51,10 @@ impl Background {
         }
     }
 
-    /// Starts a projection runner (it takes the projection's lease first).
+    /// Starts a projection runner: with one partition it takes the
+    /// projection's lease first; with several, a [`PartitionedRunner`]
+    /// claims its share of them, and each partition shows as a runner of its
+    /// own (`<name>#<partition>/<partitions>`). Returns the first.
     pub fn projection<S, P>(
         &mut self,
         store: S,
@@ -60,21 +65,47 @@ impl Background {
         S: ProjectionStore + Clone,
         P: Projection,
     {
+        let partitions = projection.partitions();
+        if partitions > 1 {
+            let runner = PartitionedRunner::new(store, projection, options);
+            let infos: Vec<RunnerInfo> = runner
+                .progress()
+                .into_iter()
+                .enumerate()
+                .map(|(partition, progress)| RunnerInfo {
+                    name: checkpoint_name(runner.name(), partition as u32, partitions),
+                    progress,
+                })
+                .collect();
+            let name = runner.name().to_owned();
+            let stop = self.shutdown.clone();
+            self.spawn(name, async move { runner.run(stop).await });
+            self.runners.extend(infos.iter().cloned());
+            return infos[0].clone();
+        }
         let runner = ProjectionRunner::new(store, projection).with_options(options);
         let info = RunnerInfo {
             name: runner.name().to_owned(),
             progress: runner.progress(),
         };
         let stop = self.shutdown.clone();
-        let name = info.name.clone();
+        self.spawn(info.name.clone(), async move { runner.run(stop).await });
+        self.runners.push(info.clone());
+        info
+    }
+
+    /// Runs a projection's runner, logging how it ended.
+    fn spawn(
+        &mut self,
+        name: String,
+        run: impl Future<Output = Result<(), RunnerError>> + Send + 'static,
+    ) {
         self.tasks.spawn(async move {
-            match runner.run(stop).await {
+            match run.await {
                 Ok(()) => tracing::info!(projection = %name, "projection stopped"),
                 Err(error) => tracing::error!(projection = %name, %error, "projection failed"),
             }
         });
-        self.runners.push(info.clone());
-        info
     }
 
     /// Starts the booking saga: its runner and its deadline loop.
@@ -83,11 +114,12 @@ impl Background {
         airline: &Airline<S>,
         options: RunnerOptions,
         deadline_interval: Duration,
+        partitions: u32,
     ) -> RunnerInfo
     where
         S: ProjectionStore + Clone,
     {
-        let saga = Arc::new(airline.saga());
+        let saga = Arc::new(airline.saga().partitions(partitions));
         let info = self.projection(airline.store().clone(), Arc::clone(&saga), options);
         let stop = self.shutdown.clone();
         self.tasks

@@ -15,6 +15,7 @@
 //! | `AIRLINE_MAX_CONNECTIONS` | `--max-connections` | 1024 |
 //! | `AIRLINE_DRAIN_TIMEOUT_SECS` | `--drain-timeout-secs` | 15 |
 //! | `AIRLINE_SEED_FLIGHTS` | `--seed-flights` | 200 (embedded mode) |
+//! | `AIRLINE_SAGA_PARTITIONS` | `--saga-partitions` | 1: the booking saga's partitions (1 to 1024), shared among the processes that run projections |
 //! | `AIRLINE_STORE` | `--store memory\|postgres` | postgres with `DATABASE_URL`, else memory |
 //! | `AIRLINE_READ_MODEL` | `--read-model memory\|elastic` | elastic with `ELASTICSEARCH_URL`, else memory |
 //! | `DATABASE_URL` | `--database-url` | none |
@@ -124,6 +125,14 @@ pub struct Config {
     /// Flights to seed in embedded in-memory mode.
     #[arg(long, env = "AIRLINE_SEED_FLIGHTS", default_value_t = 200)]
     pub seed_flights: usize,
+
+    /// Partitions of the booking saga (by booking): with more than one,
+    /// every process running projections claims its share of them.
+    /// Changing it starts the saga's checkpoints afresh (see the README's
+    /// "Scaling out").
+    #[arg(long, env = "AIRLINE_SAGA_PARTITIONS", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub saga_partitions: u32,
 
     /// Event store: postgres when DATABASE_URL is set, else memory.
     #[arg(long, env = "AIRLINE_STORE", value_enum)]

@@ -143,6 +143,7 @@ pub fn start_projections<S: ProjectionStore + Clone>(
         airline,
         RunnerOptions::default(),
         Duration::from_millis(250),
+        config.saga_partitions,
     );
     if config.amqp_url.is_some() {
         start_relay(config, airline.store().clone(), background)?;

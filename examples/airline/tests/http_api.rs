@@ -899,7 +899,11 @@ async fn health_reports_the_store_the_read_side_and_each_projection() {
         .map(|p| p["name"].as_str().unwrap())
         .collect();
     assert!(names.contains(&"flights"), "{names:?}");
-    assert!(names.contains(&"booking_saga"), "{names:?}");
+    // The saga runs as partitions, each a runner of its own.
+    for partition in 0..http_support::SAGA_PARTITIONS {
+        let name = format!("booking_saga#{partition}/{}", http_support::SAGA_PARTITIONS);
+        assert!(names.contains(&name.as_str()), "{names:?}");
+    }
     for projection in projections {
         assert_eq!(projection["state"], "running", "{projection}");
         assert_eq!(projection["ok"], true);
@@ -995,7 +999,7 @@ async fn metrics_count_commands_requests_and_projection_lag() {
         "status=\"404\"",
         "http_request_duration_seconds_bucket{",
         "annals_projection_lag_seconds{projection=\"flights\"}",
-        "annals_projection_lag_seconds{projection=\"booking_saga\"}",
+        "annals_projection_lag_seconds{projection=\"booking_saga#0/4\"}",
         "annals_projection_checkpoint{projection=\"flights\"}",
         "annals_projection_lag_events{projection=\"flights\"}",
         "annals_projection_up{projection=\"flights\"}",

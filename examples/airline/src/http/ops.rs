@@ -68,6 +68,13 @@ pub(super) struct ProjectionHealth {
     /// The failure it is retrying, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     last_error: Option<String>,
+    /// The runner's claim on the projection (or on its partition), while it
+    /// runs: its owner id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
+    /// That claim's fencing generation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    generation: Option<u64>,
 }
 
 fn state_name(state: RunnerState) -> &'static str {
@@ -110,6 +117,8 @@ async fn projections<S: ProjectionStore + Clone>(
                 events_applied: status.events_applied,
                 dead_letters: status.dead_letters,
                 last_error: status.last_error,
+                owner: status.owner,
+                generation: status.generation,
             }
         })
         .collect()

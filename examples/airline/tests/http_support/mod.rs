@@ -177,6 +177,11 @@ fn settings(options: &Options) -> HttpSettings {
     }
 }
 
+/// The booking saga runs as this many partitions in the tests' apps (one
+/// process holds them all): every booking test goes through the
+/// partitioned runner.
+pub const SAGA_PARTITIONS: u32 = 4;
+
 fn fast_runner() -> RunnerOptions {
     RunnerOptions {
         batch_delay: Duration::from_millis(2),
@@ -192,7 +197,12 @@ async fn memory_app(options: Options) -> TestApp {
     let flights = Arc::new(MemoryFlights::new());
     let mut background = Background::new(CancellationToken::new());
     background.projection(store.clone(), Arc::clone(&flights), fast_runner());
-    background.booking_saga(&airline, fast_runner(), Duration::from_millis(50));
+    background.booking_saga(
+        &airline,
+        fast_runner(),
+        Duration::from_millis(50),
+        SAGA_PARTITIONS,
+    );
     let state = AppState::new(airline, flights, tokens())
         .with_settings(settings(&options))
         .with_runners(background.runners());
@@ -246,7 +256,12 @@ async fn postgres_elastic_app(options: Options) -> TestApp {
     ));
     let mut background = Background::new(CancellationToken::new());
     background.elastic_flights(store.clone(), Arc::clone(&flights), fast_runner());
-    background.booking_saga(&airline, fast_runner(), Duration::from_millis(50));
+    background.booking_saga(
+        &airline,
+        fast_runner(),
+        Duration::from_millis(50),
+        SAGA_PARTITIONS,
+    );
     let state = AppState::new(airline, flights, tokens())
         .with_settings(settings(&options))
         .with_runners(background.runners());
