@@ -229,6 +229,7 @@ where
                 .is_some_and(|claim| claim.generation == lane.generation)
                 && !lane.task.is_finished();
             if !keep {
+                tracing::info!(projection = %self.name, partition, "partition no longer held");
                 lane.stop.cancel();
             }
             keep
@@ -270,7 +271,10 @@ where
         for partition in ended {
             let lane = lanes.remove(&partition)?;
             match lane.task.await {
-                Ok(Ok(())) | Ok(Err(RunnerError::Store(StoreError::Fenced { .. }))) => {}
+                Ok(Ok(())) => {}
+                Ok(Err(RunnerError::Store(error @ StoreError::Fenced { .. }))) => {
+                    tracing::warn!(%error, "fenced: the partition went to another runner");
+                }
                 Ok(Err(error)) => return Some(error),
                 Err(join) => {
                     return Some(RunnerError::Fatal {
