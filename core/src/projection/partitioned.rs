@@ -5,15 +5,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::StreamExt;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::claim::{Claim, checkpoint_name, owner_id, partition_of};
-use super::runner::{ProjectionRunner, RunnerError, RunnerOptions, RunnerProgress, RunnerState};
+use super::runner::{
+    Feed, ProjectionRunner, RunnerError, RunnerOptions, RunnerProgress, RunnerState,
+};
 use super::{BatchOutcome, FailedEvent, Projection, ProjectionError, ProjectionStore};
 use crate::envelope::RecordedEvent;
-use crate::store::{EventFilter, StoreError};
+use crate::position::Position;
+use crate::store::{EventFilter, EventStream, StoreError};
 
 /// How long a partitioned runner's claims outlive its last heartbeat, by
 /// default: another runner takes its partitions at most this long (plus a
@@ -75,6 +80,153 @@ impl<P: Projection> Projection for Partition<P> {
     }
 }
 
+/// The read of the log a runner's lanes share: one subscription from the
+/// oldest position a lane asked for, each event handed to every lane in log
+/// order (the lane of its partition applies it). A lane that asks for
+/// events before the subscription's position (a new lane, or one starting
+/// over after an error) makes it start again from there; the other lanes
+/// skip what they were already sent.
+struct SharedFeed<S> {
+    store: S,
+    filter: EventFilter,
+    lanes: std::sync::Mutex<FeedLanes>,
+    rewind: Notify,
+}
+
+/// The lanes reading from a [`SharedFeed`], and where it stands.
+#[derive(Default)]
+struct FeedLanes {
+    /// Per partition: the last position sent (or asked for), and where to.
+    senders: HashMap<u32, (Position, mpsc::Sender<Result<RecordedEvent, StoreError>>)>,
+    /// Where the subscription stands: where it started, then the last
+    /// event it delivered.
+    at: Option<Position>,
+    /// A lane asked for events before `at`.
+    rewind: bool,
+}
+
+/// Events buffered per lane: a lane that falls this far behind holds the
+/// shared read back (and so the other lanes).
+const LANE_BUFFER: usize = 1024;
+
+impl<S: ProjectionStore> SharedFeed<S> {
+    fn lanes(&self) -> std::sync::MutexGuard<'_, FeedLanes> {
+        self.lanes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Registers a lane's reader: its events after `after`.
+    fn register(&self, partition: u32, after: Position) -> EventStream {
+        let (sender, receiver) = mpsc::channel(LANE_BUFFER);
+        {
+            let mut lanes = self.lanes();
+            lanes.senders.insert(partition, (after, sender));
+            if lanes.at.is_some_and(|at| after < at) {
+                lanes.rewind = true;
+            }
+        }
+        self.rewind.notify_one();
+        futures::stream::unfold(receiver, |mut receiver| async move {
+            receiver.recv().await.map(|item| (item, receiver))
+        })
+        .boxed()
+    }
+
+    /// Reads until `stop`: subscribes from the oldest position a lane
+    /// asked for, and again whenever a lane asks for older events.
+    async fn run(&self, stop: CancellationToken) {
+        loop {
+            let from = {
+                let mut lanes = self.lanes();
+                lanes.rewind = false;
+                // Lanes that stopped reading (their partition went elsewhere).
+                lanes.senders.retain(|_, (_, sender)| !sender.is_closed());
+                let from = lanes.senders.values().map(|(after, _)| *after).min();
+                lanes.at = from;
+                from
+            };
+            let Some(from) = from else {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = self.rewind.notified() => continue,
+                }
+            };
+            let mut events = self.store.subscribe(from, self.filter.clone());
+            loop {
+                let item = tokio::select! {
+                    biased;
+                    () = stop.cancelled() => return,
+                    () = self.rewind.notified() => {
+                        if self.lanes().rewind { break } else { continue }
+                    }
+                    item = events.next() => item,
+                };
+                match item {
+                    Some(Ok(event)) => self.deliver(event).await,
+                    Some(Err(error)) => {
+                        // Each lane retries on its own terms: it asks again.
+                        let senders: Vec<_> = self
+                            .lanes()
+                            .senders
+                            .drain()
+                            .map(|(_, (_, sender))| sender)
+                            .collect();
+                        let error = error.to_string();
+                        for sender in senders {
+                            let _ = sender
+                                .send(Err(StoreError::Unavailable(error.clone().into())))
+                                .await;
+                        }
+                        break;
+                    }
+                    None => break,
+                }
+            }
+        }
+    }
+
+    /// Hands `event` to every lane not yet past it: the lane of its
+    /// partition applies it, the others skip it (so that every lane's
+    /// checkpoint follows the log, not only its own partition's events).
+    async fn deliver(&self, event: RecordedEvent) {
+        let senders: Vec<_> = {
+            let mut lanes = self.lanes();
+            if lanes.rewind {
+                // A lane waits for older events: nothing moves until the
+                // read starts again from there (what is read now comes again).
+                return;
+            }
+            lanes.at = Some(event.position);
+            lanes
+                .senders
+                .values_mut()
+                .filter(|(after, _)| event.position > *after)
+                .map(|(after, sender)| {
+                    *after = event.position;
+                    sender.clone()
+                })
+                .collect()
+        };
+        for sender in senders {
+            // A closed lane stopped reading (it started over, or stopped).
+            let _ = sender.send(Ok(event.clone())).await;
+        }
+    }
+}
+
+/// One lane's view of a [`SharedFeed`].
+struct LaneFeed<S> {
+    shared: Arc<SharedFeed<S>>,
+    partition: u32,
+}
+
+impl<S: ProjectionStore> Feed for LaneFeed<S> {
+    fn events_after(&self, after: Position) -> EventStream {
+        self.shared.register(self.partition, after)
+    }
+}
+
 /// A running lane: its task and how to stop it.
 struct Lane {
     generation: u64,
@@ -96,10 +248,14 @@ struct Lane {
 /// claim, so a runner that lost a partition (frozen past its expiry, cut
 /// off from the database) cannot move that partition's checkpoint.
 ///
-/// Every lane reads the projection's events and skips those of other
-/// partitions: the reads grow with the partitions a runner holds.
+/// The lanes of a runner share one read of the log: a subscription from the
+/// oldest checkpoint among them, each event handed to every lane, applied by
+/// the lane of its partition and skipped by the others (so every lane's
+/// checkpoint follows the log). PostgreSQL's reads do not grow with the
+/// partitions a runner holds.
 pub struct PartitionedRunner<S, P> {
     store: S,
+    feed: Arc<SharedFeed<S>>,
     name: String,
     partitions: u32,
     owner: String,
@@ -117,6 +273,12 @@ where
     pub fn new(store: S, projection: Arc<P>, options: RunnerOptions) -> Self {
         let name = projection.name();
         let partitions = projection.partitions().max(1);
+        let feed = Arc::new(SharedFeed {
+            store: store.clone(),
+            filter: projection.filter(),
+            lanes: std::sync::Mutex::new(FeedLanes::default()),
+            rewind: Notify::new(),
+        });
         let lanes = (0..partitions)
             .map(|partition| {
                 let lane = Partition {
@@ -125,10 +287,19 @@ where
                     partition,
                     partitions,
                 };
-                Arc::new(ProjectionRunner::new(store.clone(), Arc::new(lane)).with_options(options))
+                let reads = LaneFeed {
+                    shared: Arc::clone(&feed),
+                    partition,
+                };
+                Arc::new(
+                    ProjectionRunner::new(store.clone(), Arc::new(lane))
+                        .with_options(options)
+                        .with_feed(Arc::new(reads)),
+                )
             })
             .collect();
         Self {
+            feed,
             store,
             owner: owner_id(&name),
             name,
@@ -175,6 +346,11 @@ where
         for lane in &self.lanes {
             lane.mark(RunnerState::Standby);
         }
+        let reading = CancellationToken::new();
+        let reader = tokio::spawn({
+            let (feed, stop) = (Arc::clone(&self.feed), reading.clone());
+            async move { feed.run(stop).await }
+        });
         let mut lanes: HashMap<u32, Lane> = HashMap::new();
         let mut beaten = Instant::now();
         let outcome = loop {
@@ -210,6 +386,8 @@ where
         for (_, lane) in lanes.drain() {
             let _ = lane.task.await;
         }
+        reading.cancel();
+        let _ = reader.await;
         if let Err(error) = self.store.release_claims(&self.name, &self.owner).await {
             tracing::warn!(projection = %self.name, %error, "claims not released; they expire");
         }

@@ -220,6 +220,15 @@ pub struct ProjectionRunner<S, P> {
     // The lease's claim while `run` holds it: checkpoint saves carry it, so
     // that a runner that lost the lease cannot move the checkpoint.
     claim: std::sync::Mutex<Option<Claim>>,
+    // A partitioned runner's lane reads live from the reader its lanes share.
+    feed: Option<Arc<dyn Feed>>,
+}
+
+/// Where a partitioned runner's lane reads live: the events of its partition
+/// after a position, from one read of the log shared by the lanes.
+pub(super) trait Feed: Send + Sync {
+    /// The lane's events after `after`, in log order.
+    fn events_after(&self, after: Position) -> EventStream;
 }
 
 impl<S, P> ProjectionRunner<S, P>
@@ -237,12 +246,19 @@ where
             options: RunnerOptions::default(),
             status: watch::Sender::new(RunnerProgress::default()),
             claim: std::sync::Mutex::new(None),
+            feed: None,
         }
     }
 
     /// Replaces the options.
     pub fn with_options(mut self, options: RunnerOptions) -> Self {
         self.options = options;
+        self
+    }
+
+    /// Reads live from `feed` instead of the store's subscription.
+    pub(super) fn with_feed(mut self, feed: Arc<dyn Feed>) -> Self {
+        self.feed = Some(feed);
         self
     }
 
@@ -514,7 +530,10 @@ where
     /// at the first empty page, i.e. without waiting for an idle tick.
     fn source(&self, after: Position, filter: &EventFilter, until_caught_up: bool) -> EventStream {
         if !until_caught_up {
-            return self.store.subscribe(after, filter.clone());
+            return match &self.feed {
+                Some(feed) => feed.events_after(after),
+                None => self.store.subscribe(after, filter.clone()),
+            };
         }
         read_ahead(
             Arc::clone(&self.store),
