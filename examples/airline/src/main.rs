@@ -31,7 +31,7 @@ use airline::setup::{
 };
 use annals::EventStore;
 use annals::memory::MemoryStore;
-use annals::projection::{ProjectionStore, wait_for_checkpoint};
+use annals::projection::{ProjectionStore, checkpoint_name, wait_for_checkpoint};
 use annals_postgres::PgEventStore;
 use clap::{Parser, Subcommand};
 use rand::Rng;
@@ -98,6 +98,14 @@ enum Command {
         #[command(flatten)]
         config: Config,
     },
+    /// List who holds each partition of a projection (`booking_saga`, or any
+    /// projection name): owner, fencing generation, expiry.
+    Claims {
+        /// The projection.
+        projection: String,
+        #[command(flatten)]
+        config: Config,
+    },
     /// Check the airline's invariants (seats, money, settled bookings, the
     /// search read model) against the whole log; exit code 1 on violations.
     Check {
@@ -129,6 +137,9 @@ async fn main() -> std::process::ExitCode {
         }
         Some(Command::Retry { projection, config }) => {
             retry_command(config.with_environment(), &projection).await
+        }
+        Some(Command::Claims { projection, config }) => {
+            claims_command(config.with_environment(), &projection).await
         }
         Some(Command::Check { grace_secs, config }) => {
             check_command(config.with_environment(), grace_secs).await
@@ -519,8 +530,41 @@ async fn retry_command(config: Config, projection: &str) -> Result<()> {
             .into());
         }
     };
-    let count = store.retry_dead_letters(&name).await?;
-    println!("{count} dead letters of {name} marked for a retry");
+    // A partitioned saga keeps dead letters per partition.
+    let partitions = if name == SAGA {
+        config.saga_partitions
+    } else {
+        1
+    };
+    for partition in 0..partitions {
+        let name = checkpoint_name(&name, partition, partitions);
+        let count = store.retry_dead_letters(&name).await?;
+        println!("{count} dead letters of {name} marked for a retry");
+    }
+    Ok(())
+}
+
+/// `airline claims <projection>`: each partition's owner, generation and
+/// expiry, as the claims table says.
+async fn claims_command(config: Config, projection: &str) -> Result<()> {
+    if config.store_kind() != StoreKind::Postgres {
+        return Err("`airline claims` needs DATABASE_URL".into());
+    }
+    let store = postgres(&config).await?;
+    let owners = store.partition_owners(projection).await?;
+    if owners.is_empty() {
+        println!("{projection}: never claimed");
+    }
+    for partition in owners {
+        let owner = partition.owner.as_deref().unwrap_or("(free)");
+        let expires = partition
+            .expires_at
+            .map_or_else(String::new, |at| format!(" until {}", at.to_rfc3339()));
+        println!(
+            "{projection} partition {}: {owner}, generation {}{expires}",
+            partition.partition, partition.generation
+        );
+    }
     Ok(())
 }
 
