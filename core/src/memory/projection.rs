@@ -146,6 +146,31 @@ impl ProjectionStore for MemoryStore {
         Ok(self.claims(|c| c.owners(projection)))
     }
 
+    async fn add_claimed_dead_letters(
+        &self,
+        claim: &Claim,
+        events: Vec<DeadLetter>,
+    ) -> Result<(), StoreError> {
+        // Checked and written under the claims' lock: no claimer in between.
+        let claims = self.projections(|p| Arc::clone(&p.claims));
+        let guard = claims.lock().unwrap_or_else(PoisonError::into_inner);
+        if !guard.holds(claim) {
+            return Err(StoreError::Fenced {
+                projection: claim.projection.clone(),
+                partition: claim.partition,
+                generation: claim.generation,
+            });
+        }
+        self.projections(|p| {
+            let dead_letters = p.dead_letters.entry(claim.checkpoint_name()).or_default();
+            for event in events {
+                dead_letters.insert(event.event.position, event);
+            }
+        });
+        drop(guard);
+        Ok(())
+    }
+
     async fn save_claimed_checkpoint(
         &self,
         claim: &Claim,

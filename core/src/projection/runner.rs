@@ -651,9 +651,18 @@ where
         }
         if !to_dead_letter.is_empty() {
             to_dead_letter.sort_by_key(|p| p.event.position);
-            self.store
-                .add_dead_letters(&self.name, to_dead_letter)
-                .await?;
+            match self.held() {
+                Some(claim) => {
+                    self.store
+                        .add_claimed_dead_letters(&claim, to_dead_letter)
+                        .await?
+                }
+                None => {
+                    self.store
+                        .add_dead_letters(&self.name, to_dead_letter)
+                        .await?
+                }
+            }
             let dead_letters = self.store.dead_letters(&self.name).await?.len();
             self.set(|s| s.dead_letters = dead_letters);
         }
@@ -748,15 +757,18 @@ where
 
     /// Saves the checkpoint, fenced by the lease's claim while `run` holds one.
     async fn store_checkpoint(&self, position: Position) -> Result<(), StoreError> {
-        let claim = self
-            .claim
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        match claim {
+        match self.held() {
             Some(claim) => self.store.save_claimed_checkpoint(&claim, position).await,
             None => self.store.save_checkpoint(&self.name, position).await,
         }
+    }
+
+    /// The claim it runs under, if any.
+    fn held(&self) -> Option<Claim> {
+        self.claim
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Sets the state it reports (a partitioned runner's lanes it does not run).

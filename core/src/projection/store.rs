@@ -79,6 +79,16 @@ pub trait ProjectionStore: EventStore {
     /// operators.
     async fn partition_owners(&self, projection: &str) -> Result<Vec<PartitionOwner>, StoreError>;
 
+    /// Dead-letters events for a claimed partition (under
+    /// [`Claim::checkpoint_name`], as [`add_dead_letters`](Self::add_dead_letters)
+    /// does) only while the partition is still the claim's; otherwise
+    /// writes nothing and fails with [`StoreError::Fenced`].
+    async fn add_claimed_dead_letters(
+        &self,
+        claim: &Claim,
+        events: Vec<DeadLetter>,
+    ) -> Result<(), StoreError>;
+
     /// Saves the checkpoint of a claimed partition
     /// ([`Claim::checkpoint_name`]) only while the partition is still the
     /// claim's (same owner and generation); otherwise writes nothing and

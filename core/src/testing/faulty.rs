@@ -45,6 +45,7 @@ pub enum Operation {
     ReleaseClaims,
     PartitionOwners,
     SaveClaimedCheckpoint,
+    AddClaimedDeadLetters,
     ScheduleDeadline,
     Deadlines,
     NextDeadline,
@@ -376,6 +377,15 @@ impl<S: ProjectionStore + Clone> ProjectionStore for Faulty<S> {
     async fn partition_owners(&self, projection: &str) -> Result<Vec<PartitionOwner>, StoreError> {
         self.enter(Operation::PartitionOwners)?;
         self.inner.partition_owners(projection).await
+    }
+
+    async fn add_claimed_dead_letters(
+        &self,
+        claim: &Claim,
+        events: Vec<DeadLetter>,
+    ) -> Result<(), StoreError> {
+        self.enter(Operation::AddClaimedDeadLetters)?;
+        self.inner.add_claimed_dead_letters(claim, events).await
     }
 
     async fn save_claimed_checkpoint(

@@ -26,11 +26,11 @@ const PARTITION_OWNERS: &str = include_str!("../sql/partition_owners.sql");
 const SAVE_CLAIMED_CHECKPOINT: &str = include_str!("../sql/save_claimed_checkpoint.sql");
 
 /// A statement with its parameters bound.
-type Bound = Query<'static, Postgres, PgArguments>;
+pub(super) type Bound = Query<'static, Postgres, PgArguments>;
 
 /// Runs `sql` with the parameters `bind` adds, unprepared, in a transaction
 /// of its own (see the module's docs); its rows.
-async fn run(
+pub(super) async fn run(
     store: &PgEventStore,
     sql: &'static str,
     bind: impl Fn(Bound) -> Bound,

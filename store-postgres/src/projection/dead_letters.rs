@@ -3,8 +3,10 @@
 //! event in `annals_dead_letters`, returned in log order with the event.
 
 use annals::StoreError;
-use annals::projection::DeadLetter;
-use sqlx::Row;
+use annals::projection::{Claim, DeadLetter};
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+use sqlx::{Postgres, Row};
 use uuid::Uuid;
 
 use crate::error::{retry_lost, store_error};
@@ -18,6 +20,55 @@ const REMOVE_DEAD_LETTERS: &str =
     "DELETE FROM annals_dead_letters WHERE projection = $1 AND event_id = ANY($2)";
 const RETRY_DEAD_LETTERS: &str = include_str!("../sql/retry_dead_letters.sql");
 
+/// The columns of dead letters, as `add_dead_letters.sql` takes them.
+#[derive(Clone, Default)]
+struct Rows {
+    ids: Vec<Uuid>,
+    transactions: Vec<String>,
+    sequences: Vec<i64>,
+    streams: Vec<String>,
+    versions: Vec<i64>,
+    types: Vec<String>,
+    errors: Vec<Option<String>>,
+    attempts: Vec<i32>,
+    retries: Vec<bool>,
+}
+
+impl Rows {
+    fn of(events: Vec<DeadLetter>) -> Result<Self, StoreError> {
+        let mut rows = Rows::default();
+        for dead_letter in events {
+            let (transaction, sequence) = xid::store_params(dead_letter.event.position)?;
+            rows.ids.push(dead_letter.event.event_id);
+            rows.transactions.push(transaction.0.to_string());
+            rows.sequences.push(sequence);
+            rows.streams.push(dead_letter.event.stream_id);
+            rows.versions
+                .push(i64::try_from(dead_letter.event.stream_version).unwrap_or(i64::MAX));
+            rows.types.push(dead_letter.event.event_type);
+            rows.errors.push(dead_letter.error);
+            rows.attempts
+                .push(i32::try_from(dead_letter.attempts).unwrap_or(i32::MAX));
+            rows.retries.push(dead_letter.retry_requested);
+        }
+        Ok(rows)
+    }
+
+    /// Binds them as `$2` to `$10`.
+    fn bind<'q>(self, query: Query<'q, Postgres, PgArguments>) -> Query<'q, Postgres, PgArguments> {
+        query
+            .bind(self.ids)
+            .bind(self.transactions)
+            .bind(self.sequences)
+            .bind(self.streams)
+            .bind(self.versions)
+            .bind(self.types)
+            .bind(self.errors)
+            .bind(self.attempts)
+            .bind(self.retries)
+    }
+}
+
 /// Dead-letters events (idempotent by event id: dead-lettering again updates the error,
 /// the attempts and the retry request).
 pub(crate) async fn add_dead_letters(
@@ -28,43 +79,53 @@ pub(crate) async fn add_dead_letters(
     if events.is_empty() {
         return Ok(());
     }
-    let mut ids = Vec::with_capacity(events.len());
-    let mut transactions = Vec::with_capacity(events.len());
-    let mut sequences = Vec::with_capacity(events.len());
-    let mut streams = Vec::with_capacity(events.len());
-    let mut versions = Vec::with_capacity(events.len());
-    let mut types = Vec::with_capacity(events.len());
-    let mut errors = Vec::with_capacity(events.len());
-    let mut attempts = Vec::with_capacity(events.len());
-    let mut retries = Vec::with_capacity(events.len());
-    for dead_letters in events {
-        let (transaction, sequence) = xid::store_params(dead_letters.event.position)?;
-        ids.push(dead_letters.event.event_id);
-        transactions.push(transaction);
-        sequences.push(sequence);
-        streams.push(dead_letters.event.stream_id);
-        versions.push(i64::try_from(dead_letters.event.stream_version).unwrap_or(i64::MAX));
-        types.push(dead_letters.event.event_type);
-        errors.push(dead_letters.error);
-        attempts.push(i32::try_from(dead_letters.attempts).unwrap_or(i32::MAX));
-        retries.push(dead_letters.retry_requested);
-    }
+    let rows = Rows::of(events)?;
     retry_lost(|| {
-        sqlx::query(ADD_DEAD_LETTERS)
-            .bind(projection)
-            .bind(&ids)
-            .bind(&transactions)
-            .bind(&sequences)
-            .bind(&streams)
-            .bind(&versions)
-            .bind(&types)
-            .bind(&errors)
-            .bind(&attempts)
-            .bind(&retries)
+        rows.clone()
+            .bind(sqlx::query(ADD_DEAD_LETTERS).bind(projection))
+            .bind(None::<String>)
+            .bind(None::<i32>)
+            .bind(None::<String>)
+            .bind(None::<i64>)
             .execute(&store.inner.pool)
     })
     .await
     .map_err(store_error)?;
+    Ok(())
+}
+
+/// Dead-letters events of a claimed partition, only while the claim holds.
+pub(crate) async fn add_claimed_dead_letters(
+    store: &PgEventStore,
+    claim: &Claim,
+    events: Vec<DeadLetter>,
+) -> Result<(), StoreError> {
+    let fenced = || StoreError::Fenced {
+        projection: claim.projection.clone(),
+        partition: claim.partition,
+        generation: claim.generation,
+    };
+    let partition = i32::try_from(claim.partition).map_err(|_| fenced())?;
+    let generation = i64::try_from(claim.generation).map_err(|_| fenced())?;
+    let rows = Rows::of(events)?;
+    let name = claim.checkpoint_name();
+    let written = super::claim::run(store, ADD_DEAD_LETTERS, |query| {
+        rows.clone()
+            .bind(query.bind(name.clone()))
+            .bind(claim.projection.clone())
+            .bind(partition)
+            .bind(claim.owner.clone())
+            .bind(generation)
+    })
+    .await?;
+    let allowed = written
+        .first()
+        .map(|row| row.try_get::<bool, _>(0))
+        .transpose()
+        .map_err(store_error)?;
+    if allowed != Some(true) {
+        return Err(fenced());
+    }
     Ok(())
 }
 

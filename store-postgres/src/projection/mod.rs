@@ -77,6 +77,14 @@ impl ProjectionStore for PgEventStore {
         claim::partition_owners(self, projection).await
     }
 
+    async fn add_claimed_dead_letters(
+        &self,
+        claim: &Claim,
+        events: Vec<DeadLetter>,
+    ) -> Result<(), StoreError> {
+        dead_letters::add_claimed_dead_letters(self, claim, events).await
+    }
+
     async fn save_claimed_checkpoint(
         &self,
         claim: &Claim,

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::helpers::*;
+use super::projection_store::{letter, logged};
 use crate::position::Position;
 use crate::projection::{Claim, ProjectionStore};
 use crate::store::{EventStore, StoreError};
@@ -151,8 +152,9 @@ pub async fn expired_claims_go_to_another_owner<S: ProjectionStore>(store: &S) {
     assert_eq!(back[0].generation, old[1].generation + 2);
 }
 
-/// A checkpoint save under a claim the owner lost writes nothing and fails
-/// as fenced; the new owner's save goes through, under the same name.
+/// A checkpoint save (or a dead letter) under a claim the owner lost writes
+/// nothing and fails as fenced; the new owner's goes through, under the
+/// same name.
 pub async fn fenced_checkpoint_save_writes_nothing<S: ProjectionStore>(store: &S) {
     let name = unique("fenced");
     let old = beat(store, &name, 4, "old", SHORT).await;
@@ -213,6 +215,33 @@ pub async fn fenced_checkpoint_save_writes_nothing<S: ProjectionStore>(store: &S
             .ok()
             .flatten(),
         Some(position(30))
+    );
+    // Dead letters are fenced the same way, and kept under the partition's name.
+    let events = logged(store, 1).await;
+    match store
+        .add_claimed_dead_letters(&stale, vec![letter(&events[0], Some("boom"), 1)])
+        .await
+    {
+        Err(StoreError::Fenced { .. }) => {}
+        other => panic!("a dead letter under a lost claim was not fenced: {other:?}"),
+    }
+    assert!(
+        store
+            .dead_letters(&checkpoint)
+            .await
+            .unwrap_or_default()
+            .is_empty(),
+        "a fenced dead letter was written"
+    );
+    store
+        .add_claimed_dead_letters(&current, vec![letter(&events[0], Some("boom"), 1)])
+        .await
+        .expect("the new owner dead-letters");
+    let kept = store.dead_letters(&checkpoint).await.unwrap_or_default();
+    assert_eq!(
+        kept.len(),
+        1,
+        "the new owner's dead letter under {checkpoint:?}"
     );
     // Coming back does not revive the old claim either.
     let _ = beat(store, &name, 4, "old", LONG).await;
