@@ -23,11 +23,13 @@ CREATE TABLE annals_claims (
 
 -- The owners that are alive (they renewed within their time to live), per
 -- projection, including those that own nothing yet: what the partitions
--- are shared among.
+-- are shared among. A draining owner (annals_drain) gives its partitions
+-- back at its next heartbeat and takes none, for maintenance.
 CREATE TABLE annals_claimants (
     projection text        NOT NULL,
     owner      text        NOT NULL,
     expires_at timestamptz NOT NULL,
+    draining   boolean     NOT NULL DEFAULT false,
     PRIMARY KEY (projection, owner)
 );
 
@@ -69,8 +71,12 @@ BEGIN
 
     SELECT count(*) INTO v_live
       FROM annals_claimants c
-     WHERE c.projection = p_projection AND c.expires_at > now();
+     WHERE c.projection = p_projection AND c.expires_at > now() AND NOT c.draining;
     v_share := ceil(p_partitions::numeric / greatest(v_live, 1))::integer;
+    IF (SELECT c.draining FROM annals_claimants c
+         WHERE c.projection = p_projection AND c.owner = p_owner) THEN
+        v_share := 0;
+    END IF;
 
     -- Renew: an expired claim nobody took is still this owner's (its
     -- generation is unchanged, so nothing it wrote can conflict).
@@ -114,6 +120,19 @@ BEGIN
          WHERE c.projection = p_projection AND c.owner = p_owner AND c.partition < p_partitions
          ORDER BY c.partition;
 END;
+$$;
+
+-- Marks p_owner draining (p_draining) or not: a draining owner gives its
+-- partitions back at its next heartbeat and takes none until undrained,
+-- and the others share them without it.
+CREATE FUNCTION annals_drain(p_projection text, p_owner text, p_draining boolean)
+RETURNS boolean
+LANGUAGE sql
+AS $$
+    UPDATE annals_claimants
+       SET draining = p_draining
+     WHERE projection = p_projection AND owner = p_owner
+    RETURNING true;
 $$;
 
 -- Gives up every claim p_owner holds on p_projection and leaves its

@@ -20,7 +20,8 @@ struct Slot {
 #[derive(Debug, Default)]
 pub(super) struct Claims {
     partitions: HashMap<String, BTreeMap<u32, Slot>>,
-    claimants: HashMap<String, HashMap<String, DateTime<Utc>>>,
+    /// Per projection and owner: until when it is alive, and whether it drains.
+    claimants: HashMap<String, HashMap<String, (DateTime<Utc>, bool)>>,
 }
 
 impl Claims {
@@ -35,9 +36,18 @@ impl Claims {
         let now = Utc::now();
         let until = hold_until(ttl);
         let claimants = self.claimants.entry(projection.to_owned()).or_default();
-        claimants.insert(owner.to_owned(), until);
-        let live = claimants.values().filter(|&&at| at > now).count().max(1);
-        let share = partitions.div_ceil(live as u32) as usize;
+        let draining = claimants.get(owner).is_some_and(|&(_, draining)| draining);
+        claimants.insert(owner.to_owned(), (until, draining));
+        let live = claimants
+            .values()
+            .filter(|&&(at, draining)| at > now && !draining)
+            .count()
+            .max(1);
+        let share = if draining {
+            0
+        } else {
+            partitions.div_ceil(live as u32) as usize
+        };
         let slots = self.partitions.entry(projection.to_owned()).or_default();
         for partition in 0..partitions {
             slots.entry(partition).or_insert(Slot {
@@ -81,6 +91,21 @@ impl Claims {
                 expires_at: slot.expires_at,
             })
             .collect()
+    }
+
+    /// Marks `owner` draining or not; false when it is not a claimant.
+    pub(super) fn drain(&mut self, projection: &str, owner: &str, draining: bool) -> bool {
+        match self
+            .claimants
+            .get_mut(projection)
+            .and_then(|claimants| claimants.get_mut(owner))
+        {
+            Some((_, flag)) => {
+                *flag = draining;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Gives up every claim of `owner` on `projection`.

@@ -142,6 +142,15 @@ impl ProjectionStore for MemoryStore {
         Ok(())
     }
 
+    async fn drain(
+        &self,
+        projection: &str,
+        owner: &str,
+        draining: bool,
+    ) -> Result<bool, StoreError> {
+        Ok(self.claims(|c| c.drain(projection, owner, draining)))
+    }
+
     async fn partition_owners(&self, projection: &str) -> Result<Vec<PartitionOwner>, StoreError> {
         Ok(self.claims(|c| c.owners(projection)))
     }

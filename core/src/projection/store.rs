@@ -75,6 +75,17 @@ pub trait ProjectionStore: EventStore {
     /// others take its partitions at their next heartbeat).
     async fn release_claims(&self, projection: &str, owner: &str) -> Result<(), StoreError>;
 
+    /// Marks `owner` draining (or, with `false`, not any more), for
+    /// maintenance: at its next heartbeat it gives its partitions back and
+    /// takes none, and the other owners share them without it. False when
+    /// `owner` is not among the projection's claimants.
+    async fn drain(
+        &self,
+        projection: &str,
+        owner: &str,
+        draining: bool,
+    ) -> Result<bool, StoreError>;
+
     /// Every partition of `projection` ever claimed, by partition: for
     /// operators.
     async fn partition_owners(&self, projection: &str) -> Result<Vec<PartitionOwner>, StoreError>;

@@ -44,6 +44,7 @@ pub enum Operation {
     Claim,
     ReleaseClaims,
     PartitionOwners,
+    Drain,
     SaveClaimedCheckpoint,
     AddClaimedDeadLetters,
     ScheduleDeadline,
@@ -372,6 +373,16 @@ impl<S: ProjectionStore + Clone> ProjectionStore for Faulty<S> {
     async fn release_claims(&self, projection: &str, owner: &str) -> Result<(), StoreError> {
         self.enter(Operation::ReleaseClaims)?;
         self.inner.release_claims(projection, owner).await
+    }
+
+    async fn drain(
+        &self,
+        projection: &str,
+        owner: &str,
+        draining: bool,
+    ) -> Result<bool, StoreError> {
+        self.enter(Operation::Drain)?;
+        self.inner.drain(projection, owner, draining).await
     }
 
     async fn partition_owners(&self, projection: &str) -> Result<Vec<PartitionOwner>, StoreError> {

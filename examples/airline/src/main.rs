@@ -106,6 +106,21 @@ enum Command {
         #[command(flatten)]
         config: Config,
     },
+    /// Move a projection's partitions away from one process, for maintenance:
+    /// at its next heartbeat the owner (as `claims` lists it) gives its
+    /// partitions back and takes none, and the other processes share them.
+    /// `--undo` lets it take its share again.
+    Drain {
+        /// The projection.
+        projection: String,
+        /// The owner id, as `claims` prints it.
+        owner: String,
+        /// Let the owner take its share again.
+        #[arg(long)]
+        undo: bool,
+        #[command(flatten)]
+        config: Config,
+    },
     /// Check the airline's invariants (seats, money, settled bookings, the
     /// search read model) against the whole log; exit code 1 on violations.
     Check {
@@ -141,6 +156,12 @@ async fn main() -> std::process::ExitCode {
         Some(Command::Claims { projection, config }) => {
             claims_command(config.with_environment(), &projection).await
         }
+        Some(Command::Drain {
+            projection,
+            owner,
+            undo,
+            config,
+        }) => drain_command(config.with_environment(), &projection, &owner, !undo).await,
         Some(Command::Check { grace_secs, config }) => {
             check_command(config.with_environment(), grace_secs).await
         }
@@ -540,6 +561,28 @@ async fn retry_command(config: Config, projection: &str) -> Result<()> {
         let name = checkpoint_name(&name, partition, partitions);
         let count = store.retry_dead_letters(&name).await?;
         println!("{count} dead letters of {name} marked for a retry");
+    }
+    Ok(())
+}
+
+/// `airline drain <projection> <owner>`: the owner gives its partitions back.
+async fn drain_command(
+    config: Config,
+    projection: &str,
+    owner: &str,
+    draining: bool,
+) -> Result<()> {
+    if config.store_kind() != StoreKind::Postgres {
+        return Err("`airline drain` needs DATABASE_URL".into());
+    }
+    let store = postgres(&config).await?;
+    if !store.drain(projection, owner, draining).await? {
+        return Err(format!("{owner:?} is not among the owners of {projection}").into());
+    }
+    if draining {
+        println!("{owner} drains {projection}: its partitions move at its next heartbeat");
+    } else {
+        println!("{owner} takes its share of {projection} again");
     }
     Ok(())
 }

@@ -22,6 +22,7 @@ use crate::xid;
 
 const CLAIM: &str = include_str!("../sql/claim.sql");
 const RELEASE_CLAIMS: &str = include_str!("../sql/release_claims.sql");
+const DRAIN: &str = include_str!("../sql/drain.sql");
 const PARTITION_OWNERS: &str = include_str!("../sql/partition_owners.sql");
 const SAVE_CLAIMED_CHECKPOINT: &str = include_str!("../sql/save_claimed_checkpoint.sql");
 
@@ -103,6 +104,28 @@ pub(crate) async fn release_claims(
     })
     .await?;
     Ok(())
+}
+
+/// Marks an owner draining, or not; false when it is not a claimant.
+pub(crate) async fn drain(
+    store: &PgEventStore,
+    projection: &str,
+    owner: &str,
+    draining: bool,
+) -> Result<bool, StoreError> {
+    let rows = run(store, DRAIN, |query| {
+        query
+            .bind(projection.to_owned())
+            .bind(owner.to_owned())
+            .bind(draining)
+    })
+    .await?;
+    let found = rows
+        .first()
+        .map(|row| row.try_get::<Option<bool>, _>(0))
+        .transpose()
+        .map_err(store_error)?;
+    Ok(found.flatten().unwrap_or(false))
 }
 
 /// The projection's partitions and their owners.

@@ -73,6 +73,15 @@ impl ProjectionStore for PgEventStore {
         claim::release_claims(self, projection, owner).await
     }
 
+    async fn drain(
+        &self,
+        projection: &str,
+        owner: &str,
+        draining: bool,
+    ) -> Result<bool, StoreError> {
+        claim::drain(self, projection, owner, draining).await
+    }
+
     async fn partition_owners(&self, projection: &str) -> Result<Vec<PartitionOwner>, StoreError> {
         claim::partition_owners(self, projection).await
     }

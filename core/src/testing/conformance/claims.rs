@@ -271,3 +271,43 @@ pub async fn released_claims_are_free_at_once<S: ProjectionStore>(store: &S) {
         "the remaining owner takes every released partition"
     );
 }
+
+/// A draining owner gives its partitions back at its next heartbeat and
+/// takes none; the others share them without it; undrained, it gets its
+/// share again.
+pub async fn a_draining_owner_gives_its_partitions_back<S: ProjectionStore>(store: &S) {
+    let name = unique("drained");
+    assert_eq!(beat(store, &name, 4, "a", LONG).await.len(), 4);
+    assert!(beat(store, &name, 4, "b", LONG).await.is_empty());
+    assert_eq!(beat(store, &name, 4, "a", LONG).await.len(), 2);
+    assert_eq!(beat(store, &name, 4, "b", LONG).await.len(), 2);
+    assert!(
+        store.drain(&name, "a", true).await.unwrap_or(false),
+        "a is a claimant"
+    );
+    assert!(
+        !store.drain(&name, "nobody", true).await.unwrap_or(true),
+        "draining an unknown owner"
+    );
+    assert!(
+        beat(store, &name, 4, "a", LONG).await.is_empty(),
+        "a draining owner kept partitions"
+    );
+    assert_eq!(
+        beat(store, &name, 4, "b", LONG).await.len(),
+        4,
+        "b takes a's partitions"
+    );
+    assert!(
+        beat(store, &name, 4, "a", LONG).await.is_empty(),
+        "a draining owner took partitions"
+    );
+    assert!(store.drain(&name, "a", false).await.unwrap_or(false));
+    assert!(beat(store, &name, 4, "a", LONG).await.is_empty());
+    assert_eq!(beat(store, &name, 4, "b", LONG).await.len(), 2);
+    assert_eq!(
+        beat(store, &name, 4, "a", LONG).await.len(),
+        2,
+        "undrained, a gets its share"
+    );
+}

@@ -69,8 +69,8 @@
 //!   not lost while held (past the time to live it renews).
 //! - Claims on partitions: shared among live owners (none above
 //!   `ceil(partitions / owners)`), taken over once expired with a new
-//!   generation, fenced checkpoint saves (a former owner writes nothing),
-//!   released claims free at once.
+//!   generation, fenced checkpoint saves and dead letters (a former owner
+//!   writes nothing), released claims free at once, draining owners.
 //! - Process managers' deadlines: idempotent scheduling, listing, the next
 //!   firing time, claims (due ones only, earliest first, per process, held
 //!   for a while, never shared by concurrent claimers), completion,
@@ -221,6 +221,7 @@ suite! {
         expired_claims_go_to_another_owner,
         fenced_checkpoint_save_writes_nothing,
         released_claims_are_free_at_once,
+        a_draining_owner_gives_its_partitions_back,
         scheduling_a_deadline_is_idempotent,
         deadlines_are_listed_earliest_first,
         next_deadline_is_the_earliest_live_firing_time,
