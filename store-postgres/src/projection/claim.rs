@@ -150,6 +150,46 @@ pub(crate) async fn partition_owners(
         .map_err(store_error)
 }
 
+/// A claim as a fenced write checks it (`save_claimed_checkpoint.sql`):
+/// projection, partition, owner and generation, bound in that order.
+pub(super) struct Fence {
+    projection: String,
+    partition: i32,
+    owner: String,
+    generation: i64,
+}
+
+impl Fence {
+    /// The fence of `claim`; a claim out of the columns' range could not
+    /// hold, and is refused as fenced.
+    pub(super) fn of(claim: &Claim) -> Result<Self, StoreError> {
+        Ok(Self {
+            projection: claim.projection.clone(),
+            partition: i32::try_from(claim.partition).map_err(|_| fenced(claim))?,
+            owner: claim.owner.clone(),
+            generation: i64::try_from(claim.generation).map_err(|_| fenced(claim))?,
+        })
+    }
+
+    /// Binds the four parameters.
+    pub(super) fn bind(&self, query: Bound) -> Bound {
+        query
+            .bind(self.projection.clone())
+            .bind(self.partition)
+            .bind(self.owner.clone())
+            .bind(self.generation)
+    }
+}
+
+/// What a write refused by the fence of `claim` fails with.
+pub(super) fn fenced(claim: &Claim) -> StoreError {
+    StoreError::Fenced {
+        projection: claim.projection.clone(),
+        partition: claim.partition,
+        generation: claim.generation,
+    }
+}
+
 /// Saves a claimed partition's checkpoint, fenced by its generation.
 pub(crate) async fn save_claimed_checkpoint(
     store: &PgEventStore,
@@ -157,27 +197,18 @@ pub(crate) async fn save_claimed_checkpoint(
     position: Position,
 ) -> Result<(), StoreError> {
     let (transaction, sequence) = xid::store_params(position)?;
-    let fenced = || StoreError::Fenced {
-        projection: claim.projection.clone(),
-        partition: claim.partition,
-        generation: claim.generation,
-    };
-    let partition = i32::try_from(claim.partition).map_err(|_| fenced())?;
-    let generation = i64::try_from(claim.generation).map_err(|_| fenced())?;
+    let fence = Fence::of(claim)?;
     let name = claim.checkpoint_name();
     let saved = run(store, SAVE_CLAIMED_CHECKPOINT, |query| {
-        query
-            .bind(claim.projection.clone())
-            .bind(partition)
-            .bind(claim.owner.clone())
-            .bind(generation)
+        fence
+            .bind(query)
             .bind(name.clone())
             .bind(transaction.0.to_string())
             .bind(sequence)
     })
     .await?;
     if saved.is_empty() {
-        return Err(fenced());
+        return Err(fenced(claim));
     }
     Ok(())
 }

@@ -9,6 +9,7 @@ use sqlx::query::Query;
 use sqlx::{Postgres, Row};
 use uuid::Uuid;
 
+use super::claim::{Fence, fenced, run};
 use crate::error::{retry_lost, store_error};
 use crate::handle::PgEventStore;
 use crate::read::recorded_event;
@@ -100,22 +101,11 @@ pub(crate) async fn add_claimed_dead_letters(
     claim: &Claim,
     events: Vec<DeadLetter>,
 ) -> Result<(), StoreError> {
-    let fenced = || StoreError::Fenced {
-        projection: claim.projection.clone(),
-        partition: claim.partition,
-        generation: claim.generation,
-    };
-    let partition = i32::try_from(claim.partition).map_err(|_| fenced())?;
-    let generation = i64::try_from(claim.generation).map_err(|_| fenced())?;
+    let fence = Fence::of(claim)?;
     let rows = Rows::of(events)?;
     let name = claim.checkpoint_name();
-    let written = super::claim::run(store, ADD_DEAD_LETTERS, |query| {
-        rows.clone()
-            .bind(query.bind(name.clone()))
-            .bind(claim.projection.clone())
-            .bind(partition)
-            .bind(claim.owner.clone())
-            .bind(generation)
+    let written = run(store, ADD_DEAD_LETTERS, |query| {
+        fence.bind(rows.clone().bind(query.bind(name.clone())))
     })
     .await?;
     let allowed = written
@@ -124,7 +114,7 @@ pub(crate) async fn add_claimed_dead_letters(
         .transpose()
         .map_err(store_error)?;
     if allowed != Some(true) {
-        return Err(fenced());
+        return Err(fenced(claim));
     }
     Ok(())
 }
