@@ -147,7 +147,16 @@ const AGENT_TOKEN: &str = "hbench-agent-token";
 /// Closed-loop clients of the command phases.
 const CLIENTS: usize = 32;
 const COMMAND_WARM_UP: Duration = Duration::from_secs(2);
-const COMMAND_WINDOW: Duration = Duration::from_secs(20);
+/// The measured window of each command run: `HBENCH_COMMAND_SECS`, 20 s by default.
+fn command_window() -> Duration {
+    static WINDOW: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *WINDOW.get_or_init(|| {
+        std::env::var("HBENCH_COMMAND_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map_or(Duration::from_secs(20), Duration::from_secs)
+    })
+}
 const COMMAND_TARGET: f64 = 1_500.0;
 /// Flights the bookings choose from.
 const BOOKING_POOL: usize = 1_000;
@@ -529,12 +538,12 @@ async fn commands(
     println!(
         "  POST /flights: {CLIENTS} clients, {} s warm-up, {} s measured",
         COMMAND_WARM_UP.as_secs(),
-        COMMAND_WINDOW.as_secs()
+        command_window().as_secs()
     );
     let start = Instant::now() + Duration::from_millis(200);
     let window = start + COMMAND_WARM_UP;
     let load = loadgen.spawn(closed_loop(address, Arc::new(Vec::new()), start));
-    let cpu = cpu_over(admin, es_pid, window, window + COMMAND_WINDOW).await;
+    let cpu = cpu_over(admin, es_pid, window, window + command_window()).await;
     let mut schedule = load.await??;
     schedule.cpu = cpu;
     let pool: Vec<Uuid> = schedule.ids.iter().take(BOOKING_POOL).copied().collect();
@@ -546,13 +555,20 @@ async fn commands(
     println!(
         "  POST /bookings: {CLIENTS} clients, {} s warm-up, {} s measured",
         COMMAND_WARM_UP.as_secs(),
-        COMMAND_WINDOW.as_secs()
+        command_window().as_secs()
     );
     let start = Instant::now() + Duration::from_millis(200);
     let window = start + COMMAND_WARM_UP;
+    let statements_before = statements(admin).await;
     let load = loadgen.spawn(closed_loop(address, Arc::new(pool), start));
-    let cpu = cpu_over(admin, es_pid, window, window + COMMAND_WINDOW).await;
+    let pending = tokio::spawn(pending_every_5s(
+        schema.to_owned(),
+        window,
+        window + command_window(),
+    ));
+    let cpu = cpu_over(admin, es_pid, window, window + command_window()).await;
     let mut booking = load.await??;
+    let _ = pending.await;
     booking.cpu = cpu;
     let at_end = booking_counts(admin, schema).await?;
     let settle_limit = std::env::var("HBENCH_SETTLE_SECS")
@@ -589,6 +605,15 @@ async fn commands(
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
     let settled_after = settle_started.elapsed();
+    if let (Some(before), Some(after)) = (statements_before, statements(admin).await) {
+        println!(
+            "  statements (pg_stat_statements calls of this role, bookings and saga, warm-up \
+             included): {} for {} bookings, {:.1} per booking",
+            after - before,
+            settled.requested,
+            (after - before) as f64 / settled.requested.max(1) as f64
+        );
+    }
     let reasons = cancel_reasons(admin, schema).await?;
     let saga = service.saga_runner.progress.borrow().clone();
     let head = store.head().await?;
@@ -849,7 +874,7 @@ async fn closed_loop(
     started: Instant,
 ) -> Result<Closed> {
     let window_start = started + COMMAND_WARM_UP;
-    let window_end = window_start + COMMAND_WINDOW;
+    let window_end = window_start + command_window();
     let mut clients = JoinSet::new();
     for n in 0..CLIENTS {
         let pool = Arc::clone(&pool);
@@ -1050,6 +1075,44 @@ async fn booking_counts(admin: &mut PgConnection, schema: &str) -> Result<Bookin
         }
     }
     Ok(counts)
+}
+
+/// Calls of every statement this role ran, from `pg_stat_statements`;
+/// `None` without the extension.
+async fn statements(admin: &mut PgConnection) -> Option<i64> {
+    sqlx::query_scalar(
+        "SELECT sum(calls)::bigint FROM pg_stat_statements \
+          WHERE userid = (SELECT oid FROM pg_roles WHERE rolname = current_user)",
+    )
+    .fetch_one(&mut *admin)
+    .await
+    .ok()
+    .flatten()
+}
+
+/// Prints, every 5 s of the bookings' window, how many bookings are pending
+/// (requested, not yet confirmed or cancelled), on a connection of its own.
+async fn pending_every_5s(schema: String, from: Instant, to: Instant) {
+    let Ok(url) = std::env::var("DATABASE_URL") else {
+        return;
+    };
+    let Ok(mut connection) = <PgConnection as sqlx::Connection>::connect(&url).await else {
+        return;
+    };
+    let mut at = from;
+    while at <= to {
+        tokio::time::sleep_until(at.into()).await;
+        if let Ok(counts) = booking_counts(&mut connection, &schema).await {
+            println!(
+                "    {:>3.0} s into the window: {} requested, {} picked up by the saga, {} pending",
+                at.duration_since(from).as_secs_f64(),
+                counts.requested,
+                counts.started,
+                counts.requested - (counts.confirmed + counts.cancelled).min(counts.requested)
+            );
+        }
+        at += Duration::from_secs(5);
+    }
 }
 
 async fn cancel_reasons(admin: &mut PgConnection, schema: &str) -> Result<Vec<(String, i64)>> {
@@ -1893,12 +1956,19 @@ impl Report {
 impl Commands {
     /// The table's rows of 1a and 1b.
     fn print_rows(&self) {
+        let secs = command_window().as_secs();
         for (name, closed) in [
-            ("1a POST /flights, 32 clients, 20 s", &self.schedule),
-            ("1b POST /bookings, 32 clients, 20 s", &self.booking),
+            (
+                format!("1a POST /flights, 32 clients, {secs} s"),
+                &self.schedule,
+            ),
+            (
+                format!("1b POST /bookings, 32 clients, {secs} s"),
+                &self.booking,
+            ),
         ] {
             let n = closed.latencies.len();
-            let rate = n as f64 / COMMAND_WINDOW.as_secs_f64();
+            let rate = n as f64 / command_window().as_secs_f64();
             let errors: usize = closed.errors.values().sum();
             let verdict = if rate >= COMMAND_TARGET && errors == 0 {
                 "ok"
@@ -1966,7 +2036,7 @@ impl Commands {
         println!(
             "      saga: picked up {:.0} bookings/s while bookings came in, {:.0}/s after; {} \
              batch retries, {} dead_letters events, {}",
-            self.at_end.started as f64 / (COMMAND_WARM_UP + COMMAND_WINDOW).as_secs_f64(),
+            self.at_end.started as f64 / (COMMAND_WARM_UP + command_window()).as_secs_f64(),
             self.settled.started.saturating_sub(self.at_end.started) as f64
                 / self.settled_after.as_secs_f64().max(0.001),
             self.saga_retries,
