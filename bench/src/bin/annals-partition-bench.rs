@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use annals::projection::checkpoint_name;
+use annals::projection::{ProjectionStore, checkpoint_name};
 use annals::{EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, Position};
 use annals_postgres::{PgEventStore, PgStoreOptions};
 use serde_json::json;
@@ -150,6 +150,75 @@ async fn run(url: &str, base: &PgConnectOptions, schema: &str) -> Result<(), Box
                 .join(", ")
         );
     }
+    failover(&store, &daemon, &daemon_url, schema).await?;
+    Ok(())
+}
+
+/// Two daemons with the default time to live share the partitions; one is
+/// killed with SIGKILL; how long until the other owns every partition.
+async fn failover(
+    store: &PgEventStore,
+    daemon: &std::path::Path,
+    url: &str,
+    schema: &str,
+) -> Result<(), BoxError> {
+    const TTL_MS: u64 = 2000;
+    let spawn = || {
+        Command::new(daemon)
+            .env("DATABASE_URL", url)
+            .env("ANNALS_PARTITIONS", PARTITIONS.to_string())
+            .env("ANNALS_CLAIM_TTL_MS", TTL_MS.to_string())
+            .env("ANNALS_CHANNEL", format!("{schema}_events"))
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+    };
+    let (mut victim, mut survivor) = (spawn()?, spawn()?);
+    let owners = |pid: u32| {
+        let store = store.clone();
+        async move {
+            let owned = store.partition_owners(PROJECTION).await?;
+            Ok::<_, BoxError>(
+                owned
+                    .iter()
+                    .filter(|p| {
+                        p.owner
+                            .as_deref()
+                            .is_some_and(|o| o.contains(&format!("-{pid}-")))
+                    })
+                    .count(),
+            )
+        }
+    };
+    let started = Instant::now();
+    while owners(victim.id()).await? != 4 || owners(survivor.id()).await? != 4 {
+        if started.elapsed() > Duration::from_secs(30) {
+            return Err("two daemons never shared the partitions".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    victim.kill()?;
+    let killed = Instant::now();
+    victim.wait()?;
+    while owners(survivor.id()).await? != PARTITIONS as usize {
+        if killed.elapsed() > Duration::from_secs(60) {
+            return Err("the survivor never took the partitions over".into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let took = killed.elapsed();
+    let _ = Command::new("kill")
+        .args(["-TERM", &survivor.id().to_string()])
+        .status();
+    let _ = survivor.wait();
+    println!(
+        "\n  failover: a daemon killed with SIGKILL, its 4 partitions owned by the other after {:.2} s \
+         (claims' time to live {:.1} s, heartbeats every {:.2} s; bound: time to live + 5 s)",
+        took.as_secs_f64(),
+        TTL_MS as f64 / 1000.0,
+        TTL_MS as f64 / 3000.0
+    );
     Ok(())
 }
 
