@@ -11,7 +11,9 @@ use uuid::Uuid;
 use super::MemoryStore;
 use super::claims::Claims;
 use crate::position::Position;
-use crate::projection::{Claim, DeadLetter, Deadline, Lease, PartitionOwner, ProjectionStore};
+use crate::projection::{
+    Claim, DeadLetter, Deadline, Lease, PartitionOwner, ProjectionStore, owner_id,
+};
 use crate::store::StoreError;
 
 /// A deadline and when it is next to fire (its due time, or after a claim
@@ -35,6 +37,18 @@ impl MemoryStore {
         let claims = self.projections(|p| Arc::clone(&p.claims));
         let mut guard = claims.lock().unwrap_or_else(PoisonError::into_inner);
         f(&mut guard)
+    }
+
+    /// Runs `write` only while `claim` holds, under the claims' lock: no
+    /// claimer comes in between.
+    fn fenced<T>(&self, claim: &Claim, write: impl FnOnce() -> T) -> Result<T, StoreError> {
+        self.claims(|c| {
+            if c.holds(claim) {
+                Ok(write())
+            } else {
+                Err(claim.fenced())
+            }
+        })
     }
 
     fn projections<T>(&self, f: impl FnOnce(&mut Projections) -> T) -> T {
@@ -116,7 +130,7 @@ impl ProjectionStore for MemoryStore {
 
     async fn try_lease(&self, projection: &str) -> Result<Option<Box<dyn Lease>>, StoreError> {
         let claims = self.projections(|p| Arc::clone(&p.claims));
-        let owner = format!("lease-{}", Uuid::new_v4().simple());
+        let owner = owner_id("lease");
         let mut guard = claims.lock().unwrap_or_else(PoisonError::into_inner);
         // In one process a lease is never lost: it lasts until released.
         let Some(claim) = guard.claim(projection, 1, &owner, Duration::MAX).pop() else {
@@ -160,24 +174,14 @@ impl ProjectionStore for MemoryStore {
         claim: &Claim,
         events: Vec<DeadLetter>,
     ) -> Result<(), StoreError> {
-        // Checked and written under the claims' lock: no claimer in between.
-        let claims = self.projections(|p| Arc::clone(&p.claims));
-        let guard = claims.lock().unwrap_or_else(PoisonError::into_inner);
-        if !guard.holds(claim) {
-            return Err(StoreError::Fenced {
-                projection: claim.projection.clone(),
-                partition: claim.partition,
-                generation: claim.generation,
-            });
-        }
-        self.projections(|p| {
-            let dead_letters = p.dead_letters.entry(claim.checkpoint_name()).or_default();
-            for event in events {
-                dead_letters.insert(event.event.position, event);
-            }
-        });
-        drop(guard);
-        Ok(())
+        self.fenced(claim, || {
+            self.projections(|p| {
+                let dead_letters = p.dead_letters.entry(claim.checkpoint_name()).or_default();
+                for event in events {
+                    dead_letters.insert(event.event.position, event);
+                }
+            })
+        })
     }
 
     async fn save_claimed_checkpoint(
@@ -185,19 +189,10 @@ impl ProjectionStore for MemoryStore {
         claim: &Claim,
         position: Position,
     ) -> Result<(), StoreError> {
-        // Checked and written under the claims' lock: no claimer in between.
-        self.claims(|c| {
-            if !c.holds(claim) {
-                return Err(StoreError::Fenced {
-                    projection: claim.projection.clone(),
-                    partition: claim.partition,
-                    generation: claim.generation,
-                });
-            }
+        self.fenced(claim, || {
             self.write()
                 .checkpoints
                 .insert(claim.checkpoint_name(), position);
-            Ok(())
         })
     }
 

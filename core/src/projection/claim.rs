@@ -16,6 +16,8 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::store::StoreError;
+
 /// The partition of `key` among `partitions` (0 when `partitions` is 0 or
 /// 1): FNV-1a (64 bits) of the key's UTF-8 bytes, modulo `partitions`.
 ///
@@ -88,6 +90,16 @@ impl Claim {
     /// The name of the partition's checkpoint ([`checkpoint_name`]).
     pub fn checkpoint_name(&self) -> String {
         checkpoint_name(&self.projection, self.partition, self.partitions)
+    }
+
+    /// What a write under this claim fails with once the partition is no
+    /// longer the claim's: [`StoreError::Fenced`].
+    pub fn fenced(&self) -> StoreError {
+        StoreError::Fenced {
+            projection: self.projection.clone(),
+            partition: self.partition,
+            generation: self.generation,
+        }
     }
 }
 

@@ -257,9 +257,9 @@ pub struct PartitionedRunner<S, P> {
     store: S,
     feed: Arc<SharedFeed<S>>,
     name: String,
-    partitions: u32,
     owner: String,
     claim_ttl: Duration,
+    // One per partition, in partition order.
     lanes: Vec<Arc<ProjectionRunner<S, Partition<P>>>>,
 }
 
@@ -303,7 +303,6 @@ where
             store,
             owner: owner_id(&name),
             name,
-            partitions,
             claim_ttl: DEFAULT_CLAIM_TTL,
             lanes,
         }
@@ -328,7 +327,8 @@ where
 
     /// How many partitions the projection has.
     pub fn partitions(&self) -> u32 {
-        self.partitions
+        // One lane per partition, and at most u32::MAX of them.
+        u32::try_from(self.lanes.len()).unwrap_or(u32::MAX)
     }
 
     /// Each partition's progress, by partition: a partition this runner does
@@ -359,7 +359,7 @@ where
             }
             match self
                 .store
-                .claim(&self.name, self.partitions, &self.owner, self.claim_ttl)
+                .claim(&self.name, self.partitions(), &self.owner, self.claim_ttl)
                 .await
             {
                 Ok(claims) => {

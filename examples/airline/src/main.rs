@@ -531,10 +531,7 @@ async fn rebuild_command(config: Config, projection: &str) -> Result<()> {
 
 /// `airline retry <projection>`: marks its dead letters for a retry.
 async fn retry_command(config: Config, projection: &str) -> Result<()> {
-    if config.store_kind() != StoreKind::Postgres {
-        return Err("`airline retry` needs DATABASE_URL".into());
-    }
-    let store = postgres(&config).await?;
+    let store = postgres_for(&config, "retry").await?;
     let name = match projection {
         SAGA => SAGA.to_owned(),
         FLIGHTS_PROJECTION => {
@@ -572,10 +569,7 @@ async fn drain_command(
     owner: &str,
     draining: bool,
 ) -> Result<()> {
-    if config.store_kind() != StoreKind::Postgres {
-        return Err("`airline drain` needs DATABASE_URL".into());
-    }
-    let store = postgres(&config).await?;
+    let store = postgres_for(&config, "drain").await?;
     if !store.drain(projection, owner, draining).await? {
         return Err(format!("{owner:?} is not among the owners of {projection}").into());
     }
@@ -590,10 +584,7 @@ async fn drain_command(
 /// `airline claims <projection>`: each partition's owner, generation and
 /// expiry, as the claims table says.
 async fn claims_command(config: Config, projection: &str) -> Result<()> {
-    if config.store_kind() != StoreKind::Postgres {
-        return Err("`airline claims` needs DATABASE_URL".into());
-    }
-    let store = postgres(&config).await?;
+    let store = postgres_for(&config, "claims").await?;
     let owners = store.partition_owners(projection).await?;
     if owners.is_empty() {
         println!("{projection}: never claimed");
@@ -609,6 +600,15 @@ async fn claims_command(config: Config, projection: &str) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The PostgreSQL store, for a command that works on it only (`airline
+/// <command>`): an error naming the command without DATABASE_URL.
+async fn postgres_for(config: &Config, command: &str) -> Result<PgEventStore> {
+    if config.store_kind() != StoreKind::Postgres {
+        return Err(format!("`airline {command}` needs DATABASE_URL").into());
+    }
+    Ok(postgres(config).await?)
 }
 
 /// The booking saga's projection name.

@@ -165,9 +165,9 @@ impl Fence {
     pub(super) fn of(claim: &Claim) -> Result<Self, StoreError> {
         Ok(Self {
             projection: claim.projection.clone(),
-            partition: i32::try_from(claim.partition).map_err(|_| fenced(claim))?,
+            partition: i32::try_from(claim.partition).map_err(|_| claim.fenced())?,
             owner: claim.owner.clone(),
-            generation: i64::try_from(claim.generation).map_err(|_| fenced(claim))?,
+            generation: i64::try_from(claim.generation).map_err(|_| claim.fenced())?,
         })
     }
 
@@ -178,15 +178,6 @@ impl Fence {
             .bind(self.partition)
             .bind(self.owner.clone())
             .bind(self.generation)
-    }
-}
-
-/// What a write refused by the fence of `claim` fails with.
-pub(super) fn fenced(claim: &Claim) -> StoreError {
-    StoreError::Fenced {
-        projection: claim.projection.clone(),
-        partition: claim.partition,
-        generation: claim.generation,
     }
 }
 
@@ -208,7 +199,7 @@ pub(crate) async fn save_claimed_checkpoint(
     })
     .await?;
     if saved.is_empty() {
-        return Err(fenced(claim));
+        return Err(claim.fenced());
     }
     Ok(())
 }

@@ -9,7 +9,7 @@ use sqlx::query::Query;
 use sqlx::{Postgres, Row};
 use uuid::Uuid;
 
-use super::claim::{Fence, fenced, run};
+use super::claim::{Fence, run};
 use crate::error::{retry_lost, store_error};
 use crate::handle::PgEventStore;
 use crate::read::recorded_event;
@@ -114,7 +114,7 @@ pub(crate) async fn add_claimed_dead_letters(
         .transpose()
         .map_err(store_error)?;
     if allowed != Some(true) {
-        return Err(fenced(claim));
+        return Err(claim.fenced());
     }
     Ok(())
 }

@@ -81,12 +81,12 @@ impl Lease for PgLease {
                     }
                     self.renewed = Instant::now();
                 }
-                Ok(Err(error)) if self.renewed.elapsed() >= LEASE_TTL => {
+                failed if self.renewed.elapsed() >= LEASE_TTL => {
+                    let error = match failed {
+                        Ok(Err(error)) => error.to_string(),
+                        _ => "renewal timed out".to_owned(),
+                    };
                     tracing::warn!(projection = %self.claim.projection, %error, "lease not renewed in time");
-                    return;
-                }
-                Err(_) if self.renewed.elapsed() >= LEASE_TTL => {
-                    tracing::warn!(projection = %self.claim.projection, "lease not renewed in time");
                     return;
                 }
                 _ => {}
