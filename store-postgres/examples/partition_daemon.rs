@@ -122,10 +122,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .connect(&url)
         .await?;
     if let Err(error) = sqlx::query(TABLE).execute(&pool).await {
-        // Daemons starting together race to create it: one of them does.
+        // Daemons starting together race to create it: one of them does,
+        // the others fail on the catalog (a unique violation, or the row
+        // type already there: 42710).
         let raced = error
             .as_database_error()
-            .is_some_and(|e| e.is_unique_violation());
+            .is_some_and(|e| e.is_unique_violation() || e.code().as_deref() == Some("42710"));
         if !raced {
             return Err(error.into());
         }
